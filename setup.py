@@ -1,0 +1,12 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="yolos_d2",
+    version="0.1.0",
+    description="YOLOS (You Only Look at One Sequence) as a Detectron2 project",
+    packages=find_packages(include=("yolos_d2", "yolos_d2.*")),
+    python_requires=">=3.9",
+    # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
+    install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors"],
+    extras_require={"test": ["pytest", "transformers>=4.40"]},
+)

@@ -1,0 +1,111 @@
+"""The ``YOLOS`` meta-architecture: detectron2's batch format in, ``Instances`` out."""
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes, ImageList, Instances
+from torchvision.ops import box_convert
+
+from .detector import YOLOSDetector
+
+__all__ = ["YOLOS"]
+
+
+@META_ARCH_REGISTRY.register()
+class YOLOS(nn.Module):
+    """
+    Wraps :class:`YOLOSDetector` for detectron2: normalises and pads the images of a batch and
+    turns the ``[DET]`` token predictions into ``Instances``.
+    """
+
+    def __init__(
+        self,
+        *,
+        detector: YOLOSDetector,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+        input_format: str = "RGB",
+        size_divisibility: int = 16,
+    ):
+        """
+        Args:
+            detector: maps (B, 3, H, W) normalised RGB images to token predictions.
+            pixel_mean, pixel_std: per-channel mean and std in RGB order, in 0-255 pixel units.
+            input_format: channel order of the ``image`` tensors given to :meth:`forward`,
+                "RGB" or "BGR"; the detector always sees RGB.
+            size_divisibility: images are zero-padded (after normalisation) to a multiple of it.
+        """
+        super().__init__()
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"model.input_format must be 'RGB' or 'BGR', got {input_format!r}")
+        self.detector = detector
+        self.input_format = input_format
+        self.size_divisibility = size_divisibility
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
+        """Normalise each (3, H, W) ``image`` and pad the batch to a multiple of ``size_divisibility``."""
+        images = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device)
+            if self.input_format == "BGR":
+                image = image.flip(0)
+            images.append((image.float() - self.pixel_mean) / self.pixel_std)
+        return ImageList.from_tensors(images, self.size_divisibility)
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: detectron2's list of dicts, each with "image" (3, H, W) uint8 in
+                ``input_format``, and optionally "height", "width" (output size, default H, W).
+
+        Returns:
+            In inference, one dict per image with "instances": ``Instances`` holding ``pred_boxes``
+            (absolute XYXY in the output size), ``scores`` and ``pred_classes``, one per ``[DET]`` token.
+        """
+        if self.training:
+            raise NotImplementedError(
+                "YOLOS training needs the set criterion (Hungarian matcher and the class, L1 and "
+                "GIoU losses), which is not part of yolos_d2 yet; only inference is supported."
+            )
+        return self.inference(batched_inputs)
+
+    @torch.no_grad()
+    def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.detector(images.tensor)
+        results = []
+        for logits, boxes, image_size, inputs in zip(
+            outputs["pred_logits"], outputs["pred_boxes"], images.image_sizes, batched_inputs
+        ):
+            height = inputs.get("height", image_size[0])
+            width = inputs.get("width", image_size[1])
+            results.append({"instances": self.postprocess(logits, boxes, (height, width))})
+        return results
+
+    @staticmethod
+    def postprocess(logits: torch.Tensor, boxes: torch.Tensor, output_size) -> Instances:
+        """
+        DETR's post-processing: softmax, drop the no-object class, one detection per token.
+
+        Args:
+            logits: (K, C + 1) class logits of one image.
+            boxes: (K, 4) cx, cy, w, h normalised by the (unpadded) input image size.
+            output_size: (height, width) of the image the boxes are returned in, in pixels.
+        """
+        scores, classes = logits.softmax(-1)[:, :-1].max(-1)
+        height, width = output_size
+        xyxy = box_convert(boxes, "cxcywh", "xyxy") * boxes.new_tensor([width, height, width, height])
+        pred_boxes = Boxes(xyxy)
+        pred_boxes.clip((height, width))
+        instances = Instances((height, width))
+        instances.pred_boxes = pred_boxes
+        instances.scores = scores
+        instances.pred_classes = classes
+        return instances

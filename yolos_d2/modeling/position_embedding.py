@@ -1,0 +1,48 @@
+"""Resizing of ViT patch position embeddings to a new patch grid.
+
+YOLOS defines its patch position embedding on the grid of ``init_pe_size`` and resizes it to
+the patch grid of every input, as the original implementation does: bicubic interpolation with
+``align_corners=False`` and no antialiasing.
+"""
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+Grid = Tuple[int, int]
+
+
+def patch_grid(image_size: Tuple[int, int], patch_size: int) -> Grid:
+    """Patch grid (rows, cols) of an image of ``image_size`` (H, W) pixels; partial patches are dropped."""
+    return image_size[0] // patch_size, image_size[1] // patch_size
+
+
+def square_grid(num_patches: int) -> Grid:
+    """The (g, g) grid holding ``num_patches`` patches; raises if ``num_patches`` is not a square."""
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"{num_patches} patch position embeddings do not form a square grid")
+    return side, side
+
+
+def resize_patch_pos_embed(pos_embed: torch.Tensor, old_grid: Grid, new_grid: Grid) -> torch.Tensor:
+    """
+    Args:
+        pos_embed: (N, old_grid[0] * old_grid[1], D) patch position embeddings, row-major over the grid.
+        old_grid, new_grid: (rows, cols) of the patch grid before and after.
+
+    Returns:
+        (N, new_grid[0] * new_grid[1], D); ``pos_embed`` itself when the grids are equal.
+    """
+    if tuple(old_grid) == tuple(new_grid):
+        return pos_embed
+    n, num_patches, dim = pos_embed.shape
+    if num_patches != old_grid[0] * old_grid[1]:
+        raise ValueError(
+            f"{num_patches} patch position embeddings do not fit a {old_grid[0]}x{old_grid[1]} grid"
+        )
+    grid = pos_embed.transpose(1, 2).reshape(n, dim, *old_grid)
+    # Interpolate in float32: bicubic is not implemented for half precision on every device.
+    grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
+    return grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
