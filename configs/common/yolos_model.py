@@ -1,0 +1,29 @@
+"""The YOLOS model shared by all variants; each variant sets its backbone size and PE sizes."""
+from detectron2.config import LazyCall as L
+
+from yolos_d2.modeling import YOLOS, ViTWithDetTokens, YOLOSDetector
+
+model = L(YOLOS)(
+    detector=L(YOLOSDetector)(
+        backbone=L(ViTWithDetTokens)(
+            embed_dim=192,
+            depth=12,
+            num_heads=3,
+            patch_size=16,
+            mlp_ratio=4.0,
+            qkv_bias=True,
+            norm_eps=1e-6,
+            init_pe_size=(800, 1333),
+            mid_pe_size=None,
+            num_det_tokens=100,
+            use_checkpoint=False,
+        ),
+        # COCO as detectron2 registers it: 80 contiguous classes (see README, "Class ids").
+        num_classes=80,
+    ),
+    # ImageNet mean and std in RGB, 0-255 units, as DeiT was trained with.
+    pixel_mean=[123.675, 116.280, 103.530],
+    pixel_std=[58.395, 57.120, 57.375],
+    input_format="RGB",
+    size_divisibility=16,
+)

@@ -1,0 +1,95 @@
+"""A DetectionCheckpointer that loads safely and refuses weights of another YOLOS variant."""
+import re
+from typing import Dict, List, Optional
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+from .io import load_weights_file
+
+__all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "describe_variant"]
+
+# (embed_dim, depth) of the paper's backbones.
+_VARIANTS = {(192, 12): "YOLOS-Ti", (384, 12): "YOLOS-S", (330, 14): "YOLOS-S-dWr", (768, 12): "YOLOS-B"}
+_CLS_TOKEN = "detector.backbone.cls_token"
+_BLOCK = re.compile(r"^detector\.backbone\.blocks\.(\d+)\.")
+
+# Key prefixes of checkpoints that must go through `python -m yolos_d2.convert` first.
+_UNCONVERTED = [
+    ("backbone.det_token", "an original YOLOS", "yolos"),
+    ("vit.embeddings.cls_token", "a Hugging Face YOLOS", "hf"),
+    ("cls_token", "a DeiT/ViT ImageNet", "deit"),
+]
+
+
+def describe_variant(state: Dict[str, torch.Tensor]) -> str:
+    """Name the backbone held by a yolos_d2 state dict, e.g. 'YOLOS-S (embed_dim 384, depth 12)'."""
+    if _CLS_TOKEN not in state:
+        return "no YOLOS backbone"
+    embed_dim = state[_CLS_TOKEN].shape[-1]
+    depth = len({m[1] for m in map(_BLOCK.match, state) if m})
+    name = _VARIANTS.get((embed_dim, depth), "a custom ViT")
+    return f"{name} (embed_dim {embed_dim}, depth {depth})"
+
+
+def check_checkpoint_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """
+    Raise ``ValueError`` naming both variants and the differing shapes if any tensor of ``state``
+    has another shape in ``model``.
+    """
+    model_state = model.state_dict()
+    differing: List[str] = [
+        f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(model_state[k].shape)} in the model"
+        for k, v in state.items()
+        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)
+    ]
+    if not differing:
+        return
+    shown = "\n  ".join(differing[:8]) + (f"\n  ... and {len(differing) - 8} more" if len(differing) > 8 else "")
+    raise ValueError(
+        f"Checkpoint {source!r} holds {describe_variant(state)} but the model is "
+        f"{describe_variant(model_state)}; shapes that differ:\n  {shown}\n"
+        "Use the config of the checkpoint's variant, or convert the source weights again with "
+        "this config (python -m yolos_d2.convert ... --config-file CONFIG)."
+    )
+
+
+class YOLOSCheckpointer(DetectionCheckpointer):
+    """
+    ``DetectionCheckpointer`` for YOLOS models:
+
+    - ``.pth``/``.safetensors`` files load with ``torch.load(weights_only=True)``/safetensors;
+    - weights of another variant (or another ``init_pe_size``) raise an error naming the variant
+      and the shapes that differ, instead of being skipped with a warning;
+    - unconverted DeiT, original YOLOS or Hugging Face checkpoints raise an error that gives the
+      conversion command.
+    Missing and unexpected keys are reported by name, as detectron2 does.
+    """
+
+    def _load_file(self, filename: str) -> Dict:
+        if filename.endswith(".pkl"):
+            return super()._load_file(filename)
+        loaded = load_weights_file(filename)
+        if not isinstance(loaded.get("model"), dict):
+            loaded = {"model": loaded}
+        self._check(loaded["model"], filename)
+        return loaded
+
+    def _check(self, state: Dict[str, torch.Tensor], filename: str) -> None:
+        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+        if not any(k.startswith("detector.") for k in state):
+            fmt = _unconverted_format(state)
+            if fmt is not None:
+                what, name = fmt
+                raise ValueError(
+                    f"{filename!r} looks like {what} checkpoint, not a yolos_d2 one. Convert it first: "
+                    f"python -m yolos_d2.convert {filename} OUT.pth --format {name} --config-file CONFIG"
+                )
+        check_checkpoint_fits(self.model, state, filename)
+
+
+def _unconverted_format(state: Dict[str, torch.Tensor]) -> Optional[tuple]:
+    for key, what, name in _UNCONVERTED:
+        if key in state:
+            return what, name
+    return None

@@ -1,0 +1,69 @@
+"""
+Convert DeiT/ViT, original YOLOS or Hugging Face YOLOS weights into a yolos_d2 checkpoint::
+
+    python -m yolos_d2.convert SRC DST --format {deit,yolos,hf} [--config-file CONFIG] [KEY=VALUE ...]
+
+SRC is a checkpoint file (for ``hf``, the folder written by ``save_pretrained``); DST is written
+atomically as ``{"model": state_dict}``, loadable with ``DetectionCheckpointer`` or as
+``train.init_checkpoint``. With ``--config-file`` (required for ``deit``, whose position
+embedding is resized to the config's ``init_pe_size``) the result is checked against the model the
+config builds and the keys it leaves to the model's initialisation are listed.
+"""
+import argparse
+import logging
+import sys
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.utils.logger import setup_logger
+
+from .checkpoint import check_checkpoint_fits, convert_file, save_checkpoint_atomic
+
+logger = logging.getLogger("yolos_d2.convert")
+
+
+def build_model_from_config(config_file: str, overrides):
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), overrides)
+    return instantiate(cfg.model)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="checkpoint file, or Hugging Face model folder for --format hf")
+    parser.add_argument("dst", help="output .pth file")
+    parser.add_argument("--format", required=True, choices=["deit", "yolos", "hf"], help="format of SRC")
+    parser.add_argument("--config-file", help="LazyConfig of the target model (required for deit)")
+    parser.add_argument(
+        "--keep-class-ids",
+        action="store_true",
+        help="keep a 92-output COCO class head (91 category ids + no-object) instead of mapping it "
+        "to detectron2's 80 contiguous classes",
+    )
+    parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
+    args = parser.parse_args(argv)
+    setup_logger(name="yolos_d2")
+    setup_logger(name="yolos_d2.convert")
+
+    model = build_model_from_config(args.config_file, args.opts) if args.config_file else None
+    if args.format == "deit" and model is None:
+        parser.error("--format deit needs --config-file: the position embedding is resized to its init_pe_size")
+    init_grid = model.detector.backbone.init_grid if model is not None else None
+    try:
+        state, dropped = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
+        if model is not None:
+            check_checkpoint_fits(model, state, args.src)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        logger.error("%s", e.args[0] if e.args else e)
+        return 1
+    if dropped:
+        logger.info("Left out %d source keys not used by YOLOS: %s", len(dropped), ", ".join(dropped))
+    if model is not None:
+        new = sorted(set(model.state_dict()) - set(state))
+        if new:
+            logger.info("Left to the model's initialisation (%d): %s", len(new), ", ".join(new))
+    save_checkpoint_atomic({"model": state, "__author__": "yolos_d2.convert"}, args.dst)
+    logger.info("Wrote %d tensors to %s", len(state), args.dst)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
