@@ -39,9 +39,7 @@ def main(argv=None) -> int:
         "to detectron2's 80 contiguous classes",
     )
     parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
-    args = parser.parse_args(argv)
-    setup_logger(name="yolos_d2")
-    setup_logger(name="yolos_d2.convert")
+    args = parser.parse_intermixed_args(argv)
 
     model = build_model_from_config(args.config_file, args.opts) if args.config_file else None
     if args.format == "deit" and model is None:
@@ -66,4 +64,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    setup_logger(name="yolos_d2")
     sys.exit(main())

@@ -167,6 +167,12 @@ def convert_file(
     """
     if fmt == "hf":
         state, config = load_huggingface_folder(src)
+        logger.info(
+            "Hugging Face config: hidden_size %s, num_hidden_layers %s, image_size %s, "
+            "use_mid_position_embeddings %s, layer_norm_eps %s.",
+            *(config.get(k) for k in ("hidden_size", "num_hidden_layers", "image_size",
+                                      "use_mid_position_embeddings", "layer_norm_eps")),
+        )
         return convert_huggingface(state, config.get("num_detection_tokens", 100), keep_class_ids)
     loaded = load_weights_file(src)
     state = loaded["model"] if isinstance(loaded.get("model"), dict) else loaded

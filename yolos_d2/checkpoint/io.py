@@ -26,11 +26,12 @@ def load_weights_file(path: str) -> Dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {e}") from None
+        refused = _refused_global(e)
+        if refused is None:
+            raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: its pickle data is malformed") from None
         raise ValueError(
             f"Refusing to load {path!r}: it holds pickled objects other than tensors, and loading "
-            f"them could run code ({_first_reason(e)}). Re-save its state dict alone, e.g. "
+            f"them could run code ({refused}). Re-save its state dict alone, e.g. "
             f"torch.save({{'model': state_dict}}, path), in a trusted environment."
         ) from None
     except RuntimeError as e:
@@ -54,10 +55,9 @@ def save_checkpoint_atomic(obj: Dict[str, Any], path: str) -> None:
         raise
 
 
-def _first_reason(error: Exception) -> str:
-    """The line of torch's weights-only error that names what was refused."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith("WeightsUnpickler error"):
-            return line
-    return lines[0] if lines else type(error).__name__
+def _refused_global(error: Exception):
+    """The line of torch's weights-only error naming a refused class or function, if any."""
+    for line in str(error).splitlines():
+        if "GLOBAL" in line:
+            return line.strip()
+    return None

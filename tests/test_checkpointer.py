@@ -1,0 +1,94 @@
+"""Loading checkpoints: wrong variants, unconverted files and unsafe pickles fail clearly."""
+import os
+import pickle
+
+import pytest
+import torch
+
+from _helpers import build_model, config_path
+from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file, save_checkpoint_atomic
+from yolos_d2.convert import main as convert_main
+
+SMALL = ["model.detector.backbone.depth=1"]
+
+
+def test_wrong_variant_names_both_variants_and_the_shape(tmp_path):
+    tiny = build_model("yolos_ti", SMALL)
+    save_checkpoint_atomic({"model": tiny.state_dict()}, str(tmp_path / "ti.pth"))
+    small = build_model("yolos_s", SMALL)
+    with pytest.raises(ValueError) as info:
+        YOLOSCheckpointer(small).load(str(tmp_path / "ti.pth"))
+    message = str(info.value)
+    assert "ti.pth" in message
+    assert "YOLOS-Ti" in message or "embed_dim 192" in message
+    assert "embed_dim 384" in message
+    assert "detector.backbone.cls_token: (1, 1, 192) in the checkpoint, (1, 1, 384) in the model" in message
+
+
+def test_full_depth_variants_are_named(tmp_path):
+    tiny = build_model("yolos_ti")
+    save_checkpoint_atomic({"model": tiny.state_dict()}, str(tmp_path / "ti.pth"))
+    with pytest.raises(ValueError, match=r"holds YOLOS-Ti \(embed_dim 192, depth 12\) but the model is YOLOS-S-dWr"):
+        YOLOSCheckpointer(build_model("yolos_s_dwr")).load(str(tmp_path / "ti.pth"))
+
+
+def test_same_variant_round_trip_is_exact(tmp_path):
+    model = build_model("yolos_s", SMALL)
+    save_checkpoint_atomic({"model": model.state_dict()}, str(tmp_path / "s.pth"))
+    torch.manual_seed(1)
+    other = build_model("yolos_s", SMALL)
+    torch.nn.init.normal_(other.detector.backbone.det_token)
+    YOLOSCheckpointer(other).load(str(tmp_path / "s.pth"))
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_unconverted_original_checkpoint_asks_for_conversion(tmp_path):
+    torch.save({"model": {"backbone.det_token": torch.zeros(1, 100, 192)}}, tmp_path / "orig.pth")
+    with pytest.raises(ValueError, match=r"original YOLOS checkpoint.*--format yolos"):
+        YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(tmp_path / "orig.pth"))
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo should-not-run",))
+
+
+def test_pickle_that_runs_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "payload": _RunsCode()}, path)
+    with pytest.raises(ValueError, match=r"Refusing to load .*evil\.pth.*could run code"):
+        load_weights_file(str(path))
+    with pytest.raises(ValueError, match="Refusing to load"):
+        YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(path))
+
+
+def test_garbage_file_is_reported_by_name(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"broken\.pth.* not a readable PyTorch checkpoint"):
+        load_weights_file(str(path))
+
+
+def test_atomic_save_leaves_previous_file_when_pickling_fails(tmp_path):
+    path = tmp_path / "model.pth"
+    save_checkpoint_atomic({"model": {"w": torch.ones(2)}}, str(path))
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint_atomic({"model": {"w": lambda: None}}, str(path))
+    assert torch.equal(load_weights_file(str(path))["model"]["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["model.pth"]
+
+
+def test_convert_cli_reports_bad_input(tmp_path, caplog):
+    assert convert_main([str(tmp_path / "missing.pth"), str(tmp_path / "o.pth"), "--format", "yolos"]) == 1
+    assert "missing.pth" in caplog.text and "does not exist" in caplog.text
+    (tmp_path / "hf").mkdir()
+    assert convert_main([str(tmp_path / "hf"), str(tmp_path / "o.pth"), "--format", "hf"]) == 1
+    assert "no config.json" in caplog.text
+    torch.save({"model": {"foo": torch.zeros(1)}}, tmp_path / "foo.pth")
+    assert convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "deit",
+                         "--config-file", config_path("yolos_ti")]) == 1
+    assert "is not a DeiT/ViT checkpoint: it has no pos_embed" in caplog.text
+    with pytest.raises(SystemExit):
+        convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "deit"])
+    assert not (tmp_path / "o.pth").exists()

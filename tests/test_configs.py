@@ -1,0 +1,60 @@
+"""Each variant LazyConfig states the seed's settings and builds its model."""
+import pytest
+from detectron2.config import LazyConfig, instantiate
+
+from _helpers import VARIANTS, load_config
+
+EXPECTED = {
+    # variant: (embed_dim, depth, heads, init_pe_size, mid_pe_size, eval_size, ims/GPU, lr, epochs)
+    "yolos_ti": (192, 12, 3, [800, 1333], None, 512, 2, 5e-5, 300),
+    "yolos_s": (384, 12, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),
+    "yolos_s_200ep": (384, 12, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),
+    "yolos_s_dwr": (330, 14, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),
+    "yolos_b": (768, 12, 12, [800, 1344], [800, 1344], 800, 1, 2.5e-5, 150),
+}
+COCO_TRAIN_IMAGES = 118287
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_settings(variant):
+    dim, depth, heads, init_pe, mid_pe, eval_size, per_gpu, lr, epochs = EXPECTED[variant]
+    cfg = load_config(variant)
+    backbone = cfg.model.detector.backbone
+    assert (backbone.embed_dim, backbone.depth, backbone.num_heads) == (dim, depth, heads)
+    assert (backbone.patch_size, backbone.mlp_ratio, backbone.qkv_bias, backbone.norm_eps) == (16, 4.0, True, 1e-6)
+    assert list(backbone.init_pe_size) == init_pe
+    assert (list(backbone.mid_pe_size) if backbone.mid_pe_size is not None else None) == mid_pe
+    assert backbone.num_det_tokens == 100
+    resize = cfg.dataloader.test.mapper.augmentations[0]
+    assert (resize.short_edge_length, resize.max_size) == (eval_size, eval_size * 1333 // 800)
+    total_batch = cfg.dataloader.train.total_batch_size
+    assert total_batch == per_gpu * 8
+    assert cfg.optimizer.lr == lr
+    assert cfg.lr_multiplier.scheduler.end_value * lr == pytest.approx(1e-7)
+    assert cfg.train.max_iter == epochs * (COCO_TRAIN_IMAGES // total_batch)
+    assert cfg.model.detector.num_classes == 80
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_builds_with_overrides(variant):
+    cfg = LazyConfig.apply_overrides(load_config(variant), ["model.detector.backbone.depth=1", "train.max_iter=7"])
+    model = instantiate(cfg.model)
+    assert model.detector.backbone.depth == 1 and cfg.train.max_iter == 7
+    assert model.detector.class_embed.layers[-1].out_features == 81
+
+
+def test_parameter_groups_follow_the_original():
+    from yolos_d2.engine import get_param_groups
+
+    model = instantiate(load_config("yolos_s", ["model.detector.backbone.depth=2"]).model)
+    decay, no_decay = get_param_groups(model, weight_decay=1e-4)
+    names = {id(p): n for n, p in model.named_parameters()}
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert {"detector.backbone.pos_embed", "detector.backbone.det_pos_embed", "detector.backbone.cls_token",
+            "detector.backbone.det_token", "detector.backbone.blocks.0.attn.qkv.bias",
+            "detector.backbone.norm.weight"} <= no_decay_names
+    assert {"detector.backbone.mid_pos_embed", "detector.backbone.blocks.0.attn.qkv.weight",
+            "detector.class_embed.layers.0.bias"} <= decay_names
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert len(decay_names) + len(no_decay_names) == len(names)

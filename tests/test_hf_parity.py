@@ -1,0 +1,76 @@
+"""Raw detector outputs of every variant equal transformers' YolosForObjectDetection after conversion."""
+import pytest
+import torch
+
+from _helpers import (
+    VARIANTS,
+    build_model,
+    coco_rows,
+    config_path,
+    hf_config_like,
+    load_config,
+    max_abs_diff,
+    random_hf_model,
+)
+from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.convert import main as convert_main
+
+# Two input sizes whose patch grids differ from each other and from every init_pe_size.
+INPUT_SIZES = [(320, 480), (224, 352)]
+
+
+def _save_as_hub_bin(hf_model, folder):
+    """Save as older transformers did for the hub: pytorch_model.bin, mid PE under its old name."""
+    folder.mkdir()
+    hf_model.config.save_pretrained(folder)
+    state = {k.replace("encoder.interpolation.", "encoder."): v for k, v in hf_model.state_dict().items()}
+    torch.save(state, folder / "pytorch_model.bin")
+
+
+def _convert_and_load(tmp_path, variant, overrides, hf_model, hub_bin=False):
+    folder = tmp_path / "hf"
+    if hub_bin:
+        _save_as_hub_bin(hf_model, folder)
+    else:
+        hf_model.save_pretrained(folder)
+    out = tmp_path / "converted.pth"
+    args = [str(folder), str(out), "--format", "hf", "--config-file", config_path(variant), *overrides]
+    assert convert_main(args) == 0
+    model = build_model(variant, overrides)
+    YOLOSCheckpointer(model).load(str(out))
+    return model
+
+
+def _assert_same_outputs(model, hf_model):
+    rows = torch.tensor(coco_rows())
+    for height, width in INPUT_SIZES:
+        torch.manual_seed(height)
+        images = torch.randn(2, 3, height, width)
+        with torch.no_grad():
+            ours = model.detector(images)
+            theirs = hf_model(pixel_values=images)
+        assert ours["pred_logits"].shape == (2, 100, 81)
+        assert max_abs_diff(ours["pred_logits"], theirs.logits[..., rows]) <= 1e-4
+        assert max_abs_diff(ours["pred_boxes"], theirs.pred_boxes) <= 1e-4
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_matches_transformers(tmp_path, variant):
+    overrides = ["model.detector.backbone.depth=2"]
+    hf_model = random_hf_model(hf_config_like(load_config(variant, overrides).model.detector.backbone))
+    model = _convert_and_load(tmp_path, variant, overrides, hf_model)
+    _assert_same_outputs(model, hf_model)
+
+
+def test_full_depth_tiny_matches_transformers(tmp_path):
+    hf_model = random_hf_model(hf_config_like(load_config("yolos_ti").model.detector.backbone))
+    model = _convert_and_load(tmp_path, "yolos_ti", [], hf_model)
+    _assert_same_outputs(model, hf_model)
+
+
+def test_hub_style_pytorch_bin_matches_transformers(tmp_path):
+    overrides = ["model.detector.backbone.depth=3"]
+    hf_model = random_hf_model(hf_config_like(load_config("yolos_s", overrides).model.detector.backbone))
+    model = _convert_and_load(tmp_path, "yolos_s", overrides, hf_model, hub_bin=True)
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
+    _assert_same_outputs(model, hf_model)
