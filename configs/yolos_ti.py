@@ -5,22 +5,16 @@ epochs on COCO at 8 GPUs x 2 images, evaluated at 512. Paper: 28.7 AP.
 Initialise from DeiT-Ti: python -m yolos_d2.convert deit_tiny_patch16_224-a1311bcf.pth \
     deit_tiny_yolos_d2.pth --format deit --config-file configs/yolos_ti.py
 """
-from .common.coco_data import epochs_to_iters, eval_resize, train_scales
-from .common.optim import MIN_LR
-from .common.yolos import dataloader, lr_multiplier, model, optimizer, train
+from .common.coco_data import eval_resize, train_resize
+from .common.yolos import dataloader, lr_multiplier, model, optimizer, set_schedule, train
 
 model.detector.backbone.update(
     embed_dim=192, depth=12, num_heads=3, init_pe_size=(800, 1333), mid_pe_size=None
 )
 
-dataloader.train.total_batch_size = 2 * 8
-dataloader.train.mapper.augmentations[1].update(short_edge_length=train_scales(256, 608), max_size=608 * 1333 // 800)
+dataloader.train.mapper.augmentations[1] = train_resize(256, 608)
 dataloader.test.mapper.augmentations = [eval_resize(512)]
 
-optimizer.lr = 5e-5
-lr_multiplier.scheduler.end_value = MIN_LR / optimizer.lr
-
-train.max_iter = epochs_to_iters(300, dataloader.train.total_batch_size)
-train.checkpointer.period = train.eval_period = epochs_to_iters(1, dataloader.train.total_batch_size)
+set_schedule(lr=5e-5, epochs=300, ims_per_gpu=2)
 train.init_checkpoint = "deit_tiny_yolos_d2.pth"
 train.output_dir = "./output/yolos_ti"

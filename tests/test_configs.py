@@ -27,6 +27,11 @@ def test_variant_settings(variant):
     assert backbone.num_det_tokens == 100
     resize = cfg.dataloader.test.mapper.augmentations[0]
     assert (resize.short_edge_length, resize.max_size) == (eval_size, eval_size * 1333 // 800)
+    scales = cfg.dataloader.train.mapper.augmentations[1]
+    first = 256 if variant == "yolos_ti" else 480
+    last = 608 if variant == "yolos_ti" else 800
+    assert list(scales.short_edge_length) == list(range(first, last + 1, 16))
+    assert scales.max_size == last * 1333 // 800
     total_batch = cfg.dataloader.train.total_batch_size
     assert total_batch == per_gpu * 8
     assert cfg.optimizer.lr == lr

@@ -24,9 +24,14 @@ def eval_resize(eval_size: int):
     return L(T.ResizeShortestEdge)(short_edge_length=eval_size, max_size=eval_size * 1333 // 800)
 
 
-def train_scales(first: int, last: int):
-    """Shorter-side training scales ``first..last`` step 16 (the original's multi-scale list)."""
-    return list(range(first, last + 1, 16))
+def train_resize(first: int, last: int):
+    """
+    Training resize: shorter side to one of ``first..last`` step 16 (the original's scales),
+    longer side at most ``last * 1333 // 800``.
+    """
+    return L(T.ResizeShortestEdge)(
+        short_edge_length=list(range(first, last + 1, 16)), max_size=last * 1333 // 800, sample_style="choice"
+    )
 
 
 dataloader = OmegaConf.create()
@@ -34,12 +39,7 @@ dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),
     mapper=L(DatasetMapper)(
         is_train=True,
-        augmentations=[
-            L(T.RandomFlip)(horizontal=True),
-            L(T.ResizeShortestEdge)(
-                short_edge_length=train_scales(480, 800), max_size=1333, sample_style="choice"
-            ),
-        ],
+        augmentations=[L(T.RandomFlip)(horizontal=True), train_resize(480, 800)],
         image_format="RGB",
     ),
     total_batch_size=8,
