@@ -32,6 +32,22 @@ class MissingCompiledOp:
         self._fail()
 
 
+# What detectron2.utils.collect_env asks of the build: answered, so that it still runs.
+_NOT_COMPILED = "none (detectron2 built without its C++/CUDA extension; placeholder detectron2._C)"
+
+
+def get_compiler_version():
+    return _NOT_COMPILED
+
+
+def get_cuda_version():
+    return _NOT_COMPILED
+
+
+def has_cuda():
+    return False
+
+
 def __getattr__(name):
     if name.startswith("__"):
         raise AttributeError(name)

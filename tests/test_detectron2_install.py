@@ -25,3 +25,10 @@ def test_placeholder_names_the_missing_op_and_how_to_get_it():
     with pytest.raises(RuntimeError, match=r"detectron2\._C\.COCOevalMaskApi is not available"):
         _C.COCOevalMaskApi.InstanceAnnotation
     assert not hasattr(_C, "__wrapped__")
+
+
+@pytest.mark.skipif(COMPILED, reason="detectron2 here has its compiled extension")
+def test_collect_env_still_reports_the_environment():
+    from detectron2.utils.collect_env import collect_env_info
+
+    assert "placeholder detectron2._C" in collect_env_info()
