@@ -69,10 +69,6 @@ def convert_deit(state: StateDict, init_grid: Grid) -> Tuple[StateDict, List[str
     patch_pos = resize_patch_pos_embed(pos_embed[:, num_prefix:], source_grid, init_grid)
     out = {BACKBONE + k: v for k, v in state.items() if _VIT_KEY.match(k)}
     out[BACKBONE + "pos_embed"] = torch.cat([pos_embed[:, num_prefix - 1 : num_prefix], patch_pos], dim=1)
-    weight = out[BACKBONE + "patch_embed.proj.weight"]
-    if weight.dim() == 2:  # patch projection saved as a Linear over flattened patches
-        side = int(round((weight.shape[1] / 3) ** 0.5))
-        out[BACKBONE + "patch_embed.proj.weight"] = weight.reshape(weight.shape[0], 3, side, side)
     logger.info(
         "DeiT/ViT: position embedding resized from a %dx%d to a %dx%d patch grid%s.",
         *source_grid, *init_grid, " (distilled: [CLS] takes the distillation token's)" if num_prefix == 2 else "",

@@ -119,10 +119,10 @@ class ViTWithDetTokens(nn.Module):
             pos: (1, 1 + rows * cols + K, D) for ``[CLS]``, patches, ``[DET]``.
             mid: (depth - 1, 1, 1 + rows * cols + K, D), or None without mid-layer embeddings.
         """
-        cacheable = not (torch.is_grad_enabled() and self.pos_embed.requires_grad) and not torch.jit.is_tracing()
-        if not cacheable:
-            return self._compute_position_embeddings(grid)
         params = [p for p in (self.pos_embed, self.det_pos_embed, self.mid_pos_embed) if p is not None]
+        records_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+        if records_grad or torch.jit.is_tracing():
+            return self._compute_position_embeddings(grid)
         # A parameter's data pointer and version change when it is moved, cast, loaded or updated.
         key = (tuple(grid), *((p.data_ptr(), p._version) for p in params))
         if key not in self._pe_cache:
