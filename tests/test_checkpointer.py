@@ -91,4 +91,8 @@ def test_convert_cli_reports_bad_input(tmp_path, caplog):
     assert "is not a DeiT/ViT checkpoint: it has no pos_embed" in caplog.text
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "deit"])
+    with pytest.raises(SystemExit):
+        convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "yolos", "a.b=1"])
+    with pytest.raises(SystemExit):
+        convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "yolos", "--config-file", "nope.py"])
     assert not (tmp_path / "o.pth").exists()

@@ -11,6 +11,7 @@ config builds and the keys it leaves to the model's initialisation are listed.
 """
 import argparse
 import logging
+import os
 import sys
 
 from detectron2.config import LazyConfig, instantiate
@@ -41,9 +42,14 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
     args = parser.parse_intermixed_args(argv)
 
+    if args.config_file is None:
+        if args.format == "deit":
+            parser.error("--format deit needs --config-file: the position embedding is resized to its init_pe_size")
+        if args.opts:
+            parser.error(f"KEY=VALUE overrides ({' '.join(args.opts)}) need --config-file")
+    elif not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file!r} does not exist")
     model = build_model_from_config(args.config_file, args.opts) if args.config_file else None
-    if args.format == "deit" and model is None:
-        parser.error("--format deit needs --config-file: the position embedding is resized to its init_pe_size")
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
         state, dropped = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
