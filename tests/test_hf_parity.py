@@ -74,3 +74,15 @@ def test_hub_style_pytorch_bin_matches_transformers(tmp_path):
     model = _convert_and_load(tmp_path, "yolos_s", overrides, hf_model, hub_bin=True)
     assert not (tmp_path / "hf" / "model.safetensors").exists()
     _assert_same_outputs(model, hf_model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["yolos_s", "yolos_s_dwr", "yolos_b"])
+def test_full_depth_at_eval_size_matches_transformers(tmp_path, variant):
+    hf_model = random_hf_model(hf_config_like(load_config(variant).model.detector.backbone))
+    model = _convert_and_load(tmp_path, variant, [], hf_model)
+    images = torch.randn(1, 3, 800, 1216)
+    with torch.no_grad():
+        ours, theirs = model.detector(images), hf_model(pixel_values=images)
+    assert max_abs_diff(ours["pred_logits"], theirs.logits[..., torch.tensor(coco_rows())]) <= 1e-4
+    assert max_abs_diff(ours["pred_boxes"], theirs.pred_boxes) <= 1e-4

@@ -76,3 +76,21 @@ def test_training_is_not_available_yet():
     model = build_model("yolos_ti", SMALL).train()
     with pytest.raises(NotImplementedError, match="set criterion"):
         model(_batch())
+
+
+@pytest.mark.parametrize("variant, expected_size", [("yolos_ti", (512, 683)), ("yolos_s", (800, 1067))])
+def test_config_test_mapper_feeds_the_model(tmp_path, variant, expected_size):
+    from detectron2.config import instantiate
+    from PIL import Image
+
+    from _helpers import load_config
+
+    path = tmp_path / "image.jpg"
+    Image.fromarray(torch.randint(0, 256, (480, 640, 3), dtype=torch.uint8).numpy()).save(path)
+    cfg = load_config(variant, SMALL)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    inputs = mapper({"file_name": str(path), "height": 480, "width": 640, "image_id": 1})
+    assert tuple(inputs["image"].shape[-2:]) == expected_size
+    instances = instantiate(cfg.model).eval()([inputs])[0]["instances"]
+    assert instances.image_size == (480, 640)
+    assert (instances.pred_boxes.tensor[:, 2:] <= torch.tensor([640.0, 480.0])).all()
