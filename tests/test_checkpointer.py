@@ -96,3 +96,15 @@ def test_convert_cli_reports_bad_input(tmp_path, caplog):
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "yolos", "--config-file", "nope.py"])
     assert not (tmp_path / "o.pth").exists()
+
+
+def test_missing_and_unexpected_keys_are_reported_by_name(tmp_path, caplog):
+    model = build_model("yolos_ti", SMALL)
+    state = dict(model.state_dict())
+    del state["detector.bbox_embed.layers.2.bias"]
+    state["detector.extra_head.weight"] = torch.zeros(3)
+    save_checkpoint_atomic({"model": state}, str(tmp_path / "partial.pth"))
+    with caplog.at_level("INFO"):
+        YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(tmp_path / "partial.pth"))
+    assert "detector.bbox_embed.layers.2.bias" in caplog.text
+    assert "detector.extra_head.weight" in caplog.text
