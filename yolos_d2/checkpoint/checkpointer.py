@@ -4,6 +4,7 @@ from typing import Dict, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .io import load_weights_file
 
@@ -76,7 +77,8 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         return loaded
 
     def _check(self, state: Dict[str, torch.Tensor], filename: str) -> None:
-        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+        state = dict(state)
+        consume_prefix_in_state_dict_if_present(state, "module.")
         if not any(k.startswith("detector.") for k in state):
             fmt = _unconverted_format(state)
             if fmt is not None:

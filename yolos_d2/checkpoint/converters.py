@@ -11,6 +11,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 import torch
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..modeling.position_embedding import Grid, resize_patch_pos_embed, square_grid
 from .io import load_weights_file
@@ -46,10 +47,16 @@ def remap_coco_class_head(state: StateDict, keep_class_ids: bool = False) -> Sta
     return {**state, weight: state[weight][rows], bias: state[bias][rows]}
 
 
-def split_pos_embed(pos_embed: torch.Tensor, num_det_tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(1, 1 + G + K, D) position embeddings of [CLS], patches, [DET] -> (1, 1 + G, D), (1, K, D)."""
+def split_pos_embed(pos_embed: torch.Tensor, num_det_tokens: int) -> StateDict:
+    """
+    (1, 1 + G + K, D) position embeddings of [CLS], patches, [DET] -> the backbone's ``pos_embed``
+    (1, 1 + G, D) and ``det_pos_embed`` (1, K, D).
+    """
     num_tokens = pos_embed.shape[1]
-    return pos_embed[:, : num_tokens - num_det_tokens], pos_embed[:, num_tokens - num_det_tokens :]
+    return {
+        BACKBONE + "pos_embed": pos_embed[:, : num_tokens - num_det_tokens],
+        BACKBONE + "det_pos_embed": pos_embed[:, num_tokens - num_det_tokens :],
+    }
 
 
 def convert_deit(state: StateDict, init_grid: Grid) -> Tuple[StateDict, List[str]]:
@@ -79,12 +86,11 @@ def convert_deit(state: StateDict, init_grid: Grid) -> Tuple[StateDict, List[str
 
 def convert_original_yolos(state: StateDict, keep_class_ids: bool = False) -> Tuple[StateDict, List[str]]:
     """Convert the ``"model"`` state dict saved by the original YOLOS training code."""
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = dict(state)
+    consume_prefix_in_state_dict_if_present(state, "module.")
     known = re.compile(r"^(backbone\.|class_embed\.|bbox_embed\.)")
     out = {"detector." + k: v for k, v in state.items() if known.match(k)}
-    num_det = state["backbone.det_token"].shape[1]
-    pos, det_pos = split_pos_embed(state["backbone.pos_embed"], num_det)
-    out[BACKBONE + "pos_embed"], out[BACKBONE + "det_pos_embed"] = pos, det_pos
+    out.update(split_pos_embed(state["backbone.pos_embed"], state["backbone.det_token"].shape[1]))
     dropped = sorted(k for k in state if not known.match(k))
     return remap_coco_class_head(out, keep_class_ids), dropped
 
@@ -131,8 +137,7 @@ def convert_huggingface(state: StateDict, num_det_tokens: int, keep_class_ids: b
     for layer, kind in sorted({(layer, kind) for layer, kind, _ in qkv}):
         parts = [qkv[(layer, kind, name)] for name in ("query", "key", "value")]
         out[f"{BACKBONE}blocks.{layer}.attn.qkv.{kind}"] = torch.cat(parts, dim=0)
-    pos, det_pos = split_pos_embed(state["vit.embeddings.position_embeddings"], num_det_tokens)
-    out[BACKBONE + "pos_embed"], out[BACKBONE + "det_pos_embed"] = pos, det_pos
+    out.update(split_pos_embed(state["vit.embeddings.position_embeddings"], num_det_tokens))
     return remap_coco_class_head(out, keep_class_ids), sorted(dropped)
 
 
