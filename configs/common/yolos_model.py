@@ -1,7 +1,7 @@
 """The YOLOS model shared by all variants; each variant sets its backbone size and PE sizes."""
 from detectron2.config import LazyCall as L
 
-from yolos_d2.modeling import YOLOS, ViTWithDetTokens, YOLOSDetector
+from yolos_d2.modeling import YOLOS, HungarianMatcher, SetCriterion, ViTWithDetTokens, YOLOSDetector
 
 model = L(YOLOS)(
     detector=L(YOLOSDetector)(
@@ -26,4 +26,12 @@ model = L(YOLOS)(
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
     size_divisibility=16,
+    # DETR's set loss with its weights, as YOLOS trains. The class count is read from
+    # model.detector.num_classes (relative to this node, ".." is model), so set only that one.
+    criterion=L(SetCriterion)(
+        num_classes="${..detector.num_classes}",
+        matcher=L(HungarianMatcher)(cost_class=1.0, cost_bbox=5.0, cost_giou=2.0),
+        eos_coef=0.1,
+        loss_weights={"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0},
+    ),
 )

@@ -1,12 +1,14 @@
 """The ``YOLOS`` meta-architecture: detectron2's batch format in, ``Instances`` out."""
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
 from torchvision.ops import box_convert
 
+from .criterion import SetCriterion
 from .detector import YOLOSDetector
 
 __all__ = ["YOLOS"]
@@ -15,8 +17,9 @@ __all__ = ["YOLOS"]
 @META_ARCH_REGISTRY.register()
 class YOLOS(nn.Module):
     """
-    Wraps :class:`YOLOSDetector` for detectron2: normalises and pads the images of a batch and
-    turns the ``[DET]`` token predictions into ``Instances``.
+    Wraps :class:`YOLOSDetector` for detectron2: normalises and pads the images of a batch; in
+    training returns the losses of its :class:`SetCriterion`, in inference turns the ``[DET]``
+    token predictions into ``Instances``.
     """
 
     def __init__(
@@ -27,6 +30,7 @@ class YOLOS(nn.Module):
         pixel_std: Sequence[float],
         input_format: str = "RGB",
         size_divisibility: int = 16,
+        criterion: Optional[SetCriterion] = None,
     ):
         """
         Args:
@@ -35,6 +39,7 @@ class YOLOS(nn.Module):
             input_format: channel order of the ``image`` tensors given to :meth:`forward`,
                 "RGB" or "BGR"; the detector always sees RGB.
             size_divisibility: images are zero-padded (after normalisation) to a multiple of it.
+            criterion: the training loss; may be None for a model that only runs inference.
         """
         super().__init__()
         if input_format not in ("RGB", "BGR"):
@@ -42,6 +47,7 @@ class YOLOS(nn.Module):
         self.detector = detector
         self.input_format = input_format
         self.size_divisibility = size_divisibility
+        self.criterion = criterion
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -63,18 +69,49 @@ class YOLOS(nn.Module):
         """
         Args:
             batched_inputs: detectron2's list of dicts, each with "image" (3, H, W) uint8 in
-                ``input_format``, and optionally "height", "width" (output size, default H, W).
+                ``input_format``; in training "instances" (``Instances`` with ``gt_boxes``,
+                absolute XYXY in the image, and ``gt_classes``), in inference optionally
+                "height", "width" (output size, default H, W).
 
         Returns:
+            In training, the criterion's weighted losses "loss_ce", "loss_bbox" and "loss_giou";
+            its "class_error" goes to detectron2's ``EventStorage``.
             In inference, one dict per image with "instances": ``Instances`` holding ``pred_boxes``
             (absolute XYXY in the output size), ``scores`` and ``pred_classes``, one per ``[DET]`` token.
         """
-        if self.training:
-            raise NotImplementedError(
-                "YOLOS training needs the set criterion (Hungarian matcher and the class, L1 and "
-                "GIoU losses), which is not part of yolos_d2 yet; only inference is supported."
+        if not self.training:
+            return self.inference(batched_inputs)
+        if self.criterion is None:
+            raise RuntimeError(
+                "YOLOS is in training mode but has no criterion: set model.criterion, e.g. to "
+                "L(SetCriterion)(...) as configs/common/yolos_model.py does."
             )
-        return self.inference(batched_inputs)
+        images = self.preprocess_image(batched_inputs)
+        targets = self.prepare_targets([x["instances"] for x in batched_inputs], images.image_sizes)
+        losses, stats = self.criterion(self.detector(images.tensor), targets)
+        storage = get_event_storage()
+        for name, value in stats.items():
+            storage.put_scalar(name, value)
+        return losses
+
+    def prepare_targets(
+        self, instances: List[Instances], image_sizes: List[Tuple[int, int]]
+    ) -> List[Dict[str, torch.Tensor]]:
+        """
+        Args:
+            instances: per image, ``gt_boxes`` (M_i boxes, absolute XYXY) and ``gt_classes`` (M_i,).
+            image_sizes: per image, its (height, width) before padding.
+
+        Returns:
+            The criterion's targets: per image "labels" (M_i,) int64 and "boxes" (M_i, 4)
+            cx, cy, w, h normalised by the unpadded image size, as the detector predicts them.
+        """
+        targets = []
+        for gt, (height, width) in zip(instances, image_sizes):
+            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
+            boxes = box_convert(gt.gt_boxes.tensor.to(self.device) / scale, "xyxy", "cxcywh")
+            targets.append({"labels": gt.gt_classes.to(self.device), "boxes": boxes})
+        return targets
 
     @torch.no_grad()
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
