@@ -5,15 +5,14 @@ epochs on COCO at 8 GPUs x 2 images, evaluated at 512. Paper: 28.7 AP.
 Initialise from DeiT-Ti: python -m yolos_d2.convert deit_tiny_patch16_224-a1311bcf.pth \
     deit_tiny_yolos_d2.pth --format deit --config-file configs/yolos_ti.py
 """
-from .common.coco_data import eval_resize, train_resize
 from .common.yolos import dataloader, lr_multiplier, model, optimizer, set_schedule, train
 
 model.detector.backbone.update(
     embed_dim=192, depth=12, num_heads=3, init_pe_size=(800, 1333), mid_pe_size=None
 )
 
-dataloader.train.mapper.augmentations[1] = train_resize(256, 608)
-dataloader.test.mapper.augmentations = [eval_resize(512)]
+dataloader.train.mapper.augmentations.scales = list(range(256, 609, 16))
+dataloader.test.mapper.augmentations.eval_size = 512
 
 set_schedule(lr=5e-5, epochs=300, ims_per_gpu=2)
 train.init_checkpoint = "deit_tiny_yolos_d2.pth"

@@ -1,0 +1,205 @@
+"""The DETR augmentation of yolos_d2.data in detectron2's DatasetMapper: sizes, boxes, arguments."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetMapper
+from detectron2.data import transforms as T
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from yolos_d2.data import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
+
+SCALES = list(range(480, 801, 16))
+MAX_SIZE = 800 * 1333 // 800
+BACKGROUND = (120, 120, 120)
+# class: (colour, XYXY pixels drawn in a 300x420 image)
+OBJECTS = {
+    0: ((230, 40, 40), (30, 40, 150, 200)),
+    1: ((40, 200, 60), (200, 60, 280, 120)),
+    2: ((40, 60, 230), (360, 150, 420, 260)),  # touches the right border
+    3: ((230, 210, 40), (10, 265, 40, 292)),  # small, often cropped out
+}
+CROWD_CLASS, EMPTY_CLASS = 5, 6
+
+
+def detr_size(h, w, size, max_size):
+    """DETR's get_size_with_aspect_ratio((w, h), size, max_size), returning (h, w)."""
+    if max_size is not None:
+        min_original_size = float(min((w, h)))
+        max_original_size = float(max((w, h)))
+        if max_original_size / min_original_size * size > max_size:
+            size = int(round(max_size * min_original_size / max_original_size))
+    if (w <= h and w == size) or (h <= w and h == size):
+        return (h, w)
+    if w < h:
+        ow = size
+        oh = int(size * h / w)
+    else:
+        oh = size
+        ow = int(size * w / h)
+    return (oh, ow)
+
+
+def test_resize_examples():
+    assert DETRResizeShortestEdge.get_output_shape(480, 640, 512, 853) == (512, 682)
+    assert T.ResizeShortestEdge.get_output_shape(480, 640, 512, 853) == (512, 683)  # what DETR's differs from
+    assert DETRResizeShortestEdge.get_output_shape(480, 1280, 800, 1333) == (500, 1333)  # capped
+    assert DETRResizeShortestEdge.get_output_shape(1280, 480, 800, 1333) == (1333, 500)
+    assert DETRResizeShortestEdge.get_output_shape(512, 700, 512, None) == (512, 700)
+
+
+@pytest.mark.parametrize("max_size", [None, 853, 1013, 1333])
+def test_resize_arithmetic_is_detrs(max_size):
+    sides = [240, 300, 333, 427, 480, 512, 640, 1000]
+    for (h, w), size in itertools.product(itertools.product(sides, sides), [256, 400, 512, 608, 800]):
+        assert DETRResizeShortestEdge.get_output_shape(h, w, size, max_size) == detr_size(h, w, size, max_size)
+
+
+def test_resize_transform_has_the_chosen_size():
+    image = np.zeros((300, 420, 3), dtype=np.uint8)
+    np.random.seed(0)
+    sizes = {DETRResizeShortestEdge([480, 800], 1333).get_transform(image).apply_image(image).shape for _ in range(20)}
+    assert sizes == {(480, 672, 3), (800, 1120, 3)}
+
+
+def _dataset_dict(tmp_path, h=300, w=420):
+    image = np.full((h, w, 3), BACKGROUND, dtype=np.uint8)
+    annotations = []
+    for cls, (colour, (x1, y1, x2, y2)) in OBJECTS.items():
+        image[y1:y2, x1:x2] = colour
+        # Integer boxes, as a synthetic dataset gives. The blue one runs past the image: it is clipped.
+        bbox = [x1, y1, x2 - x1 + (30 if cls == 2 else 0), y2 - y1]
+        annotations.append({"bbox": bbox, "bbox_mode": BoxMode.XYWH_ABS, "category_id": cls, "iscrowd": 0})
+    annotations += [
+        {"bbox": [200, 180, 100, 80], "bbox_mode": BoxMode.XYWH_ABS, "category_id": CROWD_CLASS, "iscrowd": 1},
+        {"bbox": [100, 250, 0, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": EMPTY_CLASS, "iscrowd": 0},
+    ]
+    path = tmp_path / "image.png"
+    Image.fromarray(image).save(path)
+    return {"file_name": str(path), "height": h, "width": w, "image_id": 1, "annotations": annotations}
+
+
+def _colour_mask(image, colour, tolerance=30):
+    """(H, W) bool: pixels of ``image`` (H, W, 3) within ``tolerance`` of ``colour`` in every channel."""
+    return (np.abs(image.astype(np.int32) - np.array(colour)) <= tolerance).all(axis=2)
+
+
+def _check_boxes_on_objects(image, instances):
+    """Each box covers its object's colour and nothing of it lies outside; absent objects are invisible."""
+    classes = instances.gt_classes.tolist()
+    assert len(set(classes)) == len(classes) and set(classes) <= set(OBJECTS)
+    for cls, (colour, _) in OBJECTS.items():
+        mask = _colour_mask(image, colour)
+        if cls not in classes:
+            assert not mask.any(), f"class {cls} is visible but was dropped"
+            continue
+        x1, y1, x2, y2 = instances.gt_boxes.tensor[classes.index(cls)].tolist()
+        # Bilinear interpolation blends a pixel or two on each border.
+        top, bottom, left, right = math.ceil(y1) + 2, math.floor(y2) - 2, math.ceil(x1) + 2, math.floor(x2) - 2
+        if bottom > top and right > left:
+            assert mask[top:bottom, left:right].mean() > 0.99, f"class {cls}: its box is not on its object"
+        ys, xs = np.nonzero(mask)
+        if xs.size:
+            assert xs.min() >= x1 - 1 and xs.max() + 1 <= x2 + 1, f"class {cls}: object outside its box"
+            assert ys.min() >= y1 - 1 and ys.max() + 1 <= y2 + 1, f"class {cls}: object outside its box"
+
+
+def test_train_mapper_keeps_boxes_on_objects(tmp_path):
+    dataset_dict = _dataset_dict(tmp_path)
+    original = np.asarray(Image.open(dataset_dict["file_name"]))
+    mapper = DatasetMapper(is_train=True, augmentations=detr_train_augmentations(SCALES), image_format="RGB")
+    seen, dropped = set(), 0
+    for seed in range(40):
+        np.random.seed(seed)
+        tfms = mapper.augmentations(T.AugInput(original)).transforms  # the mapper's draws for this seed
+        cropped = any(isinstance(t, T.CropTransform) for t in tfms)
+        flipped = any(isinstance(t, T.HFlipTransform) for t in tfms)
+        seen.add((cropped, flipped))
+        np.random.seed(seed)
+        out = mapper(dataset_dict)
+        image = out["image"].permute(1, 2, 0).numpy()
+        instances = out["instances"]
+        assert instances.image_size == image.shape[:2]
+        _check_boxes_on_objects(image, instances)
+        classes = instances.gt_classes.tolist()
+        assert CROWD_CLASS not in classes and EMPTY_CLASS not in classes
+        dropped += len(classes) < len(OBJECTS)
+        if not cropped:
+            # The boxes are the clipped annotations scaled, and mirrored when flipped.
+            h, w = image.shape[:2]
+            assert (h, w) in {detr_size(300, 420, s, MAX_SIZE) for s in SCALES} and classes == list(OBJECTS)
+            boxes = np.array([OBJECTS[c][1] for c in classes], dtype=np.float32) * ([w / 420, h / 300] * 2)
+            if flipped:
+                boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], axis=1)
+            assert np.allclose(instances.gt_boxes.tensor.numpy(), boxes, atol=1e-3)
+    assert seen == {(False, False), (False, True), (True, False), (True, True)} and dropped > 0
+
+
+def test_train_sizes_follow_scales_and_cap(tmp_path):
+    # 240x520: wider than the cap allows at the larger scales; crops (at most 600x384) never are.
+    dataset_dict = _dataset_dict(tmp_path, h=240, w=520)
+    mapper = DatasetMapper(is_train=True, augmentations=detr_train_augmentations(SCALES), image_format="RGB")
+    capped = detr_size(240, 520, SCALES[-1], MAX_SIZE)
+    assert min(capped) not in SCALES
+    shapes = []
+    for seed in range(30):
+        np.random.seed(seed)
+        h, w = mapper(dataset_dict)["image"].shape[1:]
+        assert max(h, w) <= MAX_SIZE and (min(h, w) in SCALES or (h, w) == capped)
+        shapes.append((h, w))
+    assert capped in shapes and len(set(shapes)) > 10
+
+
+def test_default_cap_follows_scales():
+    scales = list(range(256, 609, 16))
+    resize = detr_train_augmentations(scales)[1].first.augs[0]
+    assert (resize.short_edge_length, resize.max_size) == (tuple(scales), 608 * 1333 // 800)
+
+
+@pytest.mark.parametrize("eval_size, expected", [(512, [(512, 716), (394, 853)]), (800, [(800, 1120), (615, 1332)])])
+def test_test_mapper_size_is_deterministic(tmp_path, eval_size, expected):
+    mapper = DatasetMapper(is_train=False, augmentations=detr_test_augmentations(eval_size), image_format="RGB")
+    for (h, w), shape in zip([(300, 420), (240, 520)], expected):
+        dataset_dict = _dataset_dict(tmp_path, h, w)
+        assert detr_size(h, w, eval_size, eval_size * 1333 // 800) == shape
+        outputs = []
+        for seed in range(3):
+            np.random.seed(seed)
+            outputs.append(mapper(dataset_dict))
+        assert all(tuple(out["image"].shape[1:]) == shape for out in outputs)
+        assert all((out["image"] == outputs[0]["image"]).all() for out in outputs)
+        assert "instances" not in outputs[0] and "annotations" not in outputs[0]
+
+
+def test_random_select_probability():
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    flip = [T.HFlipTransform(3)]
+
+    def flipped(select, seed):
+        np.random.seed(seed)
+        aug_input = T.AugInput(image)
+        select(aug_input)
+        return bool((aug_input.image != image).any())
+
+    assert all(flipped(RandomSelect(flip, [], prob=1.0), seed) for seed in range(20))
+    assert not any(flipped(RandomSelect(flip, [], prob=0.0), seed) for seed in range(20))
+    assert 400 < sum(flipped(RandomSelect(flip, []), seed) for seed in range(1000)) < 600
+
+
+@pytest.mark.parametrize(
+    "build, name",
+    [
+        (lambda: detr_train_augmentations([]), "scales"),
+        (lambda: detr_train_augmentations([8, 480]), "scales"),
+        (lambda: detr_train_augmentations(SCALES, max_size=0), "max_size"),
+        (lambda: detr_test_augmentations(8), "eval_size"),
+        (lambda: DETRResizeShortestEdge([]), "short_edge_length"),
+        (lambda: DETRResizeShortestEdge([0, 480]), "short_edge_length"),
+        (lambda: RandomSelect([], [], prob=1.5), "prob"),
+    ],
+)
+def test_bad_arguments_name_themselves(build, name):
+    with pytest.raises(ValueError, match=name):
+        build()
