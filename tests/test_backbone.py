@@ -1,4 +1,5 @@
 """Position embeddings of the backbone: resizing per input grid, caching, mid-layer embeddings."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -98,3 +99,33 @@ def test_mid_embeddings_are_added_after_every_block_but_the_last():
             if i < len(backbone.blocks) - 1:
                 x = x + backbone.mid_pos_embed[i]
         assert torch.allclose(backbone.norm(x), reference, atol=1e-6)
+
+
+def mae_2d_sincos(dim, rows, cols):
+    """MAE's get_2d_sincos_pos_embed (numpy), written out as the reference."""
+    import numpy as np
+
+    def one_axis(d, pos):
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    grid = np.meshgrid(np.arange(cols, dtype=np.float64), np.arange(rows, dtype=np.float64))
+    return np.concatenate([one_axis(dim // 2, grid[0]), one_axis(dim // 2, grid[1])], axis=1)
+
+
+def test_sincos_init_is_mae_table_and_stays_learnable():
+    torch.manual_seed(0)
+    backbone = ViTWithDetTokens(
+        embed_dim=32, depth=1, num_heads=2, init_pe_size=(48, 80), num_det_tokens=3, pos_embed_init="sincos"
+    )
+    expected = torch.from_numpy(mae_2d_sincos(32, 3, 5)).float()
+    torch.testing.assert_close(backbone.pos_embed[0, 1:], expected, rtol=0, atol=1e-6)
+    assert torch.equal(backbone.pos_embed[0, 0], torch.zeros(32))
+    assert backbone.pos_embed.requires_grad
+    assert backbone.det_pos_embed.abs().max() > 0  # [DET] embeddings keep the truncated-normal init
+
+
+def test_unknown_pos_embed_init_is_refused():
+    with pytest.raises(ValueError, match="pos_embed_init"):
+        ViTWithDetTokens(embed_dim=32, depth=1, num_heads=2, init_pe_size=(32, 32), pos_embed_init="zeros")

@@ -2,6 +2,8 @@
 import pytest
 import torch
 from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 from _helpers import build_model
 
@@ -72,13 +74,92 @@ def test_bgr_input_format_gives_the_same_detections():
         assert torch.allclose(a["instances"].scores, b["instances"].scores)
 
 
-def test_training_is_not_available_yet():
+def _training_batch():
+    """Two small images: three boxes in the first, none in the second."""
+    torch.manual_seed(0)
+    with_boxes = Instances((64, 96))
+    with_boxes.gt_boxes = Boxes(
+        torch.tensor([[8.0, 4.0, 40.0, 36.0], [50.0, 20.0, 90.0, 60.0], [0.0, 0.0, 96.0, 64.0]])
+    )
+    with_boxes.gt_classes = torch.tensor([3, 17, 0])
+    without_boxes = Instances((48, 80))
+    without_boxes.gt_boxes = Boxes(torch.zeros(0, 4))
+    without_boxes.gt_classes = torch.zeros(0, dtype=torch.int64)
+    return [
+        {"image": torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8), "instances": with_boxes},
+        {"image": torch.randint(0, 256, (3, 48, 80), dtype=torch.uint8), "instances": without_boxes},
+    ]
+
+
+def test_targets_are_normalised_cxcywh_of_the_unpadded_image():
+    model = build_model("yolos_ti", SMALL)
+    batch = _training_batch()
+    images = model.preprocess_image(batch)
+    targets = model.prepare_targets([x["instances"] for x in batch], images.image_sizes)
+    assert targets[0]["labels"].tolist() == [3, 17, 0]
+    # Image (h, w) = (64, 96); cx, cy, w, h in pixels over (96, 64, 96, 64).
+    expected = torch.tensor(
+        [[24 / 96, 20 / 64, 32 / 96, 32 / 64], [70 / 96, 40 / 64, 40 / 96, 40 / 64], [0.5, 0.5, 1.0, 1.0]]
+    )
+    assert torch.allclose(targets[0]["boxes"], expected)
+    assert targets[1]["boxes"].shape == (0, 4) and targets[1]["labels"].shape == (0,)
+
+
+def test_training_returns_the_three_losses_and_logs_class_error():
     model = build_model("yolos_ti", SMALL).train()
-    with pytest.raises(NotImplementedError, match="set criterion"):
-        model(_batch())
+    with EventStorage() as storage:
+        losses = model(_training_batch())
+    assert set(losses) == {"loss_ce", "loss_bbox", "loss_giou"}
+    assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
+    assert 0 <= storage.latest()["class_error"][0] <= 100
+    sum(losses.values()).backward()
+    head = model.detector.bbox_embed.layers[-1].weight
+    assert head.grad is not None and torch.isfinite(head.grad).all() and head.grad.abs().sum() > 0
+    assert model.detector.backbone.det_token.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("variant, expected_size", [("yolos_ti", (512, 683)), ("yolos_s", (800, 1067))])
+def test_training_on_images_without_instances():
+    model = build_model("yolos_ti", SMALL).train()
+    batch = _training_batch()[1:]
+    with EventStorage() as storage:
+        losses = model(batch)
+    assert torch.isfinite(losses["loss_ce"]) and losses["loss_bbox"] == 0 and losses["loss_giou"] == 0
+    # class_error is undefined without matched tokens, so nothing is logged.
+    assert "class_error" not in storage.latest()
+    sum(losses.values()).backward()
+
+
+def test_a_few_steps_on_one_batch_lower_the_loss():
+    tiny = ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=10"]
+    model = build_model("yolos_ti", tiny).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    batch = _training_batch()
+    history = []
+    with EventStorage():
+        for _ in range(30):
+            losses = model(batch)
+            optimizer.zero_grad()
+            sum(losses.values()).backward()
+            optimizer.step()
+            history.append({k: v.item() for k, v in losses.items()})
+    first, last = history[0], history[-1]
+    assert sum(last.values()) < 0.6 * sum(first.values()), history
+    assert last["loss_bbox"] < 0.5 * first["loss_bbox"] and last["loss_giou"] < 0.5 * first["loss_giou"], history
+
+
+def test_training_without_criterion_says_what_to_set():
+    model = build_model("yolos_ti", [*SMALL, "model.criterion=null"]).train()
+    with EventStorage(), pytest.raises(RuntimeError, match="set model.criterion"):
+        model(_training_batch())
+
+
+def test_criterion_follows_the_detector_class_count_and_adds_no_checkpoint_keys():
+    model = build_model("yolos_ti", [*SMALL, "model.detector.num_classes=7"])
+    assert model.criterion.num_classes == 7 and model.criterion.empty_weight.shape == (8,)
+    assert not any(k.startswith("criterion.") for k in model.state_dict())
+
+
+@pytest.mark.parametrize("variant, expected_size", [("yolos_ti", (512, 682)), ("yolos_s", (800, 1066))])
 def test_config_test_mapper_feeds_the_model(tmp_path, variant, expected_size):
     from detectron2.config import instantiate
     from PIL import Image

@@ -9,7 +9,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
-from .position_embedding import Grid, patch_grid, resize_patch_pos_embed
+from .position_embedding import Grid, patch_grid, resize_patch_pos_embed, sincos_patch_pos_embed
 
 __all__ = ["ViTWithDetTokens"]
 
@@ -46,6 +46,7 @@ class ViTWithDetTokens(nn.Module):
         mid_pe_size: Optional[Tuple[int, int]] = None,
         num_det_tokens: int = 100,
         drop_path_rate: float = 0.0,
+        pos_embed_init: str = "trunc_normal",
         use_checkpoint: bool = False,
         pe_cache_size: int = 8,
     ):
@@ -57,11 +58,16 @@ class ViTWithDetTokens(nn.Module):
                 None for no mid-layer position embeddings.
             num_det_tokens: number of ``[DET]`` tokens, i.e. of predictions per image.
             drop_path_rate: stochastic depth, increasing linearly over the blocks.
+            pos_embed_init: how the learned patch position embeddings start: "trunc_normal"
+                (std 0.02, the original's) or "sincos" (MAE's 2-D sine-cosine table, with a zero
+                ``[CLS]`` entry), which lets a model trained from scratch localise far sooner.
             use_checkpoint: recompute each block's activations in backward to save memory.
             pe_cache_size: how many input grids keep their resized position embeddings
                 (used while no gradient is recorded, e.g. at inference).
         """
         super().__init__()
+        if pos_embed_init not in ("trunc_normal", "sincos"):
+            raise ValueError(f"pos_embed_init must be 'trunc_normal' or 'sincos', got {pos_embed_init!r}")
         self.embed_dim = embed_dim
         self.depth = depth
         self.patch_size = patch_size
@@ -99,12 +105,16 @@ class ViTWithDetTokens(nn.Module):
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
-        self._init_weights()
+        self._init_weights(pos_embed_init)
 
-    def _init_weights(self):
+    def _init_weights(self, pos_embed_init: str):
         for param in (self.cls_token, self.pos_embed, self.det_token, self.det_pos_embed, self.mid_pos_embed):
             if param is not None:
                 nn.init.trunc_normal_(param, std=0.02)
+        if pos_embed_init == "sincos":
+            with torch.no_grad():
+                self.pos_embed[:, 0].zero_()
+                self.pos_embed[:, 1:] = sincos_patch_pos_embed(self.init_grid, self.embed_dim)
         for module in self.blocks.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=0.02)

@@ -46,3 +46,29 @@ def resize_patch_pos_embed(pos_embed: torch.Tensor, old_grid: Grid, new_grid: Gr
     # Interpolate in float32: bicubic is not implemented for half precision on every device.
     grid = F.interpolate(grid.float(), size=tuple(new_grid), mode="bicubic", align_corners=False)
     return grid.to(pos_embed.dtype).flatten(2).transpose(1, 2)
+
+
+def sincos_patch_pos_embed(grid: Grid, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """
+    The fixed 2-D sine-cosine table of MAE (He et al., 2022), used as a starting point for
+    learned patch position embeddings.
+
+    Args:
+        grid: (rows, cols) of the patch grid.
+        dim: embedding width; must be divisible by 4 (sin and cos for each of the two axes).
+
+    Returns:
+        (1, rows * cols, dim), row-major over the grid: the first half of the channels encodes
+        the column, the second half the row.
+    """
+    if dim % 4 != 0:
+        raise ValueError(f"the sine-cosine position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / temperature ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(
+        torch.arange(grid[0], dtype=torch.float64), torch.arange(grid[1], dtype=torch.float64), indexing="ij"
+    )
+    halves = []
+    for position in (cols.flatten(), rows.flatten()):
+        angle = position[:, None] * omega[None, :]
+        halves += [angle.sin(), angle.cos()]
+    return torch.cat(halves, dim=1).float().unsqueeze(0)
