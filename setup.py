@@ -7,6 +7,6 @@ setup(
     packages=find_packages(include=("yolos_d2", "yolos_d2.*")),
     python_requires=">=3.9",
     # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
-    install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors"],
+    install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
     extras_require={"test": ["pytest", "transformers>=4.40"]},
 )

@@ -1,0 +1,19 @@
+from .build import ResumableTrainingSampler, build_train_loader
+from .datasets import register_coco_dataset
+from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
+from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
+
+register_synthetic_shapes()
+
+__all__ = [
+    "DETRResizeShortestEdge",
+    "RandomSelect",
+    "ResumableTrainingSampler",
+    "SYNTHETIC_SHAPES_CLASSES",
+    "build_train_loader",
+    "detr_test_augmentations",
+    "detr_train_augmentations",
+    "generate_synthetic_shapes",
+    "register_coco_dataset",
+    "register_synthetic_shapes",
+]

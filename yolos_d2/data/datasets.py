@@ -1,0 +1,33 @@
+"""Registering a user's COCO-format dataset, safely callable from a config file."""
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+
+__all__ = ["register_coco_dataset"]
+
+
+def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
+    """
+    Register a COCO-format detection dataset under ``name`` for training and COCO evaluation
+    (detectron2's ``register_coco_instances``). Class names and their order come from the
+    json's categories; set ``model.detector.num_classes`` to their count.
+
+    Unlike detectron2's call, registering the same files again (e.g. when a config is loaded
+    twice) is a no-op; registering other files under a taken name is an error.
+
+    Returns:
+        ``name``, so that a config can write ``names=register_coco_dataset(...)``.
+    """
+    json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
+    if name in DatasetCatalog.list():
+        metadata = MetadataCatalog.get(name)
+        registered = (metadata.get("json_file"), metadata.get("image_root"))
+        if registered != (json_file, image_root):
+            raise ValueError(
+                f"Dataset {name!r} is already registered with json_file={registered[0]!r} and "
+                f"image_root={registered[1]!r}; choose another name for {json_file!r}"
+            )
+        return name
+    register_coco_instances(name, {}, json_file, image_root)
+    return name
