@@ -25,17 +25,17 @@ def test_variant_settings(variant):
     assert list(backbone.init_pe_size) == init_pe
     assert (list(backbone.mid_pe_size) if backbone.mid_pe_size is not None else None) == mid_pe
     assert backbone.num_det_tokens == 100
-    resize = cfg.dataloader.test.mapper.augmentations[0]
-    assert (resize.short_edge_length, resize.max_size) == (eval_size, eval_size * 1333 // 800)
-    scales = cfg.dataloader.train.mapper.augmentations[1]
-    first = 256 if variant == "yolos_ti" else 480
-    last = 608 if variant == "yolos_ti" else 800
-    assert list(scales.short_edge_length) == list(range(first, last + 1, 16))
-    assert scales.max_size == last * 1333 // 800
+    (resize,) = instantiate(cfg.dataloader.test.mapper.augmentations)
+    assert (resize.short_edge_length, resize.max_size) == ((eval_size,), eval_size * 1333 // 800)
+    train_augs = cfg.dataloader.train.mapper.augmentations
+    first, last = (256, 608) if variant == "yolos_ti" else (480, 800)
+    assert list(train_augs.scales) == list(range(first, last + 1, 16))
+    assert train_augs.get("max_size") is None  # the original's cap: last * 1333 // 800
     total_batch = cfg.dataloader.train.total_batch_size
     assert total_batch == per_gpu * 8
     assert cfg.optimizer.lr == lr
-    assert cfg.lr_multiplier.scheduler.end_value * lr == pytest.approx(1e-7)
+    schedule = instantiate(cfg.lr_multiplier)
+    assert schedule(0.0) == 1.0 and schedule(1.0) * lr == pytest.approx(1e-7)
     assert cfg.train.max_iter == epochs * (COCO_TRAIN_IMAGES // total_batch)
     assert cfg.model.detector.num_classes == 80
 

@@ -1,14 +1,21 @@
 """Training-loop settings shared by the variants (detectron2's ``train`` dict)."""
+import torch
+
 train = dict(
     output_dir="./output",
     # A yolos_d2 checkpoint: a converted DeiT ImageNet model to fine-tune, or a trained YOLOS
     # (see README, "Weights"); empty trains from random initialisation.
     init_checkpoint="",
     max_iter=0,
-    amp=dict(enabled=False),
-    ddp=dict(broadcast_buffers=False, find_unused_parameters=False, fp16_compression=False),
+    # Autocast dtype: None (full precision), "float16" or "bfloat16".
+    amp=dict(dtype=None),
+    # The original's --clip_max_norm; 0 disables clipping.
+    clip_grad_norm=0.1,
+    ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,
     log_period=20,
-    device="cuda",
+    # Seeds the data order and augmentations (and, per worker, everything else); -1 draws one.
+    seed=-1,
+    device="cuda" if torch.cuda.is_available() else "cpu",
 )

@@ -1,4 +1,5 @@
 """A DetectionCheckpointer that loads safely and refuses weights of another YOLOS variant."""
+import logging
 import re
 from typing import Dict, List, Optional
 
@@ -13,6 +14,8 @@ __all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "describe_variant"]
 # (embed_dim, depth) of the paper's backbones.
 _VARIANTS = {(192, 12): "YOLOS-Ti", (384, 12): "YOLOS-S", (330, 14): "YOLOS-S-dWr", (768, 12): "YOLOS-B"}
 _CLS_TOKEN = "detector.backbone.cls_token"
+# The class head's output layer: its shape follows the number of classes.
+_CLASS_OUTPUT = re.compile(r"^detector\.class_embed\.layers\.(\d+)\.(weight|bias)$")
 _BLOCK = re.compile(r"^detector\.backbone\.blocks\.(\d+)\.")
 
 # Key prefixes of checkpoints that must go through `python -m yolos_d2.convert` first.
@@ -42,7 +45,7 @@ def check_checkpoint_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor]
     differing: List[str] = [
         f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(model_state[k].shape)} in the model"
         for k, v in state.items()
-        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)
+        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape) and not _CLASS_OUTPUT.match(k)
     ]
     if not differing:
         return
@@ -63,7 +66,10 @@ class YOLOSCheckpointer(DetectionCheckpointer):
     - weights of another variant (or another ``init_pe_size``) raise an error naming the variant
       and the shapes that differ, instead of being skipped with a warning;
     - unconverted DeiT, original YOLOS or Hugging Face checkpoints raise an error that gives the
-      conversion command.
+      conversion command;
+    - a checkpoint trained for another number of classes (e.g. COCO weights fine-tuned on a
+      user's dataset) loads all but the class head's output layer, which keeps its fresh
+      initialisation, and says so in the log.
     Missing and unexpected keys are reported by name, as detectron2 does.
     """
 
@@ -73,12 +79,30 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         loaded = load_weights_file(filename)
         if not isinstance(loaded.get("model"), dict):
             loaded = {"model": loaded}
+        consume_prefix_in_state_dict_if_present(loaded["model"], "module.")
         self._check(loaded["model"], filename)
+        self._drop_other_class_head(loaded["model"], filename)
         return loaded
 
+    def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> None:
+        model_state = self.model.state_dict()
+        differing = [
+            k
+            for k, v in state.items()
+            if _CLASS_OUTPUT.match(k) and k in model_state and v.shape != model_state[k].shape
+        ]
+        if not differing:
+            return
+        # Weight (C + 1, D) and bias (C + 1,): C classes plus "no object".
+        logging.getLogger(__name__).warning(
+            f"{filename!r} has a class head for {state[differing[0]].shape[0] - 1} classes, the model for "
+            f"{model_state[differing[0]].shape[0] - 1}: re-initialised {', '.join(differing)}; "
+            "everything else is loaded from the checkpoint."
+        )
+        for k in differing:
+            del state[k]
+
     def _check(self, state: Dict[str, torch.Tensor], filename: str) -> None:
-        state = dict(state)
-        consume_prefix_in_state_dict_if_present(state, "module.")
         if not any(k.startswith("detector.") for k in state):
             fmt = _unconverted_format(state)
             if fmt is not None:

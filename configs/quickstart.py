@@ -1,0 +1,56 @@
+"""
+Quick start: a small YOLOS trained from scratch on the synthetic shapes dataset (generated on
+first use, see yolos_d2/data/synthetic_shapes.py), in about ten minutes on two CPU cores:
+
+    python train_net.py --config-file configs/quickstart.py
+
+It ends with the COCO evaluation of the 300 validation images and draws predictions on a few of
+them into ``<train.output_dir>/predictions``.
+"""
+import detectron2.data.transforms as T
+from detectron2.config import LazyCall as L
+from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.evaluation import COCOEvaluator
+from omegaconf import OmegaConf
+
+from yolos_d2.data import build_train_loader
+
+from .common.optim import lr_multiplier, optimizer
+from .common.train import train
+from .common.yolos_model import model
+
+model.detector.backbone.update(
+    embed_dim=192,
+    depth=4,
+    num_heads=3,
+    init_pe_size=(128, 128),
+    num_det_tokens=10,
+    # Learned from scratch, patch position embeddings need a 2-D layout to start from.
+    pos_embed_init="sincos",
+)
+model.detector.num_classes = 3
+
+dataloader = OmegaConf.create()
+dataloader.train = L(build_train_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="synthetic_shapes_train"),
+    mapper=L(DatasetMapper)(is_train=True, augmentations=[L(T.RandomFlip)(horizontal=True)], image_format="RGB"),
+    total_batch_size=16,
+    num_workers=0,
+)
+dataloader.test = L(build_detection_test_loader)(
+    dataset=L(get_detection_dataset_dicts)(names="synthetic_shapes_val", filter_empty=False),
+    mapper=L(DatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
+    num_workers=0,
+)
+dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}", use_fast_impl=False)
+
+optimizer.update(lr=2e-4, fused=True)
+lr_multiplier.warmup_iters = 100
+train.update(
+    output_dir="./output/quickstart",
+    max_iter=3600,
+    seed=0,
+    eval_period=3600,
+    checkpointer=dict(period=3600, max_to_keep=2),
+    prediction_images=dict(output_dir="${train.output_dir}/predictions", num_images=8, scale=4.0),
+)

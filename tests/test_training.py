@@ -1,0 +1,151 @@
+"""End-to-end training through train_net.py on a tiny synthetic dataset, in subprocesses."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_NET = os.path.join(REPO, "train_net.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    """A config file training a 2-block quick-start model on 48 synthetic images (16 for validation)."""
+    root = tmp_path_factory.mktemp("tiny_shapes")
+    splits = {}
+    for name, spec in (("tiny_train", SyntheticShapesSpec(48, seed=3)), ("tiny_val", SyntheticShapesSpec(16, seed=4))):
+        generate_synthetic_shapes(spec, str(root))
+        splits[name] = split_files(spec, str(root))
+    path = root / "tiny.py"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            from detectron2.config import LazyConfig
+            from yolos_d2.data import register_coco_dataset
+
+            _base = LazyConfig.load({os.path.join(REPO, "configs", "quickstart.py")!r})
+            model, dataloader, optimizer, lr_multiplier, train = (
+                _base[k] for k in ("model", "dataloader", "optimizer", "lr_multiplier", "train")
+            )
+            dataloader.train.dataset.names = register_coco_dataset("tiny_train", *{splits["tiny_train"]!r})
+            dataloader.test.dataset.names = register_coco_dataset("tiny_val", *{splits["tiny_val"]!r})
+            dataloader.train.total_batch_size = 4
+            model.detector.backbone.depth = 2
+            lr_multiplier.warmup_iters = 0
+            train.update(max_iter=40, eval_period=40, log_period=5, checkpointer=dict(period=20, max_to_keep=5))
+            train.prediction_images.num_images = 2
+            """
+        )
+    )
+    return str(path)
+
+
+def run_train_net(config, output_dir, *args, overrides=(), background=False):
+    """Run train_net.py to completion and return its output, or return the running process."""
+    cmd = [sys.executable, TRAIN_NET, "--config-file", config, *args, f"train.output_dir={output_dir}", *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if background:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result.stdout + result.stderr
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f]
+
+
+def copypaste_ap(log: str):
+    """The AP numbers of detectron2's last 'copypaste' evaluation lines."""
+    return [float(x) for x in re.findall(r"copypaste: ([-\d.,nan]+)\n", log)[-1].split(",")]
+
+
+def final_weights(output_dir):
+    return torch.load(os.path.join(output_dir, "model_final.pth"), weights_only=True)["model"]
+
+
+def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
+    """The loss falls, the run ends with an evaluation and images, and --eval-only reproduces its AP."""
+    out = str(tmp_path / "run")
+    log = run_train_net(tiny_config, out)
+    losses = [m["total_loss"] for m in read_metrics(out) if "total_loss" in m]
+    assert len(losses) == 8
+    assert sum(losses[-2:]) / 2 < 0.8 * losses[0]
+    trained_ap = copypaste_ap(log)
+    assert os.path.isfile(os.path.join(out, "predictions", "000001.png"))
+
+    eval_log = run_train_net(
+        tiny_config, str(tmp_path / "eval"), "--eval-only", overrides=[f"train.init_checkpoint={out}/model_final.pth"]
+    )
+    assert copypaste_ap(eval_log) == pytest.approx(trained_ap, abs=1e-4, nan_ok=True)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_config, tmp_path):
+    """SIGKILL after the first checkpoint, then --resume: same final weights as a run never stopped."""
+    full = str(tmp_path / "full")
+    run_train_net(tiny_config, full, overrides=["train.seed=7"])
+
+    killed = str(tmp_path / "killed")
+    proc = run_train_net(tiny_config, killed, overrides=["train.seed=7"], background=True)
+    try:
+        deadline = time.time() + 300
+        while not os.path.isfile(os.path.join(killed, "last_checkpoint")):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not os.path.isfile(os.path.join(killed, "model_final.pth"))
+
+    log = run_train_net(tiny_config, killed, "--resume", overrides=["train.seed=7"])
+    assert f"Loading from {killed}/model_0000019.pth" in log
+    expected, resumed = final_weights(full), final_weights(killed)
+    assert expected.keys() == resumed.keys()
+    for k in expected:
+        torch.testing.assert_close(resumed[k], expected[k], rtol=0, atol=0, msg=k)
+
+
+def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
+    """--num-gpus 2 without CUDA runs two gloo processes whose weights stay identical."""
+    script = tmp_path / "two_ranks.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, torch
+            sys.path.insert(0, {REPO!r})
+            import train_net
+            from detectron2.utils import comm
+            from yolos_d2.engine import launch
+
+            def main(args):
+                trainer = train_net.main(args)
+                model = trainer.model.module
+                torch.save(model.state_dict(), os.path.join({str(tmp_path)!r}, f"rank{{comm.get_rank()}}.pth"))
+
+            if __name__ == "__main__":
+                args = train_net.default_argument_parser().parse_args()
+                launch(main, args.num_gpus, dist_url="auto", args=(args,))
+            """
+        )
+    )
+    cmd = [sys.executable, str(script), "--num-gpus", "2", "--config-file", tiny_config]
+    out = tmp_path / "out"
+    cmd += [f"train.output_dir={out}", "train.max_iter=6", "train.checkpointer.period=3", "train.prediction_images.num_images=0"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-6000:]
+    assert "World size: 2" in result.stdout
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1))
+    after_3_steps = torch.load(out / "model_0000002.pth", weights_only=True)["model"]
+    assert not all(torch.equal(after_3_steps[k], rank0[k]) for k in rank0), "no training happened"
+    for k in rank0:
+        torch.testing.assert_close(rank1[k], rank0[k], rtol=0, atol=0, msg=k)

@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""
+Train and evaluate YOLOS with a LazyConfig, the way detectron2's ``tools/lazyconfig_train_net.py``
+does:
+
+    python train_net.py --config-file configs/yolos_s.py --num-gpus 8
+    python train_net.py --config-file configs/yolos_s.py --eval-only train.init_checkpoint=model.pth
+    python train_net.py --config-file configs/quickstart.py    # a few minutes on a CPU
+
+``--resume`` continues from the last checkpoint in ``train.output_dir``. Without CUDA,
+``--num-gpus N`` runs N CPU processes with the gloo backend.
+"""
+import logging
+from functools import partial
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, launch
+
+logger = logging.getLogger("yolos_d2")
+
+
+def do_test(cfg, model):
+    """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
+    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def build_train_loader(cfg, start_iter: int, seed: int):
+    cfg.dataloader.train.update(start_iter=start_iter, seed=seed)
+    return instantiate(cfg.dataloader.train)
+
+
+def build_hooks(cfg, model, checkpointer):
+    main = comm.is_main_process()
+    train_hooks = [
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), cfg.train.log_period)
+        if main
+        else None,
+    ]
+    if cfg.train.get("prediction_images"):
+        train_hooks.append(
+            SavePredictionImages(
+                dataset_name=cfg.dataloader.test.dataset.names,
+                mapper=instantiate(cfg.dataloader.test.mapper),
+                **cfg.train.prediction_images,
+            )
+        )
+    return train_hooks
+
+
+def wrap_ddp(cfg, model):
+    """DistributedDataParallel when there are several workers; CPU models take no device ids."""
+    device_ids = {} if cfg.train.device.startswith("cuda") else {"device_ids": None}
+    return create_ddp_model(model, **cfg.train.ddp, **device_ids)
+
+
+def do_train(args, cfg):
+    model = instantiate(cfg.model).to(cfg.train.device)
+    logger.info(f"Model:\n{model}")
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    model = wrap_ddp(cfg, model)
+
+    trainer = YOLOSTrainer(
+        model,
+        partial(build_train_loader, cfg),
+        optimizer,
+        amp_dtype=cfg.train.amp.dtype,
+        clip_grad_norm=cfg.train.clip_grad_norm,
+        seed=cfg.train.seed,
+    )
+    checkpointer = YOLOSCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks(build_hooks(cfg, model, checkpointer))
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
+
+
+def main(args):
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
+    if args.eval_only:
+        model = wrap_ddp(cfg, instantiate(cfg.model).to(cfg.train.device))
+        YOLOSCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    return do_train(args, cfg)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,66 @@
+"""Hooks that yolos_d2 adds to detectron2's training loop."""
+import logging
+import os
+from typing import Callable, Dict
+
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+from detectron2.utils.visualizer import Visualizer
+
+__all__ = ["SavePredictionImages"]
+
+
+class SavePredictionImages(HookBase):
+    """
+    When training ends, draw the model's predictions on the first images of a dataset with
+    detectron2's ``Visualizer`` and save them as PNGs (main process only).
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        mapper: Callable[[Dict], Dict],
+        output_dir: str,
+        num_images: int = 8,
+        score_threshold: float = 0.5,
+        scale: float = 1.0,
+    ):
+        """
+        Args:
+            dataset_name: a registered dataset; its metadata names the classes.
+            mapper: the test-time mapper, turning a dataset dict into the model's input.
+            output_dir: folder the images ``<image id>.png`` are written to.
+            num_images: how many images of the dataset to draw.
+            score_threshold: predictions scoring below it are not drawn.
+            scale: the drawings' size relative to the images (enlarge small images so that
+                the labels stay readable).
+        """
+        self.dataset_name = dataset_name
+        self.mapper = mapper
+        self.output_dir = output_dir
+        self.num_images = num_images
+        self.score_threshold = score_threshold
+        self.scale = scale
+
+    def after_train(self):
+        if not comm.is_main_process() or self.trainer.iter + 1 < self.trainer.max_iter:
+            return
+        model = self.trainer.model
+        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        metadata = MetadataCatalog.get(self.dataset_name)
+        os.makedirs(self.output_dir, exist_ok=True)
+        was_training = model.training
+        model.eval()
+        for dataset_dict in DatasetCatalog.get(self.dataset_name)[: self.num_images]:
+            with torch.no_grad():
+                instances = model([self.mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
+            instances = instances[instances.scores >= self.score_threshold]
+            image = utils.read_image(dataset_dict["file_name"], format="RGB")
+            drawn = Visualizer(image, metadata, scale=self.scale).draw_instance_predictions(instances)
+            name = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
+            drawn.save(os.path.join(self.output_dir, f"{name}.png"))
+        model.train(was_training)
+        logging.getLogger(__name__).info(f"Saved predictions on {self.num_images} images to {self.output_dir}")

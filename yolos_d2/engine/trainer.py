@@ -1,0 +1,126 @@
+"""The training step of YOLOS on detectron2's ``TrainerBase``."""
+import logging
+import time
+from typing import Callable, Dict, Iterable, List, Optional
+
+import numpy as np
+import torch
+from detectron2.engine import TrainerBase
+from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["YOLOSTrainer"]
+
+_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class YOLOSTrainer(TrainerBase):
+    """
+    detectron2's ``SimpleTrainer``/``AMPTrainer`` step, plus what the original YOLOS training adds
+    and what an exact resume needs:
+
+    - optional autocast in float16 (with a ``GradScaler``) or bfloat16;
+    - gradient-norm clipping (the original's ``--clip_max_norm 0.1``);
+    - a data order and random state that depend only on (seed, iteration, rank): the data loader
+      is built when training starts, from the first iteration to run, and every step reseeds the
+      random generators, so a resumed run sees the same images and augmentations as an
+      uninterrupted one (exact with ``num_workers=0``; with workers only the order is exact);
+    - a non-finite loss stops the run naming the iteration, the loss terms and the image ids.
+
+    Its state (saved by a checkpointer given ``trainer=``) holds the iteration, the hooks' state,
+    the optimizer, the grad scaler and the data seed.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        build_data_loader: Callable[[int, int], Iterable[List[Dict]]],
+        optimizer: torch.optim.Optimizer,
+        *,
+        amp_dtype: Optional[str] = None,
+        clip_grad_norm: float = 0.1,
+        seed: int = -1,
+    ):
+        """
+        Args:
+            model: returns a dict of losses for a batch (a list of dataset dicts) in training mode.
+            build_data_loader: ``(start_iter, seed) -> iterable of batches``, where the batches
+                start ``start_iter`` batches into the order that ``seed`` defines.
+            optimizer: steps the model's parameters.
+            amp_dtype: None for full precision, "float16" or "bfloat16" for autocast.
+            clip_grad_norm: max total L2 norm of the gradients; 0 disables clipping.
+            seed: seed of the data order and augmentations; negative draws one, shared by all
+                workers. A resumed run keeps the seed of its checkpoint.
+        """
+        super().__init__()
+        if amp_dtype is not None and amp_dtype not in _AMP_DTYPES:
+            raise ValueError(f"train.amp.dtype must be one of {sorted(_AMP_DTYPES)} or None, got {amp_dtype!r}")
+        self.model = model
+        self.build_data_loader = build_data_loader
+        self.optimizer = optimizer
+        self.amp_dtype = _AMP_DTYPES.get(amp_dtype)
+        self.clip_grad_norm = clip_grad_norm
+        self.seed = seed if seed >= 0 else comm.shared_random_seed()
+        device_type = next(model.parameters()).device.type
+        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.amp_dtype == torch.float16)
+        self._data_iter = None
+
+    def train(self, start_iter: int, max_iter: int):
+        self._data_iter = iter(self.build_data_loader(start_iter, self.seed))
+        super().train(start_iter, max_iter)
+
+    def run_step(self):
+        assert self.model.training, "YOLOSTrainer: the model was switched to eval mode!"
+        # One seed per (iteration, rank): a resumed run draws the same augmentations and drop paths.
+        seed_all_rng(int(np.random.SeedSequence([self.seed, self.iter, comm.get_rank()]).generate_state(1)[0]))
+        start = time.perf_counter()
+        data = next(self._data_iter)
+        data_time = time.perf_counter() - start
+
+        device_type = next(self.model.parameters()).device.type
+        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.grad_scaler.scale(losses).backward()
+        self._write_metrics(loss_dict, data_time, data)
+        if self.clip_grad_norm > 0:
+            self.grad_scaler.unscale_(self.optimizer)
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+    def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, data: List[Dict]):
+        """Log the losses averaged over workers (and the slowest worker's data time); stop on NaN/inf."""
+        metrics = {k: v.detach().float().item() for k, v in loss_dict.items()}
+        total = sum(metrics.values())
+        if not np.isfinite(total):
+            image_ids = [d.get("image_id") for d in data]
+            raise FloatingPointError(
+                f"Loss became infinite or NaN at iteration {self.iter}: {metrics}; "
+                f"image ids of the batch on rank {comm.get_rank()}: {image_ids}"
+            )
+        all_metrics = comm.gather({"data_time": data_time, **metrics})
+        if comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar("data_time", max(m.pop("data_time") for m in all_metrics))
+            means = {k: float(np.mean([m[k] for m in all_metrics])) for k in all_metrics[0]}
+            storage.put_scalar("total_loss", sum(means.values()))
+            storage.put_scalars(**means)
+            if self.grad_scaler.is_enabled():
+                storage.put_scalar("grad_scale", self.grad_scaler.get_scale())
+
+    def state_dict(self):
+        state = super().state_dict()
+        state.update(optimizer=self.optimizer.state_dict(), grad_scaler=self.grad_scaler.state_dict(), seed=self.seed)
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.grad_scaler.load_state_dict(state["grad_scaler"])
+        if state["seed"] != self.seed:
+            logging.getLogger(__name__).info(f"Resuming with the checkpoint's data seed {state['seed']}")
+        self.seed = state["seed"]
