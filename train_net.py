@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.data import check_num_classes
 from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, launch
 
 logger = logging.getLogger("yolos_d2")
@@ -27,7 +28,9 @@ logger = logging.getLogger("yolos_d2")
 
 def do_test(cfg, model):
     """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    data_loader = instantiate(cfg.dataloader.test)
+    check_num_classes(cfg.dataloader.test.dataset.names, cfg.model.detector.num_classes)
+    results = inference_on_dataset(model, data_loader, instantiate(cfg.dataloader.evaluator))
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -35,7 +38,9 @@ def do_test(cfg, model):
 
 def build_train_loader(cfg, start_iter: int, seed: int):
     cfg.dataloader.train.update(start_iter=start_iter, seed=seed)
-    return instantiate(cfg.dataloader.train)
+    data_loader = instantiate(cfg.dataloader.train)
+    check_num_classes(cfg.dataloader.train.dataset.names, cfg.model.detector.num_classes)
+    return data_loader
 
 
 def build_hooks(cfg, model, checkpointer):

@@ -1,5 +1,5 @@
 from .build import ResumableTrainingSampler, build_train_loader
-from .datasets import register_coco_dataset
+from .datasets import check_num_classes, register_coco_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
 from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
 
@@ -11,6 +11,7 @@ __all__ = [
     "ResumableTrainingSampler",
     "SYNTHETIC_SHAPES_CLASSES",
     "build_train_loader",
+    "check_num_classes",
     "detr_test_augmentations",
     "detr_train_augmentations",
     "generate_synthetic_shapes",

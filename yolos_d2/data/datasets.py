@@ -1,10 +1,11 @@
 """Registering a user's COCO-format dataset, safely callable from a config file."""
 import os
+from typing import Sequence, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 
-__all__ = ["register_coco_dataset"]
+__all__ = ["check_num_classes", "register_coco_dataset"]
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
@@ -31,3 +32,18 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
         return name
     register_coco_instances(name, {}, json_file, image_root)
     return name
+
+
+def check_num_classes(dataset_names: Union[str, Sequence[str]], num_classes: int) -> None:
+    """
+    Raise ``ValueError`` if the registered datasets (already loaded, so that their metadata
+    holds ``thing_classes``) do not have ``num_classes`` classes.
+    """
+    for name in [dataset_names] if isinstance(dataset_names, str) else dataset_names:
+        classes = MetadataCatalog.get(name).get("thing_classes")
+        if classes is not None and len(classes) != num_classes:
+            shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
+            raise ValueError(
+                f"Dataset {name!r} has {len(classes)} classes ({shown}) but the model predicts "
+                f"{num_classes}: set model.detector.num_classes={len(classes)}"
+            )

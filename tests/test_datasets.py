@@ -1,0 +1,72 @@
+"""The synthetic quick-start dataset and dataset registration."""
+import json
+import os
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from PIL import Image
+
+from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, check_num_classes, register_coco_dataset
+from yolos_d2.data.synthetic_shapes import SYNTHETIC_SHAPES_SPLITS, SyntheticShapesSpec, generate_synthetic_shapes
+
+SPEC = SyntheticShapesSpec(num_images=20, seed=11)
+
+
+def load(json_file):
+    with open(json_file) as f:
+        return json.load(f)
+
+
+def test_generation_is_deterministic_and_cached(tmp_path):
+    first = generate_synthetic_shapes(SPEC, str(tmp_path / "a"))
+    second = generate_synthetic_shapes(SPEC, str(tmp_path / "b"))
+    assert load(first) == load(second)
+    for image in load(first)["images"]:
+        a, b = (os.path.join(os.path.dirname(f), "images", image["file_name"]) for f in (first, second))
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+    mtime = os.path.getmtime(first)
+    assert generate_synthetic_shapes(SPEC, str(tmp_path / "a")) == first
+    assert os.path.getmtime(first) == mtime  # not regenerated
+    other = generate_synthetic_shapes(SyntheticShapesSpec(num_images=20, seed=12), str(tmp_path / "a"))
+    assert os.path.dirname(other) != os.path.dirname(first)
+
+
+def test_objects_match_the_spec_and_their_class_colour(tmp_path):
+    coco = load(generate_synthetic_shapes(SPEC, str(tmp_path)))
+    assert [c["name"] for c in coco["categories"]] == list(SYNTHETIC_SHAPES_CLASSES)
+    image_dir = os.path.join(str(tmp_path), os.listdir(str(tmp_path))[0], "images")
+    per_image = {}
+    for a in coco["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(a)
+        x, y, w, h = a["bbox"]
+        assert 0.2 * 128 - 1 <= min(w, h) and max(w, h) <= 0.5 * 128 + 1
+        assert 0 <= x and x + w <= 128 and 0 <= y and y + h <= 128
+        pixels = np.asarray(Image.open(os.path.join(image_dir, f"{a['image_id']:06d}.png")), dtype=float)
+        centre = pixels[y + h // 2 - 2 : y + h // 2 + 2, x + w // 2 - 2 : x + w // 2 + 2].reshape(-1, 3).mean(0)
+        # Rectangles are reddish, ellipses greenish, triangles bluish.
+        assert centre.argmax() == a["category_id"] - 1, a
+    assert {len(v) for v in per_image.values()} <= {1, 2, 3}
+    assert len(per_image) == SPEC.num_images
+
+
+def test_quickstart_splits_are_registered_without_being_generated():
+    for name, spec in SYNTHETIC_SHAPES_SPLITS.items():
+        assert name in DatasetCatalog.list()
+        assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
+    assert (SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_train"].num_images, SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_val"].num_images) == (4000, 300)
+
+
+def test_register_coco_dataset_is_idempotent_and_checks_class_count(tmp_path):
+    json_file = generate_synthetic_shapes(SPEC, str(tmp_path))
+    image_root = os.path.join(os.path.dirname(json_file), "images")
+    assert register_coco_dataset("user_shapes", json_file, image_root) == "user_shapes"
+    assert register_coco_dataset("user_shapes", json_file, image_root) == "user_shapes"
+    with pytest.raises(ValueError, match="'user_shapes' is already registered"):
+        register_coco_dataset("user_shapes", json_file, str(tmp_path))
+
+    assert len(DatasetCatalog.get("user_shapes")) == SPEC.num_images
+    check_num_classes("user_shapes", 3)
+    with pytest.raises(ValueError, match=r"'user_shapes' has 3 classes \(rectangle, ellipse, triangle\).*num_classes=3"):
+        check_num_classes(["user_shapes"], 80)

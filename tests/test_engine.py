@@ -1,0 +1,117 @@
+"""The training pieces in isolation: schedule, sampler, trainer step, class-head re-initialisation."""
+import itertools
+import logging
+import math
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
+
+from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.data import ResumableTrainingSampler
+from yolos_d2.engine import YOLOSTrainer, warmup_cosine
+
+from _helpers import build_model, config_path
+
+TINY = ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=5"]
+
+
+def test_schedule_follows_lr_and_max_iter_overrides():
+    cfg = LazyConfig.apply_overrides(
+        LazyConfig.load(config_path("yolos_s")), ["optimizer.lr=1e-3", "train.max_iter=100"]
+    )
+    schedule = instantiate(cfg.lr_multiplier)
+    assert schedule(0.0) == 1.0
+    assert schedule(0.5) * 1e-3 == pytest.approx((1e-3 + 1e-7) / 2)
+    assert schedule(1.0) * 1e-3 == pytest.approx(1e-7)
+
+
+def test_warmup_is_linear_over_its_iterations_then_cosine():
+    schedule = warmup_cosine(base_lr=1e-3, min_lr=1e-5, max_iter=1000, warmup_iters=100, warmup_factor=0.01)
+    assert schedule(0.0) == pytest.approx(0.01)
+    cosine = lambda t: 0.01 + 0.5 * (1 - 0.01) * (1 + math.cos(math.pi * t))  # noqa: E731
+    assert schedule(0.05) == pytest.approx(0.01 + 0.5 * (cosine(0.1) - 0.01))
+    assert schedule(0.5) == pytest.approx(cosine(0.5))
+    with pytest.raises(ValueError, match="warmup_iters"):
+        warmup_cosine(base_lr=1e-3, min_lr=1e-5, max_iter=10, warmup_iters=11)
+    with pytest.raises(ValueError, match="min_lr"):
+        warmup_cosine(base_lr=1e-3, min_lr=1e-2, max_iter=10)
+
+
+def test_sampler_starts_where_an_uninterrupted_stream_would_be(monkeypatch):
+    full = list(itertools.islice(ResumableTrainingSampler(10, seed=3), 57))
+    assert sorted(full[:10]) == list(range(10)) and full[:10] != full[10:20]  # shuffled epochs
+    assert list(itertools.islice(ResumableTrainingSampler(10, seed=3, start_index=23), 34)) == full[23:]
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    shares = []
+    for rank in (0, 1):
+        monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
+        shares.append(list(itertools.islice(ResumableTrainingSampler(10, seed=3, start_index=5), 10)))
+    assert shares[0] == full[10:30:2] and shares[1] == full[11:31:2]
+
+
+class _ConstantLoss(torch.nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.value = value
+
+    def forward(self, batch):
+        return {"loss_a": self.weight * self.value, "loss_b": self.weight}
+
+
+def test_non_finite_loss_stops_with_iteration_terms_and_image_ids():
+    batches = lambda start_iter, seed: itertools.repeat([{"image_id": 11}, {"image_id": 12}])  # noqa: E731
+    model = _ConstantLoss(float("nan"))
+    trainer = YOLOSTrainer(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+    with pytest.raises(FloatingPointError, match=r"iteration 0: \{'loss_a': nan, 'loss_b': 1.0\}.*\[11, 12\]"):
+        trainer.train(0, 3)
+    assert model.weight.item() == 1.0  # the bad step was not applied
+
+
+@pytest.mark.parametrize("amp_dtype", [None, "bfloat16", "float16"])
+def test_training_step_in_each_precision(amp_dtype):
+    model = build_model("quickstart", TINY).train()
+    boxes = Boxes(torch.tensor([[4.0, 8.0, 40.0, 50.0]]))
+    images = [
+        {
+            "image": torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8),
+            "instances": Instances((64, 96), gt_boxes=boxes, gt_classes=torch.tensor([1])),
+        }
+        for _ in range(2)
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    trainer = YOLOSTrainer(model, lambda s, seed: itertools.repeat(images), optimizer, amp_dtype=amp_dtype, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # float16 starts with a loss scale of 2**16: its first steps overflow and are skipped.
+    trainer.train(0, 20)
+    losses = trainer.storage.history("total_loss").values()
+    assert all(math.isfinite(v) for v, _ in losses) and losses[-1][0] < losses[0][0]
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if amp_dtype == "float16":
+        scales = [v for v, _ in trainer.storage.history("grad_scale").values()]
+        assert scales[-1] < scales[0]
+
+
+def test_unknown_amp_dtype_is_refused():
+    model = _ConstantLoss(1.0)
+    with pytest.raises(ValueError, match="train.amp.dtype"):
+        YOLOSTrainer(model, None, torch.optim.SGD(model.parameters(), lr=0.1), amp_dtype="float8")
+
+
+def test_checkpoint_with_another_class_count_reinitialises_only_the_class_head(tmp_path, caplog):
+    coco = build_model("yolos_ti", TINY)
+    path = str(tmp_path / "coco.pth")
+    torch.save({"model": coco.state_dict()}, path)
+    mine = build_model("yolos_ti", TINY + ["model.detector.num_classes=3"])
+    fresh_head = mine.detector.class_embed.layers[2].weight.clone()
+    with caplog.at_level(logging.WARNING):
+        YOLOSCheckpointer(mine).load(path)
+    assert "class head for 80 classes, the model for 3" in caplog.text
+    assert torch.equal(mine.detector.class_embed.layers[2].weight, fresh_head)
+    for k, v in mine.state_dict().items():
+        if not k.startswith("detector.class_embed.layers.2."):
+            assert torch.equal(v, coco.state_dict()[k]), k
