@@ -37,6 +37,7 @@ def do_test(cfg, model):
 
 
 def build_train_loader(cfg, start_iter: int, seed: int):
+    """``cfg.dataloader.train`` starting at batch ``start_iter`` of the image order of ``seed``."""
     cfg.dataloader.train.update(start_iter=start_iter, seed=seed)
     data_loader = instantiate(cfg.dataloader.train)
     check_num_classes(cfg.dataloader.train.dataset.names, cfg.model.detector.num_classes)
@@ -54,7 +55,7 @@ def build_hooks(cfg, model, checkpointer):
         if main
         else None,
     ]
-    if cfg.train.get("prediction_images"):
+    if main and cfg.train.get("prediction_images"):
         train_hooks.append(
             SavePredictionImages(
                 dataset_name=cfg.dataloader.test.dataset.names,

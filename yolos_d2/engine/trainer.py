@@ -62,8 +62,8 @@ class YOLOSTrainer(TrainerBase):
         self.amp_dtype = _AMP_DTYPES.get(amp_dtype)
         self.clip_grad_norm = clip_grad_norm
         self.seed = seed if seed >= 0 else comm.shared_random_seed()
-        device_type = next(model.parameters()).device.type
-        self.grad_scaler = torch.amp.GradScaler(device_type, enabled=self.amp_dtype == torch.float16)
+        self.device_type = next(model.parameters()).device.type
+        self.grad_scaler = torch.amp.GradScaler(self.device_type, enabled=self.amp_dtype == torch.float16)
         self._data_iter = None
 
     def train(self, start_iter: int, max_iter: int):
@@ -78,8 +78,7 @@ class YOLOSTrainer(TrainerBase):
         data = next(self._data_iter)
         data_time = time.perf_counter() - start
 
-        device_type = next(self.model.parameters()).device.type
-        with torch.autocast(device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
