@@ -14,8 +14,7 @@ __all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "describe_variant"]
 # (embed_dim, depth) of the paper's backbones.
 _VARIANTS = {(192, 12): "YOLOS-Ti", (384, 12): "YOLOS-S", (330, 14): "YOLOS-S-dWr", (768, 12): "YOLOS-B"}
 _CLS_TOKEN = "detector.backbone.cls_token"
-# The class head's output layer: its shape follows the number of classes.
-_CLASS_OUTPUT = re.compile(r"^detector\.class_embed\.layers\.(\d+)\.(weight|bias)$")
+_CLASS_LAYER = re.compile(r"^detector\.class_embed\.layers\.(\d+)\.")
 _BLOCK = re.compile(r"^detector\.backbone\.blocks\.(\d+)\.")
 
 # Key prefixes of checkpoints that must go through `python -m yolos_d2.convert` first.
@@ -45,7 +44,7 @@ def check_checkpoint_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor]
     differing: List[str] = [
         f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(model_state[k].shape)} in the model"
         for k, v in state.items()
-        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape) and not _CLASS_OUTPUT.match(k)
+        if k in model_state and tuple(v.shape) != tuple(model_state[k].shape)
     ]
     if not differing:
         return
@@ -80,16 +79,22 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         if not isinstance(loaded.get("model"), dict):
             loaded = {"model": loaded}
         consume_prefix_in_state_dict_if_present(loaded["model"], "module.")
-        self._check(loaded["model"], filename)
         self._drop_other_class_head(loaded["model"], filename)
+        self._check(loaded["model"], filename)
         return loaded
 
     def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> None:
+        """
+        Remove the class head's output layer from ``state`` if it differs from the model's in its
+        class count only (a different width is another variant, which :meth:`_check` reports).
+        """
         model_state = self.model.state_dict()
+        last = max((int(m[1]) for m in map(_CLASS_LAYER.match, model_state) if m), default=None)
+        output_layer = [f"detector.class_embed.layers.{last}.{p}" for p in ("weight", "bias")]
         differing = [
             k
-            for k, v in state.items()
-            if _CLASS_OUTPUT.match(k) and k in model_state and v.shape != model_state[k].shape
+            for k in output_layer
+            if k in state and state[k].shape != model_state[k].shape and state[k].shape[1:] == model_state[k].shape[1:]
         ]
         if not differing:
             return
