@@ -8,5 +8,7 @@ setup(
     python_requires=">=3.9",
     # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
     install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
-    extras_require={"test": ["pytest", "transformers>=4.40"]},
+    extras_require={
+        "test": ["pytest", "hypothesis", "transformers>=4.40", "onnx", "onnxruntime", "onnxscript"],
+    },
 )
