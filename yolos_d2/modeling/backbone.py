@@ -1,15 +1,14 @@
 """The plain ViT/DeiT backbone of YOLOS, with ``[DET]`` tokens appended to the patch sequence."""
 from collections import OrderedDict
-from functools import partial
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
-from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
 from .position_embedding import Grid, patch_grid, resize_patch_pos_embed, sincos_patch_pos_embed
+from .transformer import Block
 
 __all__ = ["ViTWithDetTokens"]
 
@@ -94,14 +93,7 @@ class ViTWithDetTokens(nn.Module):
 
         drop_path = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(
-                dim=embed_dim,
-                num_heads=num_heads,
-                mlp_ratio=mlp_ratio,
-                qkv_bias=qkv_bias,
-                drop_path=drop_path[i],
-                norm_layer=partial(nn.LayerNorm, eps=norm_eps),
-            )
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_path=drop_path[i], norm_eps=norm_eps)
             for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
@@ -161,20 +153,7 @@ class ViTWithDetTokens(nn.Module):
         Returns:
             (B, 1 + (H // p) * (W // p) + K, D) all tokens after the final LayerNorm.
         """
-        batch = images.shape[0]
-        grid = patch_grid(images.shape[-2:], self.patch_size)
-        pos, mid = self.position_embeddings(grid)
-        x = self.patch_embed(images)
-        x = torch.cat([self.cls_token.expand(batch, -1, -1), x, self.det_token.expand(batch, -1, -1)], dim=1)
-        x = x + pos
-        for i, block in enumerate(self.blocks):
-            if self.use_checkpoint and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
-            if mid is not None and i < self.depth - 1:
-                x = x + mid[i]
-        return self.norm(x)
+        return self._encode(images, num_outputs=None)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """
@@ -184,5 +163,23 @@ class ViTWithDetTokens(nn.Module):
         Returns:
             (B, K, D) the final ``[DET]`` token features.
         """
-        tokens = self.forward_features(images)
-        return tokens[:, tokens.shape[1] - self.num_det_tokens :]
+        # Nothing else of the last block's output is used: compute it for the [DET] tokens only.
+        return self._encode(images, num_outputs=self.num_det_tokens)
+
+    def _encode(self, images: torch.Tensor, num_outputs: Optional[int]) -> torch.Tensor:
+        """(B, 3, H, W) images -> (B, Q, D) final features of the last Q = num_outputs tokens (None: all)."""
+        batch = images.shape[0]
+        grid = patch_grid(images.shape[-2:], self.patch_size)
+        pos, mid = self.position_embeddings(grid)
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(batch, -1, -1), x, self.det_token.expand(batch, -1, -1)], dim=1)
+        x = x + pos
+        for i, block in enumerate(self.blocks):
+            num_queries = num_outputs if i == self.depth - 1 else None
+            if self.use_checkpoint and torch.is_grad_enabled():
+                x = checkpoint(block, x, num_queries, use_reentrant=False)
+            else:
+                x = block(x, num_queries)
+            if mid is not None and i < self.depth - 1:
+                x = x + mid[i]
+        return self.norm(x)
