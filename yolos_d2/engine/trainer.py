@@ -66,9 +66,10 @@ class YOLOSTrainer(TrainerBase):
         self.grad_scaler = torch.amp.GradScaler(self.device_type, enabled=self.amp_dtype == torch.float16)
         self._data_iter = None
 
-    def train(self, start_iter: int, max_iter: int):
-        self._data_iter = iter(self.build_data_loader(start_iter, self.seed))
-        super().train(start_iter, max_iter)
+    def before_train(self):
+        # Built here, once the start iteration and the seed of a resumed run are known.
+        self._data_iter = iter(self.build_data_loader(self.start_iter, self.seed))
+        super().before_train()
 
     def run_step(self):
         assert self.model.training, "YOLOSTrainer: the model was switched to eval mode!"

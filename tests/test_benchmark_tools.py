@@ -1,0 +1,61 @@
+"""The benchmarks' measuring tools: analytic FLOP counts and interleaved timing."""
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _helpers import hf_config_like, load_config, random_hf_model
+from detectron2.config import instantiate
+from yolos_d2.benchmark.flops import detector_flops
+from yolos_d2.benchmark.memory import peak_allocated_bytes
+from yolos_d2.benchmark.timing import format_table, time_interleaved
+
+
+def test_flops_equal_torch_count_of_transformers_eager_model():
+    overrides = ["model.detector.backbone.depth=2", "model.detector.backbone.init_pe_size=[128,192]"]
+    cfg = load_config("yolos_ti", overrides)
+    peer = random_hf_model(hf_config_like(cfg.model.detector.backbone)).eval()
+    peer.set_attn_implementation("eager")  # torch's counter has no formula for CPU flash attention
+    cfg.model.detector.num_classes = 91
+    backbone = instantiate(cfg.model.detector.backbone)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        peer(pixel_values=torch.randn(1, 3, 96, 160))
+    assert detector_flops(backbone, 91, (96, 160)) == counter.get_total_flops()
+
+
+def test_det_only_last_block_counts_fewer_queries():
+    backbone = instantiate(load_config("yolos_ti", ["model.detector.backbone.depth=2"]).model.detector.backbone)
+    full = detector_flops(backbone, 80, (64, 64))
+    det_only = detector_flops(backbone, 80, (64, 64), det_only_last_block=True)
+    num_tokens, dim, hidden, queries = 1 + 16 + 100, 192, 768, 100
+    skipped = (num_tokens - queries) * (4 * num_tokens * dim + 2 * dim * dim + 4 * dim * hidden)
+    assert full - det_only == skipped
+
+
+def test_interleaved_timing_calls_each_function_per_round():
+    calls = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    table = format_table(["name", "ms"], [["a", "1.0"], ["bb", "22.5"]])
+    assert table.splitlines()[0] == "| name | ms   |" and table.splitlines()[3] == "| bb   | 22.5 |"
+
+
+def test_peak_allocated_bytes_follows_live_tensors():
+    def allocate():
+        a = torch.empty(2**18)  # 1 MiB
+        b = torch.empty(2**19)  # 2 MiB: 3 MiB alive
+        del a, b
+        torch.empty(2**19)  # 2 MiB alone
+
+    assert peak_allocated_bytes(allocate, "cpu") == 3 * 2**20
+
+
+def test_activation_checkpointing_lowers_peak_training_memory():
+    overrides = ["model.detector.backbone.depth=6", "model.detector.backbone.init_pe_size=[256,256]"]
+    backbone = instantiate(load_config("yolos_ti", overrides).model.detector.backbone)
+    images = torch.randn(1, 3, 384, 384)
+
+    def step(use_checkpoint):
+        backbone.use_checkpoint = use_checkpoint
+        return peak_allocated_bytes(lambda: backbone(images).sum().backward(), "cpu")
+
+    assert step(True) < 0.6 * step(False)

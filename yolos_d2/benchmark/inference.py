@@ -1,0 +1,162 @@
+"""
+Inference speed of yolos_d2's detector against transformers' ``YolosForObjectDetection`` with eager
+and SDPA attention, on the same (random) weights and input, timed interleaved in one process::
+
+    python -m yolos_d2.benchmark.inference                      # the CPU defaults below
+    python -m yolos_d2.benchmark.inference --device cuda --cases configs/yolos_s.py:800x1333:8
+
+Each case is ``CONFIG:HxW:BATCH``. The table gives milliseconds per batch (median over
+``--repeats`` rounds after warm-up), images per second, the model's FLOP rate and its fraction of
+the rate of a large ``torch.mm`` timed in the same rounds. FLOPs are the model's matrix-multiply
+FLOPs over the full sequence (what transformers computes); yolos_d2 computes fewer, since its last
+block only needs the ``[DET]`` tokens' outputs, and this is reported under the table.
+"""
+import argparse
+import copy
+import os
+from contextlib import nullcontext
+from typing import Dict, List, Tuple
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from ..checkpoint.converters import coco_class_head_rows, convert_huggingface, huggingface_config
+from ..modeling import YOLOSDetector
+from .flops import detector_flops
+from .timing import format_table, time_interleaved
+
+DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
+GEMM_SIZE = 2048
+
+
+def parse_case(case: str) -> Tuple[str, Tuple[int, int], int]:
+    """'configs/yolos_ti.py:512x688:1' -> (config file, (height, width), batch size)."""
+    try:
+        config_file, size, batch = case.rsplit(":", 2)
+        height, width = (int(v) for v in size.split("x"))
+        return config_file, (height, width), int(batch)
+    except ValueError:
+        raise ValueError(f"case {case!r} is not CONFIG:HxW:BATCH, e.g. configs/yolos_ti.py:512x688:1") from None
+
+
+def build_models(config_file: str, device: str) -> Dict[str, torch.nn.Module]:
+    """
+    yolos_d2's detector and transformers' eager and SDPA models holding the same random weights:
+    transformers' model is initialised (position embeddings and tokens made non-zero, as trained
+    ones are), converted with ``convert_huggingface`` and loaded into ours.
+    """
+    from transformers import YolosForObjectDetection
+
+    if not os.path.isfile(config_file):
+        raise FileNotFoundError(f"config file {config_file!r} does not exist (run from the repository root)")
+    cfg = LazyConfig.load(config_file)
+    torch.manual_seed(0)
+    peer = YolosForObjectDetection(huggingface_config(cfg.model.detector.backbone))
+    with torch.no_grad():
+        for name, param in peer.named_parameters():
+            if "position_embeddings" in name or "tokens" in name:
+                param.normal_(std=0.02)
+    ours: YOLOSDetector = instantiate(cfg.model.detector)
+    state, _ = convert_huggingface(peer.state_dict(), cfg.model.detector.backbone.num_det_tokens)
+    consume_prefix_in_state_dict_if_present(state, "detector.")
+    ours.load_state_dict(state)
+
+    models = {"yolos_d2": ours}
+    for attention in ("eager", "sdpa"):
+        models[f"transformers {attention}"] = copy.deepcopy(peer)
+        models[f"transformers {attention}"].set_attn_implementation(attention)
+    return {name: model.to(device).eval() for name, model in models.items()}
+
+
+def max_output_difference(models: Dict[str, torch.nn.Module], images: torch.Tensor) -> float:
+    """Largest absolute difference of yolos_d2's logits and boxes from transformers' SDPA model."""
+    with torch.inference_mode():
+        ours = models["yolos_d2"](images)
+        theirs = models["transformers sdpa"](pixel_values=images)
+    rows = coco_class_head_rows() if theirs.logits.shape[-1] != ours["pred_logits"].shape[-1] else slice(None)
+    return max(
+        (ours["pred_logits"] - theirs.logits[..., rows]).abs().max().item(),
+        (ours["pred_boxes"] - theirs.pred_boxes).abs().max().item(),
+    )
+
+
+def bf16_is_fast(device: str) -> bool:
+    """Whether bfloat16 matrix multiplies run at least as fast as float32 on ``device``."""
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    a = torch.randn(512, 512)
+    times = time_interleaved({"fp32": lambda: a @ a, "bf16": lambda: a.bfloat16() @ a.bfloat16()}, repeats=3)
+    return times["bf16"] <= times["fp32"]
+
+
+def run_case(case: str, device: str, dtype: str, repeats: int, warmup: int) -> List[List[str]]:
+    config_file, (height, width), batch = parse_case(case)
+    models = build_models(config_file, device)
+    images = torch.randn(batch, 3, height, width, device=device)
+    difference = max_output_difference(models, images)
+    backbone = models["yolos_d2"].backbone
+    flops = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width)) * batch
+    executed = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width), det_only_last_block=True)
+
+    gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    fns = {
+        "yolos_d2": lambda: models["yolos_d2"](images),
+        "transformers eager": lambda: models["transformers eager"](pixel_values=images),
+        "transformers sdpa": lambda: models["transformers sdpa"](pixel_values=images),
+        "gemm": lambda: gemm_a @ gemm_a,
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    with torch.inference_mode(), autocast:
+        times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=sync)
+    gemm_rate = 2 * GEMM_SIZE**3 / times.pop("gemm")
+
+    rows = []
+    for name, seconds in times.items():
+        rows.append(
+            [
+                f"{os.path.basename(config_file)} {height}x{width} x{batch} {dtype}",
+                name,
+                f"{seconds * 1e3:.1f}",
+                f"{batch / seconds:.2f}",
+                f"{flops / seconds / 1e9:.1f}",
+                f"{flops / seconds / gemm_rate:.2f}",
+                f"{seconds / times['yolos_d2']:.2f}",
+            ]
+        )
+    print(
+        f"{case} {dtype}: GEMM {GEMM_SIZE}^2 {gemm_rate / 1e9:.1f} GFLOP/s; model {flops / batch / 1e9:.1f} GFLOP "
+        f"per image, yolos_d2 executes {executed / 1e9:.1f} ({executed * batch / times['yolos_d2'] / 1e9:.1f} "
+        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); max |yolos_d2 - transformers| "
+        f"{difference:.1e}"
+    )
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="CONFIG:HxW:BATCH ...")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    dtypes = ["fp32"] + (["bf16"] if bf16_is_fast(args.device) else [])
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
+    if "bf16" not in dtypes:
+        print("bf16 skipped: bfloat16 matrix multiplies are slower than float32 on this device")
+    rows = []
+    for case in args.cases:
+        for dtype in dtypes:
+            rows += run_case(case, args.device, dtype, args.repeats, args.warmup)
+    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2"]
+    print(format_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""
+Speed and peak memory of one training step (forward, matching, losses, backward, gradient
+clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpointing::
+
+    python -m yolos_d2.benchmark.training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
+
+Steps per second are timed interleaved in one process (the same model switches
+``use_checkpoint`` between steps). Peak memory is that of the tensors a step allocates and holds
+at once (activations, gradients, temporaries; not the model and optimizer state that exist before
+it), from ``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's allocations on CPU.
+"""
+import argparse
+import itertools
+from functools import partial
+from typing import Dict, List, Tuple
+
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from ..engine import YOLOSTrainer
+from .memory import peak_allocated_bytes
+from .timing import format_table, time_interleaved
+
+
+def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_per_image: int = 7) -> List[Dict]:
+    """``batch`` detectron2 inputs: random uint8 (3, H, W) images with random XYXY boxes and classes."""
+    generator = torch.Generator().manual_seed(0)
+    height, width = size
+    inputs = []
+    for _ in range(batch):
+        corners = torch.rand(boxes_per_image, 2, 2, generator=generator) * torch.tensor([width, height])
+        instances = Instances(size)
+        instances.gt_boxes = Boxes(torch.cat([corners.amin(1), corners.amax(1) + 1], dim=1))
+        instances.gt_classes = torch.randint(num_classes, (boxes_per_image,), generator=generator)
+        image = torch.randint(256, (3, height, width), dtype=torch.uint8, generator=generator)
+        inputs.append({"image": image, "instances": instances})
+    return inputs
+
+
+def build_trainer(config_file: str, batch: int, size: Tuple[int, int], device: str, overrides: List[str]):
+    """A :class:`YOLOSTrainer` of the config's model and optimizer fed the same synthetic batch."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), overrides)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).train()
+    cfg.optimizer.params.model = model
+    data = synthetic_batch(batch, size, cfg.model.detector.num_classes)
+    trainer = YOLOSTrainer(
+        model,
+        lambda start_iter, seed: itertools.repeat(data),
+        instantiate(cfg.optimizer),
+        amp_dtype=cfg.train.amp.dtype,
+        clip_grad_norm=cfg.train.clip_grad_norm,
+        seed=0,
+    )
+    trainer.iter = trainer.start_iter = 0
+    trainer.before_train()
+    return trainer
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default="configs/yolos_ti.py")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--size", default="512x688", help="HxW of the input images")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
+    args = parser.parse_args(argv)
+    args.size = tuple(int(v) for v in args.size.split("x"))
+
+    trainer = build_trainer(args.config_file, args.batch, args.size, args.device, args.opts)
+    backbone = trainer.model.detector.backbone
+
+    def step(use_checkpoint: bool):
+        backbone.use_checkpoint = use_checkpoint
+        trainer.run_step()
+
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    settings = (False, True)
+    with EventStorage(0) as trainer.storage:
+        times = time_interleaved({c: partial(step, c) for c in settings}, repeats=args.repeats, warmup=1, sync=sync)
+        memory = {c: peak_allocated_bytes(partial(step, c), args.device) for c in settings}
+
+    print(
+        f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {args.device} "
+        f"({torch.get_num_threads()} threads), amp {trainer.amp_dtype}"
+    )
+    rows = [
+        [
+            "on" if use_checkpoint else "off",
+            f"{times[use_checkpoint]:.3f}",
+            f"{1 / times[use_checkpoint]:.2f}",
+            f"{times[use_checkpoint] / times[False]:.2f}",
+            f"{memory[use_checkpoint] / 2**20:.0f}",
+            f"{memory[use_checkpoint] / memory[False]:.2f}",
+        ]
+        for use_checkpoint in settings
+    ]
+    header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
+    print(format_table(header, rows))
+
+
+if __name__ == "__main__":
+    main()
