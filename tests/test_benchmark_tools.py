@@ -2,8 +2,9 @@
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import hf_config_like, load_config, random_hf_model
+from _helpers import config_path, hf_config_like, load_config, random_hf_model
 from detectron2.config import instantiate
+from yolos_d2.benchmark import inference, training
 from yolos_d2.benchmark.flops import detector_flops
 from yolos_d2.benchmark.memory import peak_allocated_bytes
 from yolos_d2.benchmark.timing import format_table, time_interleaved
@@ -59,3 +60,19 @@ def test_activation_checkpointing_lowers_peak_training_memory():
         return peak_allocated_bytes(lambda: backbone(images).sum().backward(), "cpu")
 
     assert step(True) < 0.6 * step(False)
+
+
+def test_inference_benchmark_prints_every_implementation(capsys):
+    inference.main(["--cases", f"{config_path('yolos_ti')}:64x96:2", "--repeats", "1", "--warmup", "0"])
+    out = capsys.readouterr().out
+    for name in ("yolos_d2", "transformers eager", "transformers sdpa"):
+        assert f"| {name} " in out
+    difference = float(out.split("max |yolos_d2 - others| ")[1].split()[0])
+    assert difference < 1e-4
+
+
+def test_training_benchmark_reports_both_settings(capsys):
+    args = ["--config-file", config_path("yolos_ti"), "--size", "64x64", "--repeats", "1"]
+    training.main(args + ["model.detector.backbone.depth=2"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| off", "| on"))]
+    assert len(rows) == 2

@@ -4,6 +4,7 @@ and SDPA attention, on the same (random) weights and input, timed interleaved in
 
     python -m yolos_d2.benchmark.inference                      # the CPU defaults below
     python -m yolos_d2.benchmark.inference --device cuda --cases configs/yolos_s.py:800x1333:8
+    python -m yolos_d2.benchmark.inference --original-repo ../YOLOS   # also the original code
 
 Each case is ``CONFIG:HxW:BATCH``. The table gives milliseconds per batch (median over
 ``--repeats`` rounds after warm-up), images per second, the model's FLOP rate and its fraction of
@@ -15,7 +16,7 @@ import argparse
 import copy
 import os
 from contextlib import nullcontext
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -24,6 +25,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from ..checkpoint.converters import coco_class_head_rows, convert_huggingface, huggingface_config
 from ..modeling import YOLOSDetector
 from .flops import detector_flops
+from .original import original_detector
 from .timing import format_table, time_interleaved
 
 DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
@@ -40,11 +42,12 @@ def parse_case(case: str) -> Tuple[str, Tuple[int, int], int]:
         raise ValueError(f"case {case!r} is not CONFIG:HxW:BATCH, e.g. configs/yolos_ti.py:512x688:1") from None
 
 
-def build_models(config_file: str, device: str) -> Dict[str, torch.nn.Module]:
+def build_models(config_file: str, device: str, original_repo: Optional[str] = None) -> Dict[str, torch.nn.Module]:
     """
     yolos_d2's detector and transformers' eager and SDPA models holding the same random weights:
     transformers' model is initialised (position embeddings and tokens made non-zero, as trained
-    ones are), converted with ``convert_huggingface`` and loaded into ours.
+    ones are), converted with ``convert_huggingface`` and loaded into ours. With ``original_repo``
+    (a checkout of hustvl/YOLOS), also the original implementation's backbone with our heads.
     """
     from transformers import YolosForObjectDetection
 
@@ -66,18 +69,26 @@ def build_models(config_file: str, device: str) -> Dict[str, torch.nn.Module]:
     for attention in ("eager", "sdpa"):
         models[f"transformers {attention}"] = copy.deepcopy(peer)
         models[f"transformers {attention}"].set_attn_implementation(attention)
+    if original_repo is not None:
+        models["original YOLOS"] = original_detector(original_repo, ours)
     return {name: model.to(device).eval() for name, model in models.items()}
 
 
-def max_output_difference(models: Dict[str, torch.nn.Module], images: torch.Tensor) -> float:
-    """Largest absolute difference of yolos_d2's logits and boxes from transformers' SDPA model."""
-    with torch.inference_mode():
-        ours = models["yolos_d2"](images)
-        theirs = models["transformers sdpa"](pixel_values=images)
-    rows = coco_class_head_rows() if theirs.logits.shape[-1] != ours["pred_logits"].shape[-1] else slice(None)
+def forward_fn(name: str, model: torch.nn.Module, images: torch.Tensor) -> Callable[[], Dict[str, torch.Tensor]]:
+    """A call of ``model`` on ``images`` returning "pred_logits" and "pred_boxes" as ``YOLOSDetector`` does."""
+    if name.startswith("transformers"):
+        return lambda: {"pred_logits": (out := model(pixel_values=images)).logits, "pred_boxes": out.pred_boxes}
+    return lambda: model(images)
+
+
+def max_output_difference(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor]) -> float:
+    """Largest absolute difference of two detectors' logits and boxes; a 92-class COCO head is mapped to 81."""
+    logits = theirs["pred_logits"]
+    if logits.shape[-1] != ours["pred_logits"].shape[-1]:
+        logits = logits[..., coco_class_head_rows()]
     return max(
-        (ours["pred_logits"] - theirs.logits[..., rows]).abs().max().item(),
-        (ours["pred_boxes"] - theirs.pred_boxes).abs().max().item(),
+        (ours["pred_logits"] - logits).abs().max().item(),
+        (ours["pred_boxes"] - theirs["pred_boxes"]).abs().max().item(),
     )
 
 
@@ -90,23 +101,23 @@ def bf16_is_fast(device: str) -> bool:
     return times["bf16"] <= times["fp32"]
 
 
-def run_case(case: str, device: str, dtype: str, repeats: int, warmup: int) -> List[List[str]]:
+def run_case(
+    case: str, device: str, dtype: str, repeats: int, warmup: int, original_repo: Optional[str] = None
+) -> List[List[str]]:
     config_file, (height, width), batch = parse_case(case)
-    models = build_models(config_file, device)
+    models = build_models(config_file, device, original_repo)
     images = torch.randn(batch, 3, height, width, device=device)
-    difference = max_output_difference(models, images)
+    fns = {name: forward_fn(name, model, images) for name, model in models.items()}
+    with torch.inference_mode():
+        ours = fns["yolos_d2"]()
+        difference = max(max_output_difference(ours, fn()) for name, fn in fns.items() if name != "yolos_d2")
     backbone = models["yolos_d2"].backbone
     flops = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width)) * batch
     executed = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width), det_only_last_block=True)
 
     gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
+    fns["gemm"] = lambda: gemm_a @ gemm_a
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
-    fns = {
-        "yolos_d2": lambda: models["yolos_d2"](images),
-        "transformers eager": lambda: models["transformers eager"](pixel_values=images),
-        "transformers sdpa": lambda: models["transformers sdpa"](pixel_values=images),
-        "gemm": lambda: gemm_a @ gemm_a,
-    }
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode(), autocast:
         times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=sync)
@@ -128,7 +139,7 @@ def run_case(case: str, device: str, dtype: str, repeats: int, warmup: int) -> L
     print(
         f"{case} {dtype}: GEMM {GEMM_SIZE}^2 {gemm_rate / 1e9:.1f} GFLOP/s; model {flops / batch / 1e9:.1f} GFLOP "
         f"per image, yolos_d2 executes {executed / 1e9:.1f} ({executed * batch / times['yolos_d2'] / 1e9:.1f} "
-        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); max |yolos_d2 - transformers| "
+        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); max |yolos_d2 - others| "
         f"{difference:.1e}"
     )
     return rows
@@ -141,6 +152,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--original-repo", help="a checkout of github.com/hustvl/YOLOS to time its backbone too")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,7 +165,7 @@ def main(argv=None) -> None:
     rows = []
     for case in args.cases:
         for dtype in dtypes:
-            rows += run_case(case, args.device, dtype, args.repeats, args.warmup)
+            rows += run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo)
     header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2"]
     print(format_table(header, rows))
 
