@@ -162,12 +162,11 @@ def main(argv=None) -> None:
     print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
     if "bf16" not in dtypes:
         print("bf16 skipped: bfloat16 matrix multiplies are slower than float32 on this device")
-    rows = []
+    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2"]
     for case in args.cases:
         for dtype in dtypes:
-            rows += run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo)
-    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2"]
-    print(format_table(header, rows))
+            rows = run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo)
+            print(format_table(header, rows), flush=True)
 
 
 if __name__ == "__main__":

@@ -50,10 +50,8 @@ class _OriginalDetector(nn.Module):
 
 
 def original_detector(repo: str, ours: YOLOSDetector) -> nn.Module:
-    """The original ``VisionTransformer`` with ``ours``' backbone weights (no mid-layer embeddings)."""
+    """The original ``VisionTransformer`` holding ``ours``' backbone weights."""
     ours_backbone = ours.backbone
-    if ours_backbone.mid_pos_embed is not None:
-        raise ValueError("the original-implementation benchmark supports variants without mid_pe_size only")
     block = ours_backbone.blocks[0]
     vit = _import_original_backbone(repo).VisionTransformer(
         patch_size=ours_backbone.patch_size,
@@ -64,8 +62,14 @@ def original_detector(repo: str, ours: YOLOSDetector) -> nn.Module:
         qkv_bias=block.attn.qkv.bias is not None,
         norm_layer=partial(nn.LayerNorm, eps=block.norm1.eps),
     )
-    init_size = [n * ours_backbone.patch_size for n in ours_backbone.init_grid]
-    vit.finetune_det(img_size=init_size, det_token_num=ours_backbone.num_det_tokens)
+    def pixels(grid):
+        return None if grid is None else [n * ours_backbone.patch_size for n in grid]
+
+    vit.finetune_det(
+        img_size=pixels(ours_backbone.init_grid),
+        det_token_num=ours_backbone.num_det_tokens,
+        mid_pe_size=pixels(ours_backbone.mid_grid),
+    )
     state = {k: v for k, v in ours_backbone.state_dict().items() if k != "det_pos_embed"}
     # The original keeps [CLS], patch and [DET] position embeddings in one table.
     state["pos_embed"] = torch.cat([ours_backbone.pos_embed, ours_backbone.det_pos_embed], dim=1)
