@@ -10,10 +10,10 @@ them into ``<train.output_dir>/predictions``.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
-from detectron2.evaluation import COCOEvaluator
 from omegaconf import OmegaConf
 
 from yolos_d2.data import build_train_loader
+from yolos_d2.evaluation import FastCOCOEvaluator
 
 from .common.optim import lr_multiplier, optimizer
 from .common.train import train
@@ -42,7 +42,7 @@ dataloader.test = L(build_detection_test_loader)(
     mapper=L(DatasetMapper)(is_train=False, augmentations=[], image_format="RGB"),
     num_workers=0,
 )
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}", use_fast_impl=False)
+dataloader.evaluator = L(FastCOCOEvaluator)(dataset_name="${..test.dataset.names}")
 
 optimizer.update(lr=2e-4, fused=True)
 lr_multiplier.warmup_iters = 100

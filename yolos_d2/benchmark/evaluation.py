@@ -1,0 +1,146 @@
+"""
+Speed of :class:`yolos_d2.evaluation.FastCOCOeval` against pycocotools' ``COCOeval`` on a
+synthetic COCO-like problem, timed interleaved in one process::
+
+    python -m yolos_d2.benchmark.evaluation [--images 500 --dets 100 --repeats 3]
+
+Each timed call builds the evaluator and runs ``evaluate()`` and ``accumulate()`` on boxes;
+``summarize()`` (a few milliseconds, the same code in both) is run once afterwards for the AP and
+is not timed. The table gives the median seconds, the ratio to pycocotools and the AP; the line
+under it the largest difference between the two's 12 summary numbers.
+"""
+import argparse
+import contextlib
+import io
+from functools import partial
+from typing import Tuple
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..evaluation import FastCOCOeval
+from .timing import format_table, time_interleaved
+
+__all__ = ["synthetic_coco", "main"]
+
+_IMAGE_SIZE = (480, 640)  # H, W
+
+
+def synthetic_coco(
+    num_images: int = 500,
+    num_categories: int = 80,
+    gts_per_image: float = 7.0,
+    dets_per_image: int = 100,
+    crowd_fraction: float = 0.05,
+    seed: int = 0,
+) -> Tuple[COCO, COCO]:
+    """
+    Ground truths and detections of a random COCO-like problem on 640x480 images.
+
+    Each image has a Poisson(``gts_per_image``) number of ground-truth boxes (x, y, w, h absolute)
+    of sides from 4 to 320 pixels (small, medium and large), random categories, an ``area`` of 50
+    to 100 % of the box's, and a ``crowd_fraction`` of them crowds. It has ``dets_per_image``
+    detections: half noisy copies of its ground truths (mostly of their category, scores in
+    [0.3, 1]), half random boxes (scores in [0, 0.6]); scores are rounded to 3 decimals, so some
+    tie.
+
+    Returns:
+        (ground truth, detections), as pycocotools ``COCO`` objects.
+    """
+    rng = np.random.default_rng(seed)
+    height, width = _IMAGE_SIZE
+
+    def random_boxes(n):
+        size = np.exp(rng.uniform(np.log(4), np.log(320), (n, 2)))
+        corner = rng.uniform(0, 1, (n, 2)) * ([width, height] - size)
+        return np.concatenate([corner, size], axis=1).round(2)
+
+    images, gts, dets = [], [], []
+    for image_id in range(1, num_images + 1):
+        images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id}.jpg"})
+        num_gts = rng.poisson(gts_per_image)
+        boxes, categories = random_boxes(num_gts), rng.integers(1, num_categories + 1, num_gts)
+        for box, category in zip(boxes, categories):
+            gts.append(
+                {
+                    "id": len(gts) + 1,
+                    "image_id": image_id,
+                    "category_id": int(category),
+                    "bbox": box.tolist(),
+                    "area": float(box[2] * box[3] * rng.uniform(0.5, 1)),
+                    "iscrowd": int(rng.random() < crowd_fraction),
+                }
+            )
+        copies = rng.random(dets_per_image) < 0.5 if num_gts else np.zeros(dets_per_image, dtype=bool)
+        source = rng.integers(0, max(num_gts, 1), dets_per_image)
+        det_boxes = random_boxes(dets_per_image)
+        originals = boxes[source[copies]]
+        det_boxes[copies] = originals + rng.normal(0, 0.1, originals.shape) * np.tile(originals[:, 2:], 2)
+        det_categories = rng.integers(1, num_categories + 1, dets_per_image)
+        keep_category = copies & (rng.random(dets_per_image) < 0.9)
+        det_categories[keep_category] = categories[source[keep_category]]
+        det_scores = np.where(copies, rng.uniform(0.3, 1, dets_per_image), rng.uniform(0, 0.6, dets_per_image))
+        for box, category, score in zip(det_boxes, det_categories, det_scores.round(3)):
+            dets.append(
+                {"image_id": image_id, "category_id": int(category), "bbox": box.tolist(), "score": float(score)}
+            )
+
+    coco_gt = COCO()
+    coco_gt.dataset = {
+        "images": images,
+        "annotations": gts,
+        "categories": [{"id": k, "name": f"class{k}"} for k in range(1, num_categories + 1)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+        coco_dt = coco_gt.loadRes(dets)
+    return coco_gt, coco_dt
+
+
+def evaluate_and_accumulate(cls, coco_gt: COCO, coco_dt: COCO) -> COCOeval:
+    """A ``cls`` (COCOeval or a subclass) evaluator of boxes after ``evaluate()`` and ``accumulate()``, silenced."""
+    evaluator = cls(coco_gt, coco_dt, "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    return evaluator
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--categories", type=int, default=80)
+    parser.add_argument("--gts", type=float, default=7.0, help="mean ground truths per image")
+    parser.add_argument("--dets", type=int, default=100, help="detections per image")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    coco_gt, coco_dt = synthetic_coco(args.images, args.categories, args.gts, args.dets, seed=args.seed)
+    implementations = {"pycocotools COCOeval": COCOeval, "FastCOCOeval": FastCOCOeval}
+    times = time_interleaved(
+        {name: partial(evaluate_and_accumulate, cls, coco_gt, coco_dt) for name, cls in implementations.items()},
+        repeats=args.repeats,
+        warmup=1,
+    )
+    stats = {}
+    for name, cls in implementations.items():
+        evaluator = evaluate_and_accumulate(cls, coco_gt, coco_dt)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.summarize()
+        stats[name] = evaluator.stats
+
+    print(
+        f"{args.images} images, {args.categories} categories, {len(coco_gt.anns)} ground truths, "
+        f"{len(coco_dt.anns)} detections; evaluate() + accumulate(), median of {args.repeats}"
+    )
+    reference = times["pycocotools COCOeval"]
+    rows = [[name, f"{t:.3f}", f"{t / reference:.3f}", f"{stats[name][0]:.6f}"] for name, t in times.items()]
+    print(format_table(["implementation", "seconds", "ratio", "AP"], rows))
+    difference = np.abs(stats["FastCOCOeval"] - stats["pycocotools COCOeval"]).max()
+    print(f"max |difference| of the 12 summary numbers (AP, AR): {difference:.3g}")
+
+
+if __name__ == "__main__":
+    main()
