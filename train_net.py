@@ -8,18 +8,21 @@ does:
     python train_net.py --config-file configs/quickstart.py    # a few minutes on a CPU
 
 ``--resume`` continues from the last checkpoint in ``train.output_dir``. Without CUDA,
-``--num-gpus N`` runs N CPU processes with the gloo backend.
+``--num-gpus N`` runs N CPU processes with the gloo backend. A config file that does not exist,
+an override of a key that does not exist and sizes the model cannot use end the command at
+start with a message naming them (see ``yolos_d2.config``).
 """
 import logging
 from functools import partial
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.config import ConfigError, check_config, load_config
 from yolos_d2.data import check_num_classes
 from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, launch
 
@@ -95,8 +98,15 @@ def do_train(args, cfg):
     return trainer
 
 
+def load_checked_config(args):
+    """The config of ``args`` with its overrides applied and checked; raises ``ConfigError``."""
+    cfg = load_config(args.config_file, args.opts)
+    check_config(cfg)
+    return cfg
+
+
 def main(args):
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_checked_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
     if args.eval_only:
@@ -107,7 +117,12 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    args = parser.parse_args()
+    try:
+        load_checked_config(args)  # a mistake in the config ends the command here, before any process starts
+    except ConfigError as e:
+        parser.error(str(e))
     launch(
         main,
         args.num_gpus,

@@ -7,8 +7,9 @@ Initialise from DeiT-Ti: python -m yolos_d2.convert deit_tiny_patch16_224-a1311b
 """
 from .common.yolos import dataloader, lr_multiplier, model, optimizer, set_schedule, train
 
+# The original's init_pe_size 800x1333 floored to whole patches: the same 50x83 grid.
 model.detector.backbone.update(
-    embed_dim=192, depth=12, num_heads=3, init_pe_size=(800, 1333), mid_pe_size=None
+    embed_dim=192, depth=12, num_heads=3, init_pe_size=(800, 1328), mid_pe_size=None
 )
 
 dataloader.train.mapper.augmentations.scales = list(range(256, 609, 16))

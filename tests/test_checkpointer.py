@@ -1,4 +1,4 @@
-"""Loading checkpoints: wrong variants, unconverted files and unsafe pickles fail clearly."""
+"""Loading checkpoints: wrong variants, unconverted and unreadable files fail clearly."""
 import os
 import pickle
 
@@ -49,24 +49,10 @@ def test_unconverted_original_checkpoint_asks_for_conversion(tmp_path):
         YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(tmp_path / "orig.pth"))
 
 
-class _RunsCode:
-    def __reduce__(self):
-        return (os.system, ("echo should-not-run",))
-
-
-def test_pickle_that_runs_code_is_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"model": {}, "payload": _RunsCode()}, path)
-    with pytest.raises(ValueError, match=r"Refusing to load .*evil\.pth.*could run code"):
-        load_weights_file(str(path))
-    with pytest.raises(ValueError, match="Refusing to load"):
-        YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(path))
-
-
 def test_garbage_file_is_reported_by_name(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"broken\.pth.* not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match=r"broken\.pth.* not a readable checkpoint"):
         load_weights_file(str(path))
 
 

@@ -6,7 +6,7 @@ from _helpers import VARIANTS, load_config
 
 EXPECTED = {
     # variant: (embed_dim, depth, heads, init_pe_size, mid_pe_size, eval_size, ims/GPU, lr, epochs)
-    "yolos_ti": (192, 12, 3, [800, 1333], None, 512, 2, 5e-5, 300),
+    "yolos_ti": (192, 12, 3, [800, 1328], None, 512, 2, 5e-5, 300),
     "yolos_s": (384, 12, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),
     "yolos_s_200ep": (384, 12, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),
     "yolos_s_dwr": (330, 14, 6, [512, 864], [512, 864], 800, 1, 2.5e-5, 150),

@@ -1,4 +1,4 @@
-"""The DETR augmentation of yolos_d2.data in detectron2's DatasetMapper: sizes, boxes, arguments."""
+"""The DETR augmentation of yolos_d2.data in detectron2's DatasetMapper: sizes, boxes (also random ones), arguments."""
 import itertools
 import math
 
@@ -7,9 +7,12 @@ import pytest
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from yolos_d2.data import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
+from yolos_d2.data.validation import clip_boxes_to_images
 
 SCALES = list(range(480, 801, 16))
 MAX_SIZE = 800 * 1333 // 800
@@ -203,3 +206,70 @@ def test_random_select_probability():
 def test_bad_arguments_name_themselves(build, name):
     with pytest.raises(ValueError, match=name):
         build()
+
+
+def _boxes_by_hand(transforms, boxes):
+    """XYXY ``boxes`` (N, 4) through flips, crops and resizes, computed without detectron2's apply_box."""
+    boxes = boxes.astype(np.float64)
+    for t in transforms:
+        if isinstance(t, T.HFlipTransform):
+            boxes = np.stack([t.width - boxes[:, 2], boxes[:, 1], t.width - boxes[:, 0], boxes[:, 3]], axis=1)
+        elif isinstance(t, T.CropTransform):
+            boxes = boxes - [t.x0, t.y0, t.x0, t.y0]
+        elif isinstance(t, T.ResizeTransform):
+            boxes = boxes * ([t.new_w / t.w, t.new_h / t.h] * 2)
+        else:
+            assert isinstance(t, T.NoOpTransform), t
+    return boxes
+
+
+@st.composite
+def _annotated_images(draw):
+    """(height, width, XYWH integer boxes reaching past the borders or without area, classes, seed)."""
+    h, w = draw(st.integers(16, 64)), draw(st.integers(16, 64))
+    n = draw(st.integers(1, 6))
+    boxes = draw(st.lists(st.tuples(st.integers(-w, 2 * w), st.integers(-h, 2 * h), st.integers(-8, 2 * w),
+                                    st.integers(-8, 2 * h)), min_size=n, max_size=n))
+    classes = draw(st.lists(st.integers(0, 4), min_size=n, max_size=n))
+    return h, w, boxes, classes, draw(st.integers(0, 2**32 - 1))
+
+
+@pytest.fixture(scope="module")
+def blank_images(tmp_path_factory):
+    """Path of a blank PNG of a given (height, width), written on first use."""
+    folder = tmp_path_factory.mktemp("blank")
+
+    def path(h, w):
+        file = folder / f"{h}x{w}.png"
+        if not file.exists():
+            Image.new("RGB", (w, h)).save(file)
+        return str(file)
+
+    return path
+
+
+@settings(max_examples=50, deadline=None, database=None)
+@given(case=_annotated_images())
+def test_random_boxes_end_inside_the_image_with_their_class(blank_images, case):
+    """Loaded (clipped, empty ones dropped), flipped, cropped and resized: each box stays on its object."""
+    h, w, boxes, classes, seed = case
+    annotations = [{"id": i, "bbox": list(b), "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": 0}
+                   for i, (b, c) in enumerate(zip(boxes, classes))]
+    record = {"file_name": blank_images(h, w), "height": h, "width": w, "image_id": 1, "annotations": annotations}
+    clip_boxes_to_images([record], "random_boxes")
+    mapper = DatasetMapper(is_train=True, augmentations=detr_train_augmentations([16, 32, 48]), image_format="RGB")
+    np.random.seed(seed % 2**32)
+    transforms = mapper.augmentations(T.AugInput(np.zeros((h, w, 3), dtype=np.uint8))).transforms
+    np.random.seed(seed % 2**32)
+    out = mapper(record)
+
+    height, width = out["image"].shape[1:]
+    got = out["instances"].gt_boxes.tensor.numpy()
+    assert out["instances"].image_size == (height, width)
+    assert ((got[:, :2] >= 0) & (got[:, 2:] <= [width, height]) & (got[:, 2:] > got[:, :2])).all()
+    kept = record["annotations"]
+    xyxy = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in (a["bbox"] for a in kept)]).reshape(-1, 4)
+    expected = np.clip(_boxes_by_hand(transforms, xyxy), 0, [width, height] * 2)
+    visible = (expected[:, 2:] > expected[:, :2]).all(axis=1)
+    assert out["instances"].gt_classes.tolist() == [a["category_id"] for a, v in zip(kept, visible) if v]
+    np.testing.assert_allclose(got, expected[visible], atol=1e-3)

@@ -42,7 +42,7 @@ def test_plain_timm_state_dict_is_resized_to_init_pe_size(tmp_path):
                          "--config-file", config_path("yolos_ti")]) == 0
     state = load_weights_file(str(out))["model"]
     pos = state["detector.backbone.pos_embed"]
-    assert pos.shape == (1, 1 + 50 * 83, 192)  # init_pe_size 800x1333 -> 50x83 patches
+    assert pos.shape == (1, 1 + 50 * 83, 192)  # init_pe_size 800x1328 -> 50x83 patches
     grid = deit.pos_embed[:, 1:].detach().reshape(1, 14, 14, 192).permute(0, 3, 1, 2)
     expected = F.interpolate(grid, size=(50, 83), mode="bicubic", align_corners=False)
     assert torch.equal(pos[:, 0], deit.pos_embed[:, 0].detach())

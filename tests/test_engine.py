@@ -1,8 +1,10 @@
-"""The training pieces in isolation: schedule, sampler, trainer step, class-head re-initialisation."""
+"""The training pieces in isolation: schedule, sampler and loader, trainer step, class-head re-initialisation."""
 import itertools
 import logging
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
@@ -10,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.data import ResumableTrainingSampler
+from yolos_d2.data import ResumableTrainingSampler, build_train_loader
 from yolos_d2.engine import YOLOSTrainer, warmup_cosine
 
 from _helpers import build_model, config_path
@@ -51,6 +53,27 @@ def test_sampler_starts_where_an_uninterrupted_stream_would_be(monkeypatch):
         monkeypatch.setattr(comm, "get_rank", lambda rank=rank: rank)
         shares.append(list(itertools.islice(ResumableTrainingSampler(10, seed=3, start_index=5), 10)))
     assert shares[0] == full[10:30:2] and shares[1] == full[11:31:2]
+
+
+def _random_draws(dataset_dict):
+    """A mapper recording its sample and one draw of python's, numpy's and torch's generators."""
+    return {"index": dataset_dict["index"], "draws": (random.random(), np.random.rand(), torch.rand(()).item())}
+
+
+@pytest.mark.parametrize("num_workers, start_iter", [(0, 3), (1, 2), (2, 0), (2, 3)])
+def test_loader_batches_depend_only_on_seed_and_iteration(num_workers, start_iter):
+    """Same images and augmentation draws per iteration, whatever the workers and the first iteration."""
+
+    def batches(num_workers, start_iter, count):
+        dataset = [{"index": i} for i in range(7)]
+        loader = build_train_loader(
+            dataset, mapper=_random_draws, total_batch_size=3, num_workers=num_workers, seed=5, start_iter=start_iter
+        )
+        return list(itertools.islice(loader, count))
+
+    expected = batches(num_workers=0, start_iter=0, count=6)
+    assert len({sample["draws"] for batch in expected for sample in batch}) == 18
+    assert batches(num_workers, start_iter, count=6 - start_iter) == expected[start_iter:]
 
 
 class _ConstantLoss(torch.nn.Module):
@@ -94,6 +117,28 @@ def test_training_step_in_each_precision(amp_dtype):
     if amp_dtype == "float16":
         scales = [v for v, _ in trainer.storage.history("grad_scale").values()]
         assert scales[-1] < scales[0]
+
+
+class _OverflowingLoss(torch.nn.Module):
+    """A finite loss of 1e35 whose gradient, times a loss scale above ~3400, overflows float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, batch):
+        return {"loss": self.weight * 1e35}
+
+
+def test_float16_overflow_steps_are_skipped_and_the_scale_lowered():
+    model = _OverflowingLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    trainer = YOLOSTrainer(model, lambda s, seed: itertools.repeat([{}]), optimizer, amp_dtype="float16", seed=0)
+    trainer.train(0, 6)
+    scales = [v for v, _ in trainer.storage.history("grad_scale").values()]
+    assert scales == [2.0**16 / 2**i for i in range(6)]
+    # Five overflowing steps skipped, then one step of the clipped gradient (norm 0.1).
+    assert model.weight.item() == pytest.approx(0.9)
 
 
 def test_unknown_amp_dtype_is_refused():

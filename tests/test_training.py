@@ -90,29 +90,56 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     assert copypaste_ap(eval_log) == pytest.approx(trained_ap, abs=1e-4, nan_ok=True)
 
 
-def test_resume_after_kill_matches_uninterrupted_run(tiny_config, tmp_path):
-    """SIGKILL after the first checkpoint, then --resume: same final weights as a run never stopped."""
-    full = str(tmp_path / "full")
-    run_train_net(tiny_config, full, overrides=["train.seed=7"])
+# 24 iterations with a checkpoint every 8: after iterations 7, 15 and 23.
+RESUMABLE_RUN = ["train.seed=7", "train.max_iter=24", "train.checkpointer.period=8"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted_weights(tiny_config, tmp_path_factory):
+    """Final weights of a run of ``RESUMABLE_RUN`` without data-loader workers."""
+    out = str(tmp_path_factory.mktemp("uninterrupted"))
+    run_train_net(tiny_config, out, overrides=RESUMABLE_RUN)
+    return final_weights(out)
+
+
+def last_logged_iteration(output_dir):
+    """The last iteration in metrics.json (written every 5), or -1."""
+    try:
+        with open(os.path.join(output_dir, "metrics.json")) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return -1
+    complete = lines if lines and lines[-1].endswith("}") else lines[:-1]
+    return json.loads(complete[-1])["iteration"] if complete else -1
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_weights, tmp_path, num_workers):
+    """
+    SIGKILL between two checkpoints, then --resume from the earlier one: the same final weights as
+    a run never stopped, also when a data-loader worker maps the images.
+    """
     killed = str(tmp_path / "killed")
-    proc = run_train_net(tiny_config, killed, overrides=["train.seed=7"], background=True)
+    overrides = [*RESUMABLE_RUN, f"dataloader.train.num_workers={num_workers}"]
+    proc = run_train_net(tiny_config, killed, overrides=overrides, background=True)
     try:
         deadline = time.time() + 300
-        while not os.path.isfile(os.path.join(killed, "last_checkpoint")):
-            assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        while last_logged_iteration(killed) < 9:
+            assert proc.poll() is None and time.time() < deadline, "the run ended before iteration 9"
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert not os.path.isfile(os.path.join(killed, "model_final.pth"))
+    with open(os.path.join(killed, "last_checkpoint")) as f:
+        checkpoint = f.read()
+    assert last_logged_iteration(killed) > int(checkpoint[len("model_") : -len(".pth")]), "killed at a checkpoint"
 
-    log = run_train_net(tiny_config, killed, "--resume", overrides=["train.seed=7"])
-    assert f"Loading from {killed}/model_0000019.pth" in log
-    expected, resumed = final_weights(full), final_weights(killed)
-    assert expected.keys() == resumed.keys()
-    for k in expected:
-        torch.testing.assert_close(resumed[k], expected[k], rtol=0, atol=0, msg=k)
+    log = run_train_net(tiny_config, killed, "--resume", overrides=overrides)
+    assert f"Loading from {killed}/{checkpoint}" in log
+    resumed = final_weights(killed)
+    assert uninterrupted_weights.keys() == resumed.keys()
+    for k in uninterrupted_weights:
+        torch.testing.assert_close(resumed[k], uninterrupted_weights[k], rtol=0, atol=0, msg=k)
 
 
 def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):

@@ -11,20 +11,19 @@ config builds and the keys it leaves to the model's initialisation are listed.
 """
 import argparse
 import logging
-import os
 import sys
 
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import check_checkpoint_fits, convert_file, save_checkpoint_atomic
+from .config import load_config
 
 logger = logging.getLogger("yolos_d2.convert")
 
 
 def build_model_from_config(config_file: str, overrides):
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), overrides)
-    return instantiate(cfg.model)
+    return instantiate(load_config(config_file, overrides).model)
 
 
 def main(argv=None) -> int:
@@ -47,9 +46,10 @@ def main(argv=None) -> int:
             parser.error("--format deit needs --config-file: the position embedding is resized to its init_pe_size")
         if args.opts:
             parser.error(f"KEY=VALUE overrides ({' '.join(args.opts)}) need --config-file")
-    elif not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file!r} does not exist")
-    model = build_model_from_config(args.config_file, args.opts) if args.config_file else None
+    try:
+        model = build_model_from_config(args.config_file, args.opts) if args.config_file else None
+    except ValueError as e:  # a ConfigError, or an argument the model refuses (e.g. init_pe_size)
+        parser.error(str(e))
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
         state, dropped = convert_file(args.src, args.format, init_grid, args.keep_class_ids)

@@ -1,5 +1,6 @@
-"""A DetectionCheckpointer that loads safely and refuses weights of another YOLOS variant."""
+"""A DetectionCheckpointer that loads safely, saves atomically and refuses weights of another YOLOS variant."""
 import logging
+import os
 import re
 from typing import Dict, List, Optional
 
@@ -7,7 +8,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from .io import load_weights_file
+from .io import load_weights_file, save_checkpoint_atomic, write_atomic
 
 __all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "describe_variant"]
 
@@ -61,7 +62,11 @@ class YOLOSCheckpointer(DetectionCheckpointer):
     """
     ``DetectionCheckpointer`` for YOLOS models:
 
-    - ``.pth``/``.safetensors`` files load with ``torch.load(weights_only=True)``/safetensors;
+    - ``.pth``/``.safetensors`` files load with ``torch.load(weights_only=True)``/safetensors, and
+      ``.pkl`` files (detectron2's model-zoo format) with an unpickler that builds only numpy
+      arrays; a file that would run code when loaded is refused with an error naming it;
+    - checkpoints and the ``last_checkpoint`` tag are written atomically: a run killed while
+      saving leaves the previous checkpoint and tag intact, and ``--resume`` loads them;
     - weights of another variant (or another ``init_pe_size``) raise an error naming the variant
       and the shapes that differ, instead of being skipped with a warning;
     - unconverted DeiT, original YOLOS or Hugging Face checkpoints raise an error that gives the
@@ -72,9 +77,24 @@ class YOLOSCheckpointer(DetectionCheckpointer):
     Missing and unexpected keys are reported by name, as detectron2 does.
     """
 
+    def save(self, name: str, **kwargs) -> None:
+        """Save ``<save_dir>/<name>.pth`` as detectron2 does, then tag it; each file written atomically."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        save_checkpoint_atomic(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        tag_file = os.path.join(self.save_dir, "last_checkpoint")
+        write_atomic(tag_file, lambda f: f.write(last_filename_basename.encode()))
+
     def _load_file(self, filename: str) -> Dict:
-        if filename.endswith(".pkl"):
-            return super()._load_file(filename)
         loaded = load_weights_file(filename)
         if not isinstance(loaded.get("model"), dict):
             loaded = {"model": loaded}

@@ -2,19 +2,48 @@
 import argparse
 import os
 import pickle
-import tempfile
-from typing import Any, Dict
+import uuid
+from typing import IO, Any, Callable, Dict
 
 import torch
+
+# What a detectron2 model-zoo ``.pkl`` file ({"model": numpy arrays, "__author__": ...}) needs to
+# be unpickled; nothing here can run code of the file's choosing.
+_SAFE_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes pickled with protocol 2
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # arrays pickled with protocol 5
+    ("numpy._core.multiarray", "_reconstruct"),  # the same in numpy >= 2
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy._core.numeric", "_frombuffer"),
+}
+
+
+class _WeightsUnpickler(pickle.Unpickler):
+    """Builds builtin containers and numpy arrays only: any other class or function is refused."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _SAFE_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"GLOBAL {module}.{name} is not allowed")
+        return super().find_class(module, name)
 
 
 def load_weights_file(path: str) -> Dict[str, Any]:
     """
-    Load a ``.pth``/``.pt``/``.bin`` file with ``torch.load(weights_only=True)``, or a
-    ``.safetensors`` file, onto the CPU.
+    Load a ``.pth``/``.pt``/``.bin`` file with ``torch.load(weights_only=True)``, a ``.safetensors``
+    file, or a ``.pkl`` file (detectron2's model-zoo format) with an unpickler that builds only
+    numpy arrays and builtin containers; tensors go to the CPU.
 
     The original YOLOS training code stores its ``argparse.Namespace`` under "args"; that one class
     is allowed, nothing else that would need code to run.
+
+    Raises:
+        FileNotFoundError if ``path`` does not exist; ValueError naming ``path`` if it cannot be
+        read or holds objects whose loading could run code.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
@@ -23,29 +52,45 @@ def load_weights_file(path: str) -> Dict[str, Any]:
 
         return load_file(path, device="cpu")
     try:
+        if path.endswith(".pkl"):
+            with open(path, "rb") as f:  # latin1 reads Python 2 pickles, as detectron2 does
+                return _WeightsUnpickler(f, encoding="latin1").load()
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = _refused_global(e)
         if refused is None:
-            raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: its pickle data is malformed") from None
+            raise ValueError(f"{path!r} is not a readable checkpoint: its pickle data is malformed") from None
         raise ValueError(
-            f"Refusing to load {path!r}: it holds pickled objects other than tensors, and loading "
-            f"them could run code ({refused}). Re-save its state dict alone, e.g. "
+            f"Refusing to load {path!r}: it holds pickled objects other than tensors and arrays, and "
+            f"loading them could run code ({refused}). Re-save its state dict alone, e.g. "
             f"torch.save({{'model': state_dict}}, path), in a trusted environment."
         ) from None
-    except RuntimeError as e:
-        raise ValueError(f"{path!r} is not a readable PyTorch checkpoint: {e}") from None
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path!r} is not a readable checkpoint: {e}") from None
 
 
 def save_checkpoint_atomic(obj: Dict[str, Any], path: str) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then rename it into place."""
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`write_atomic`)."""
+    write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def write_atomic(path: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """
+    Create or replace the local file ``path`` with what ``write(file)`` writes, so that a reader,
+    or a process restarted after a crash, finds either the previous file or the complete new one.
+
+    The data goes to a hidden temporary file in the same folder (``.<name>.<random>.tmp``), is
+    flushed to disk and renamed over ``path``. The temporary file is removed if ``write`` fails; a
+    process killed while writing leaves it behind, and nothing reads it.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=directory)
+    # Not tempfile.mkstemp, whose files only their owner can read: the usual permissions.
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, "xb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -53,10 +98,16 @@ def save_checkpoint_atomic(obj: Dict[str, Any], path: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    if os.name == "posix":  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _refused_global(error: Exception):
-    """The line of torch's weights-only error naming a refused class or function, if any."""
+    """The line of an unpickling error naming a refused class or function, if any."""
     for line in str(error).splitlines():
         if "GLOBAL" in line:
             return line.strip()

@@ -3,16 +3,18 @@ import os
 from typing import Sequence, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+
+from .validation import load_checked_coco_json
 
 __all__ = ["check_num_classes", "register_coco_dataset"]
 
 
 def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
     """
-    Register a COCO-format detection dataset under ``name`` for training and COCO evaluation
-    (detectron2's ``register_coco_instances``). Class names and their order come from the
-    json's categories; set ``model.detector.num_classes`` to their count.
+    Register a COCO-format detection dataset under ``name`` for training and COCO evaluation,
+    as detectron2's ``register_coco_instances`` does, but checked when its dataset dicts are
+    loaded (see :func:`yolos_d2.data.validation.load_checked_coco_json`). Class names and their
+    order come from the json's categories; set ``model.detector.num_classes`` to their count.
 
     Unlike detectron2's call, registering the same files again (e.g. when a config is loaded
     twice) is a no-op; registering other files under a taken name is an error.
@@ -30,7 +32,8 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> str:
                 f"image_root={registered[1]!r}; choose another name for {json_file!r}"
             )
         return name
-    register_coco_instances(name, {}, json_file, image_root)
+    DatasetCatalog.register(name, lambda: load_checked_coco_json(json_file, image_root, name))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco")
     return name
 
 

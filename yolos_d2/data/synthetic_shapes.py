@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import load_coco_json
 from PIL import Image
+
+from .validation import load_checked_coco_json
 
 __all__ = [
     "SYNTHETIC_SHAPES_CLASSES",
@@ -172,7 +173,7 @@ def register_synthetic_shapes(root: Optional[str] = None) -> None:
         json_file, image_dir = split_files(spec, root)
 
         def load(spec=spec, name=name, image_dir=image_dir):
-            return load_coco_json(generate_synthetic_shapes(spec, root), image_dir, name)
+            return load_checked_coco_json(generate_synthetic_shapes(spec, root), image_dir, name)
 
         DatasetCatalog.register(name, load)
         MetadataCatalog.get(name).set(

@@ -23,9 +23,10 @@ class YOLOSTrainer(TrainerBase):
     - optional autocast in float16 (with a ``GradScaler``) or bfloat16;
     - gradient-norm clipping (the original's ``--clip_max_norm 0.1``);
     - a data order and random state that depend only on (seed, iteration, rank): the data loader
-      is built when training starts, from the first iteration to run, and every step reseeds the
-      random generators, so a resumed run sees the same images and augmentations as an
-      uninterrupted one (exact with ``num_workers=0``; with workers only the order is exact);
+      is built when training starts, from the first iteration to run (its augmentations are
+      seeded per sample, see :func:`yolos_d2.data.build_train_loader`), and every step reseeds
+      the random generators, so a resumed run sees the same images, augmentations and drop paths
+      as an uninterrupted one, with any number of data-loader workers;
     - a non-finite loss stops the run naming the iteration, the loss terms and the image ids.
 
     Its state (saved by a checkpointer given ``trainer=``) holds the iteration, the hooks' state,
@@ -73,11 +74,13 @@ class YOLOSTrainer(TrainerBase):
 
     def run_step(self):
         assert self.model.training, "YOLOSTrainer: the model was switched to eval mode!"
-        # One seed per (iteration, rank): a resumed run draws the same augmentations and drop paths.
-        seed_all_rng(int(np.random.SeedSequence([self.seed, self.iter, comm.get_rank()]).generate_state(1)[0]))
         start = time.perf_counter()
         data = next(self._data_iter)
         data_time = time.perf_counter() - start
+        # One seed per (iteration, rank), set after the data loader (which seeds each sample's
+        # augmentation itself, in this process when it has no workers): a resumed run draws the
+        # same drop paths, with any number of data-loader workers.
+        seed_all_rng(int(np.random.SeedSequence([self.seed, self.iter, comm.get_rank()]).generate_state(1)[0]))
 
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss_dict = self.model(data)

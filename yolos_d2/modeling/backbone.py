@@ -7,7 +7,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
-from .position_embedding import Grid, patch_grid, resize_patch_pos_embed, sincos_patch_pos_embed
+from .position_embedding import Grid, embedding_grid, patch_grid, resize_patch_pos_embed, sincos_patch_pos_embed
 from .transformer import Block
 
 __all__ = ["ViTWithDetTokens"]
@@ -41,7 +41,7 @@ class ViTWithDetTokens(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         norm_eps: float = 1e-6,
-        init_pe_size: Tuple[int, int] = (800, 1333),
+        init_pe_size: Tuple[int, int] = (800, 1328),
         mid_pe_size: Optional[Tuple[int, int]] = None,
         num_det_tokens: int = 100,
         drop_path_rate: float = 0.0,
@@ -52,9 +52,10 @@ class ViTWithDetTokens(nn.Module):
         """
         Args:
             embed_dim, depth, num_heads, patch_size, mlp_ratio, qkv_bias, norm_eps: the ViT.
-            init_pe_size: (H, W) pixels on whose patch grid ``pos_embed`` is defined.
-            mid_pe_size: (H, W) pixels on whose patch grid ``mid_pos_embed`` is defined;
-                None for no mid-layer position embeddings.
+            init_pe_size: (H, W) pixels on whose patch grid ``pos_embed`` is defined; both
+                multiples of ``patch_size``.
+            mid_pe_size: (H, W) pixels on whose patch grid ``mid_pos_embed`` is defined, as
+                ``init_pe_size``; None for no mid-layer position embeddings.
             num_det_tokens: number of ``[DET]`` tokens, i.e. of predictions per image.
             drop_path_rate: stochastic depth, increasing linearly over the blocks.
             pos_embed_init: how the learned patch position embeddings start: "trunc_normal"
@@ -71,8 +72,8 @@ class ViTWithDetTokens(nn.Module):
         self.depth = depth
         self.patch_size = patch_size
         self.num_det_tokens = num_det_tokens
-        self.init_grid = patch_grid(init_pe_size, patch_size)
-        self.mid_grid = patch_grid(mid_pe_size, patch_size) if mid_pe_size is not None else None
+        self.init_grid = embedding_grid(init_pe_size, patch_size, "init_pe_size")
+        self.mid_grid = embedding_grid(mid_pe_size, patch_size, "mid_pe_size") if mid_pe_size is not None else None
         self.use_checkpoint = use_checkpoint
         self.pe_cache_size = pe_cache_size
         self._pe_cache: "OrderedDict[tuple, tuple]" = OrderedDict()

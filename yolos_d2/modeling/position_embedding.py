@@ -5,7 +5,7 @@ the patch grid of every input, as the original implementation does: bicubic inte
 ``align_corners=False`` and no antialiasing.
 """
 import math
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,27 @@ Grid = Tuple[int, int]
 def patch_grid(image_size: Tuple[int, int], patch_size: int) -> Grid:
     """Patch grid (rows, cols) of an image of ``image_size`` (H, W) pixels; partial patches are dropped."""
     return image_size[0] // patch_size, image_size[1] // patch_size
+
+
+def embedding_grid(size: Sequence[int], patch_size: int, name: str) -> Grid:
+    """
+    Patch grid (rows, cols) on which a position embedding of ``size`` (H, W) pixels is defined.
+
+    Raises:
+        ValueError naming ``name`` if ``size`` is not whole patches of at least one patch each
+        side, with the nearest valid sizes. (The original YOLOS floored sizes: its YOLOS-Ti
+        ``init_pe_size`` 800x1333 is the 50x83 grid of 800x1328.)
+    """
+    size = tuple(int(s) for s in size)
+    if len(size) == 2 and all(s >= patch_size and s % patch_size == 0 for s in size):
+        return patch_grid(size, patch_size)
+    below = tuple(max(patch_size, s // patch_size * patch_size) for s in size)
+    above = tuple(max(patch_size, -(-s // patch_size) * patch_size) for s in size)
+    nearest = " or ".join(str(s) for s in dict.fromkeys([below, above]))
+    raise ValueError(
+        f"{name}={size} must be (H, W) pixels in whole patches of patch_size={patch_size} on each side; "
+        f"nearest valid: {nearest}"
+    )
 
 
 def square_grid(num_patches: int) -> Grid:

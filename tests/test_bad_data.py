@@ -1,0 +1,182 @@
+"""Bad data: each case fails with a message naming it before training, or is skipped and logged."""
+import json
+import logging
+
+import numpy as np
+import pytest
+from detectron2.data import DatasetCatalog, DatasetMapper
+from detectron2.data.detection_utils import SizeMismatchError
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from yolos_d2.data import build_train_loader, register_coco_dataset
+from yolos_d2.data.validation import clip_boxes_to_images
+
+CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
+RED = (230, 30, 30)
+
+
+def write_image(path, size=(32, 48), mode="RGB"):
+    """An image of ``size`` (H, W) pixels filled with a grey ramp; returns its path as a string."""
+    ramp = np.linspace(0, 255, size[0] * size[1] * len(mode), dtype=np.uint8).reshape(size[0], size[1], len(mode))
+    Image.fromarray(ramp.squeeze(2) if mode == "L" else ramp, mode).save(path)
+    return str(path)
+
+
+def write_coco(root, annotations, num_images=1, size=(32, 48)):
+    """A COCO json of ``num_images`` existing images of ``size`` (H, W) under ``root``; returns its path."""
+    images = []
+    for image_id in range(1, num_images + 1):
+        write_image(root / f"{image_id}.png", size)
+        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": size[0], "width": size[1]})
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
+    return str(path)
+
+
+def annotation(ann_id, bbox, category_id=1, image_id=1):
+    return {"id": ann_id, "image_id": image_id, "bbox": bbox, "category_id": category_id, "iscrowd": 0, "area": 1}
+
+
+def load(name, json_file, image_root):
+    return DatasetCatalog.get(register_coco_dataset(name, json_file, str(image_root)))
+
+
+def test_invalid_json_names_the_file_line_and_column(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('{"images": [\n  {"id": 1,, "file_name": "1.png"}]}')
+    with pytest.raises(ValueError, match=r"broken\.json is not valid JSON: Expecting property .* line 2, column 12"):
+        load("bad_json", str(path), tmp_path)
+
+
+def test_unknown_category_names_the_annotations_images_and_ids(tmp_path):
+    json_file = write_coco(tmp_path, [annotation(7, [1, 1, 5, 5]), annotation(8, [1, 1, 5, 5], category_id=9)])
+    with pytest.raises(ValueError) as info:
+        load("bad_category", json_file, tmp_path)
+    message = str(info.value)
+    assert "annotations.json: 1 annotations have a category_id that is not in its 'categories' (ids 1, 2)" in message
+    assert "annotation 8 (image 1) has category_id 9" in message and "annotation 7" not in message
+
+
+def test_missing_images_are_counted_and_the_first_listed(tmp_path):
+    json_file = write_coco(tmp_path, [], num_images=8)
+    for image_id in range(2, 9):
+        (tmp_path / f"{image_id}.png").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        load("missing_images", json_file, tmp_path)
+    message = str(info.value)
+    assert message.startswith("7 of the 8 images of dataset 'missing_images' do not exist: ")
+    assert str(tmp_path / "2.png") in message and str(tmp_path / "6.png") in message
+    assert str(tmp_path / "7.png") not in message and message.endswith(", ...")
+
+
+def test_boxes_without_area_are_dropped_and_boxes_past_the_image_clipped(tmp_path, caplog):
+    annotations = [
+        annotation(1, [4, 4, 10, 8]),
+        annotation(2, [4, 4, 0, 8]),  # zero width
+        annotation(3, [4, 4, 10, -3]),  # negative height
+        annotation(4, [60, 4, 10, 8]),  # wholly right of the 48-pixel-wide image
+        annotation(5, [-5, 20, 60, 30], category_id=2),  # past three borders
+    ]
+    with caplog.at_level(logging.WARNING, logger="yolos_d2"):
+        (record,) = load("degenerate_boxes", write_coco(tmp_path, annotations), tmp_path)
+    assert [(a["id"], a["category_id"], a["bbox"]) for a in record["annotations"]] == [
+        (1, 0, [4, 4, 10, 8]),
+        (5, 1, [0.0, 20.0, 48.0, 12.0]),
+    ]
+    assert "'degenerate_boxes': dropped 3 of 5 annotations whose box has no area inside its image" in caplog.text
+    assert "ids 2, 3, 4" in caplog.text
+    assert "'degenerate_boxes': clipped 1 of 5 boxes that extend past their image to its borders: ids 5" in caplog.text
+
+
+def test_box_that_is_not_four_numbers_names_the_annotation(tmp_path):
+    json_file = write_coco(tmp_path, [annotation(3, [1, 2, 3])])
+    with pytest.raises(ValueError, match=r"Annotation 3 of image 1 \(.*1\.png\) .* has bbox \[1, 2, 3\]"):
+        load("short_box", json_file, tmp_path)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])
+def test_grayscale_and_rgba_images_are_read_as_rgb(tmp_path, mode):
+    path = write_image(tmp_path / f"{mode}.png", mode=mode)
+    pixels = np.asarray(Image.open(path))
+    expected = np.repeat(pixels[..., None], 3, axis=2) if mode == "L" else pixels[..., :3]
+    mapper = DatasetMapper(is_train=False, augmentations=[], image_format="RGB")
+    image = mapper({"file_name": path, "height": 32, "width": 48, "image_id": 1})["image"]
+    assert image.shape == (3, 32, 48)
+    np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), expected)
+
+
+def _exif_rotated_photo(path):
+    """
+    A JPEG stored 60 wide and 40 high with a red block at the stored top-left (x 0-20, y 0-10)
+    and EXIF orientation 6: displayed turned 90 degrees clockwise, 40 wide and 60 high, with the
+    block at the top right (x 30-40, y 0-20).
+    """
+    stored = np.full((40, 60, 3), 128, dtype=np.uint8)
+    stored[0:10, 0:20] = RED
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.fromarray(stored).save(path, exif=exif, quality=95)
+    return str(path)
+
+
+def test_exif_orientation_is_applied_to_the_image_the_boxes_describe(tmp_path):
+    path = _exif_rotated_photo(tmp_path / "photo.jpg")
+    displayed = {"file_name": path, "height": 60, "width": 40, "image_id": 1}
+    box = {"bbox": [30, 0, 10, 20], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
+    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    out = mapper({**displayed, "annotations": [box]})
+    image = out["image"].permute(1, 2, 0).numpy().astype(int)
+    assert image.shape == (60, 40, 3)
+    assert out["instances"].gt_boxes.tensor.tolist() == [[30.0, 0.0, 40.0, 20.0]]
+    assert (np.abs(image[2:18, 32:38] - RED) < 40).all()  # the box is on the block
+    assert (np.abs(image[25:, :] - 128) < 40).all()
+
+    # Width and height of the stored pixels instead of the displayed image: the boxes cannot match.
+    with pytest.raises(SizeMismatchError, match=r"shape for image .*photo\.jpg, got \(40, 60\), expect \(60, 40\)"):
+        mapper({**displayed, "height": 40, "width": 60, "annotations": [box]})
+
+
+def _training_dicts(tmp_path, readable, unreadable):
+    """Dataset dicts of ``readable`` images and of ``unreadable`` ones (garbage, then truncated PNGs)."""
+    dicts = []
+    for i in range(readable + unreadable):
+        path = write_image(tmp_path / f"{i}.png")
+        if i >= readable:
+            data = open(path, "rb").read()
+            with open(path, "wb") as f:
+                f.write(data[: len(data) // 2] if i % 2 else b"not an image")
+        box = {"bbox": [2, 2, 10, 10], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
+        dicts.append({"file_name": path, "height": 32, "width": 48, "image_id": i, "annotations": [box]})
+    return dicts
+
+
+def test_unreadable_images_are_skipped_and_logged_with_a_running_count(tmp_path, caplog):
+    dicts = _training_dicts(tmp_path, readable=2, unreadable=2)
+    mapper = DatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    loader = build_train_loader(dicts, mapper=mapper, total_batch_size=2, seed=0)
+    with caplog.at_level(logging.WARNING, logger="yolos_d2"):
+        batches = [next(iter_) for iter_ in [iter(loader)] for _ in range(4)]
+    readable = {d["file_name"] for d in dicts[:2]}
+    assert all(len(batch) == 2 and {d["file_name"] for d in batch} <= readable for batch in batches)
+    skipped = [line for line in caplog.messages if line.startswith("Skipped unreadable image")]
+    image_ids = {d["file_name"]: d["image_id"] for d in dicts}
+    assert sorted(line.split()[3] for line in skipped) == [dicts[2]["file_name"], dicts[3]["file_name"]]
+    for count, line in enumerate(skipped, start=1):  # each file is logged once, when first met
+        assert f"(image id {image_ids[line.split()[3]]})" in line
+        assert line.endswith(f"Images skipped so far by this process: {count}")
+
+
+def test_a_training_set_without_readable_images_stops(tmp_path):
+    dicts = _training_dicts(tmp_path, readable=0, unreadable=2)
+    loader = build_train_loader(dicts, mapper=DatasetMapper(is_train=True, augmentations=[], image_format="RGB"),
+                                total_batch_size=1, seed=0)
+    with pytest.raises(RuntimeError, match="None of the 2 training images could be read"):
+        next(iter(loader))
+
+
+def test_clipping_keeps_boxes_inside_the_image_untouched():
+    record = {"file_name": "x.png", "image_id": 1, "height": 10, "width": 10,
+              "annotations": [{"id": 1, "bbox": [0, 0, 10, 10]}, {"id": 2, "bbox": [2.5, 3, 1, 1]}]}
+    clip_boxes_to_images([record], "inside")
+    assert [a["bbox"] for a in record["annotations"]] == [[0, 0, 10, 10], [2.5, 3, 1, 1]]

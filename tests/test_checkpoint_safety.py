@@ -1,0 +1,125 @@
+"""Checkpoints survive interrupted saves, and files that would run code when loaded are refused."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from _helpers import build_model
+from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
+
+SMALL = ["model.detector.backbone.depth=1"]
+
+
+def _linear(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(3, 2)
+
+
+def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
+    """A process SIGKILLed while writing a checkpoint: the previous one stays tagged and loads."""
+    script = tmp_path / "save_and_stall.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time, torch
+            from yolos_d2.checkpoint import YOLOSCheckpointer
+
+            torch.manual_seed(0)
+            checkpointer = YOLOSCheckpointer(torch.nn.Linear(3, 2), sys.argv[1])
+            checkpointer.save("model_0000000")
+
+            def stalled_save(obj, f, *args, **kwargs):
+                f.write(b"the first bytes of a checkpoint")
+                f.flush()
+                print("writing", flush=True)
+                time.sleep(600)
+
+            torch.save = stalled_save
+            checkpointer.save("model_0000001")
+            """
+        )
+    )
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "writing\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    unfinished, *names = sorted(os.listdir(out))
+    assert names == ["last_checkpoint", "model_0000000.pth"]
+    assert unfinished.startswith(".model_0000001.pth.") and unfinished.endswith(".tmp")
+    model = _linear(seed=1)
+    checkpointer = YOLOSCheckpointer(model, str(out))
+    assert checkpointer.get_all_checkpoint_files() == [str(out / "model_0000000.pth")]
+    checkpointer.resume_or_load("", resume=True)
+    expected = _linear(seed=0)
+    assert torch.equal(model.weight, expected.weight) and torch.equal(model.bias, expected.bias)
+
+
+def test_failed_save_keeps_the_previous_checkpoint_and_tag(tmp_path, monkeypatch):
+    checkpointer = YOLOSCheckpointer(_linear(seed=0), str(tmp_path))
+    checkpointer.save("model_0000000")
+
+    def failing_save(obj, f, *args, **kwargs):
+        f.write(b"the first bytes of a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        checkpointer.save("model_0000001")
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000000.pth"]
+    assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
+    assert torch.equal(load_weights_file(str(tmp_path / "model_0000000.pth"))["model"]["weight"], _linear(0).weight)
+
+
+class _CreatesFile:
+    """Unpickled by an unrestricted unpickler, it creates the file ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pkl"])
+def test_pickle_that_runs_code_is_refused_without_running_it(tmp_path, suffix):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / f"evil{suffix}"
+    if suffix == ".pth":
+        torch.save({"model": {"w": torch.zeros(2)}, "payload": _CreatesFile(str(marker))}, path)
+    else:
+        path.write_bytes(pickle.dumps({"model": {"w": np.zeros(2)}, "payload": _CreatesFile(str(marker))}))
+
+    with pytest.raises(ValueError, match=rf"Refusing to load .*evil\{suffix}'.*could run code \(.*GLOBAL io.open"):
+        load_weights_file(str(path))
+    with pytest.raises(ValueError, match=rf"Refusing to load .*evil\{suffix}'"):
+        YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(path))
+    assert not marker.exists()
+
+    with open(path, "rb") as f:  # the payload is real: plain pickle runs it
+        torch.load(f, weights_only=False) if suffix == ".pth" else pickle.load(f)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_model_zoo_pickle_of_numpy_arrays_loads(tmp_path, protocol):
+    """detectron2's .pkl format ({"model": numpy arrays, "__author__"}), also as Python 2 era files."""
+    source = build_model("yolos_ti", SMALL)
+    path = tmp_path / "model.pkl"
+    arrays = {k: v.numpy() for k, v in source.state_dict().items()}
+    path.write_bytes(pickle.dumps({"model": arrays, "__author__": "test"}, protocol=protocol))
+    torch.manual_seed(1)
+    model = build_model("yolos_ti", SMALL)
+    torch.nn.init.normal_(model.detector.backbone.det_token)
+    YOLOSCheckpointer(model).load(str(path))
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k

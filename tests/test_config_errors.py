@@ -1,0 +1,134 @@
+"""Config mistakes fail at start with a message naming the file or key and what is allowed."""
+import os
+import re
+import runpy
+import sys
+
+import pytest
+
+from _helpers import VARIANTS, config_path
+from yolos_d2.config import ConfigError, check_config, load_config
+from yolos_d2.convert import main as convert_main
+from yolos_d2.modeling import ViTWithDetTokens
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "override, unknown, suggestion, listed",
+    [
+        (
+            "model.detector.backbone.embed_dimm=3",
+            "model.detector.backbone.embed_dimm",
+            "model.detector.backbone.embed_dim",
+            "depth, drop_path_rate, embed_dim, init_pe_size",
+        ),
+        ("model.detectr.num_classes=3", "model.detectr", "model.detector", "criterion, detector, input_format"),
+        ("train.seedd=1", "train.seedd", "train.seed", "output_dir, seed"),
+    ],
+)
+def test_unknown_override_key_names_it_the_closest_key_and_the_keys_there(override, unknown, suggestion, listed):
+    with pytest.raises(ConfigError) as info:
+        load_config(config_path("yolos_ti"), [override])
+    message = str(info.value)
+    assert message.startswith(f"Unknown config key {unknown!r} in {override!r}. Did you mean {suggestion!r}? Keys of ")
+    assert listed in message
+
+
+def test_override_below_a_value_is_refused():
+    with pytest.raises(ConfigError, match=r"Cannot apply 'train.seed.x=1': train.seed is a value \(-1\), not a group"):
+        load_config(config_path("yolos_ti"), ["train.seed.x=1"])
+
+
+def test_existing_keys_call_arguments_and_explicit_additions_are_set():
+    cfg = load_config(
+        config_path("yolos_ti"),
+        [
+            "train.init_checkpoint=/weights/yolos_ti_d2.pth",
+            "model.detector.backbone.drop_path_rate=0.1",  # an argument of ViTWithDetTokens, not in the config
+            "dataloader.train.mapper.augmentations.scales=[320,352]",
+            "+train.note=hello",
+        ],
+    )
+    assert cfg.train.init_checkpoint == "/weights/yolos_ti_d2.pth"
+    assert cfg.model.detector.backbone.drop_path_rate == 0.1
+    assert list(cfg.dataloader.train.mapper.augmentations.scales) == [320, 352]
+    assert cfg.train.note == "hello"
+
+
+def test_missing_config_file_lists_the_available_configs():
+    with pytest.raises(ConfigError) as info:
+        load_config("configs/yolos_x.py")
+    message = str(info.value)
+    assert message.startswith("Config file 'configs/yolos_x.py' does not exist. Did you mean configs/yolos_")
+    assert "Available configs: configs/quickstart.py, configs/yolos_b.py, configs/yolos_s.py" in message
+    assert "configs/yolos_ti.py" in message
+
+
+@pytest.mark.parametrize(
+    "key, value, shown",
+    [
+        ("dataloader.test.mapper.augmentations.eval_size", "8", "8"),
+        ("dataloader.train.mapper.augmentations.scales", "[8,480]", "[8, 480]"),
+        ("dataloader.train.mapper.augmentations.max_size", "12", "12"),
+    ],
+)
+def test_image_sizes_below_a_patch_fail_at_start(key, value, shown):
+    cfg = load_config(config_path("yolos_ti"), [f"{key}={value}"])
+    with pytest.raises(ConfigError, match=f"^{re.escape(f'{key}={shown}')} has sizes smaller than one 16-pixel patch"):
+        check_config(cfg)
+
+
+def test_position_embedding_sizes_must_be_whole_patches():
+    small = dict(embed_dim=8, depth=1, num_heads=1)
+    # The original's YOLOS-Ti size: floored, it is the grid of 800x1328.
+    message = r"^init_pe_size=\(800, 1333\) .*patch_size=16.*nearest valid: \(800, 1328\) or \(800, 1344\)$"
+    with pytest.raises(ValueError, match=message):
+        ViTWithDetTokens(**small, init_pe_size=(800, 1333))
+    with pytest.raises(ValueError, match=r"^mid_pe_size=\(500, 864\) .* nearest valid: \(496, 864\) or \(512, 864\)$"):
+        ViTWithDetTokens(**small, init_pe_size=(512, 864), mid_pe_size=(500, 864))
+    with pytest.raises(ValueError, match=r"^init_pe_size=\(8, 64\) .* nearest valid: \(16, 64\)$"):
+        ViTWithDetTokens(**small, init_pe_size=(8, 64))
+
+    cfg = load_config(config_path("yolos_s"), ["model.detector.backbone.mid_pe_size=[512,860]"])
+    with pytest.raises(ConfigError, match=r"^model\.detector\.backbone\.mid_pe_size=\(512, 860\) must be"):
+        check_config(cfg)
+
+
+def test_unregistered_dataset_fails_at_start():
+    cfg = load_config(config_path("yolos_ti"), ["dataloader.train.dataset.names=coco_2017_trian"])
+    with pytest.raises(ConfigError, match=r"dataset\.names: dataset 'coco_2017_trian' is not registered\. "
+                                          r"Close registered names: coco_2017_train"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("name", ["quickstart", *VARIANTS])
+def test_every_config_passes_the_checks(name):
+    check_config(load_config(config_path(name)))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config-file", "configs/yolos_x.py"], "Config file 'configs/yolos_x.py' does not exist"),
+        (["--config-file", config_path("yolos_ti"), "train.max_iters=10"], "Unknown config key 'train.max_iters'"),
+    ],
+)
+def test_train_net_stops_on_config_mistakes_before_starting(tmp_path, monkeypatch, capsys, args, message):
+    monkeypatch.setattr(sys, "argv", ["train_net.py", *args, f"train.output_dir={tmp_path / 'out'}"])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(os.path.join(REPO, "train_net.py"), run_name="__main__")
+    assert info.value.code == 2
+    assert f"train_net.py: error: {message}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_stops_on_config_mistakes(tmp_path, capsys):
+    for overrides, message in [
+        (["model.detector.backbone.depht=1"], "Unknown config key 'model.detector.backbone.depht'"),
+        (["model.detector.backbone.init_pe_size=[800,1333]"], "init_pe_size=(800, 1333) must be"),
+    ]:
+        with pytest.raises(SystemExit):
+            convert_main([str(tmp_path / "in.pth"), str(tmp_path / "out.pth"), "--format", "yolos",
+                          "--config-file", config_path("yolos_ti"), *overrides])
+        assert message in capsys.readouterr().err
