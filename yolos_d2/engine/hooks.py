@@ -8,7 +8,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data import detection_utils as utils
 from detectron2.engine import HookBase
 from detectron2.utils import comm
-from detectron2.utils.visualizer import Visualizer
+from PIL import Image
+
+from ..visualization import draw_predictions
 
 __all__ = ["SavePredictionImages"]
 
@@ -57,10 +59,9 @@ class SavePredictionImages(HookBase):
         for dataset_dict in DatasetCatalog.get(self.dataset_name)[: self.num_images]:
             with torch.no_grad():
                 instances = model([self.mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
-            instances = instances[instances.scores >= self.score_threshold]
             image = utils.read_image(dataset_dict["file_name"], format="RGB")
-            drawn = Visualizer(image, metadata, scale=self.scale).draw_instance_predictions(instances)
+            drawn = draw_predictions(image, instances, metadata, self.score_threshold, self.scale)
             name = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
-            drawn.save(os.path.join(self.output_dir, f"{name}.png"))
+            Image.fromarray(drawn).save(os.path.join(self.output_dir, f"{name}.png"))
         model.train(was_training)
         logging.getLogger(__name__).info(f"Saved predictions on {self.num_images} images to {self.output_dir}")

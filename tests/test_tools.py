@@ -1,0 +1,197 @@
+"""The demo, [DET]-token statistics and attention-map tools, run in-process on a tiny random model."""
+import json
+import os
+import textwrap
+import types
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from PIL import Image
+
+from yolos_d2.checkpoint import YOLOSCheckpointer
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files
+from yolos_d2.tools import attention_maps, demo, det_token_stats
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_IMAGES, NUM_DET_TOKENS, IMAGE_SIZE, EVAL_SIZE = 3, 4, 48, 40
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """
+    A 1-block quick-start model with random weights saved by the checkpointer, and a config whose
+    test dataset is 3 generated 48x48 images, resized to 40x40 at test time (so that the model
+    pads them to 48x48); a second dataset of 4 images is registered beside it.
+    """
+    root = tmp_path_factory.mktemp("tools")
+    splits = {}
+    for name, spec in (
+        ("tools_tiny", SyntheticShapesSpec(NUM_IMAGES, seed=11, image_size=IMAGE_SIZE)),
+        ("tools_tiny_other", SyntheticShapesSpec(4, seed=12, image_size=IMAGE_SIZE)),
+    ):
+        generate_synthetic_shapes(spec, str(root))
+        splits[name] = split_files(spec, str(root))
+    config = root / "tiny.py"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            from detectron2.config import LazyCall as L, LazyConfig
+            from yolos_d2.data import detr_test_augmentations, register_coco_dataset
+
+            _base = LazyConfig.load({os.path.join(REPO, "configs", "quickstart.py")!r})
+            model, dataloader, train = _base.model, _base.dataloader, _base.train
+            model.detector.backbone.update(depth=1, num_det_tokens={NUM_DET_TOKENS})
+            dataloader.test.dataset.names = register_coco_dataset("tools_tiny", *{splits["tools_tiny"]!r})
+            dataloader.test.mapper.augmentations = L(detr_test_augmentations)(eval_size={EVAL_SIZE})
+            register_coco_dataset("tools_tiny_other", *{splits["tools_tiny_other"]!r})
+            train.device = "cpu"
+            """
+        )
+    )
+    torch.manual_seed(0)
+    YOLOSCheckpointer(instantiate(LazyConfig.load(str(config)).model), str(root)).save("tiny")
+    image_dir = splits["tools_tiny"][1]
+    with open(splits["tools_tiny"][0]) as f:
+        images = [os.path.join(image_dir, image["file_name"]) for image in json.load(f)["images"]]
+    with open(splits["tools_tiny_other"][0]) as f:
+        other_coco = json.load(f)
+    return types.SimpleNamespace(
+        config=str(config),
+        weights=f"train.init_checkpoint={root / 'tiny.pth'}",
+        image_dir=image_dir,
+        images=images,
+        other_coco=other_coco,
+    )
+
+
+def read_png(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def assert_not_blank(pixels):
+    assert pixels.std() > 0 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 10
+
+
+def run_demo(tiny, inputs, output, *args):
+    # The override right after the inputs: overrides are found anywhere on the command line.
+    return demo.main(["--config-file", tiny.config, "--input", *inputs, tiny.weights, "--output", str(output), *args])
+
+
+def test_demo_draws_the_images_of_a_folder(tiny, tmp_path):
+    assert run_demo(tiny, [tiny.image_dir], tmp_path / "drawn", "--confidence-threshold", "0") == 0
+    for path in tiny.images:
+        drawn, original = read_png(tmp_path / "drawn" / os.path.basename(path)), read_png(path)
+        assert drawn.shape == original.shape
+        assert_not_blank(drawn)
+        assert not np.array_equal(drawn, original), "no prediction was drawn"
+
+
+def test_demo_writes_a_single_input_to_the_output_file_at_scale(tiny, tmp_path):
+    output = tmp_path / "drawn.png"
+    assert run_demo(tiny, tiny.images[:1], output, "--scale", "2") == 0
+    assert read_png(output).shape == (2 * IMAGE_SIZE, 2 * IMAGE_SIZE, 3)
+
+
+def test_demo_skips_missing_and_corrupt_inputs_and_fails(tiny, tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"these bytes are not an image")
+    missing = tmp_path / "missing.png"
+    output = tmp_path / "drawn"
+    assert run_demo(tiny, [str(missing), tiny.images[0], str(corrupt)], output) == 1
+    assert f"Skipped {missing}" in caplog.text and f"Skipped {corrupt}" in caplog.text
+    assert "Wrote 1 of 3 inputs" in caplog.text and "skipped 2" in caplog.text
+    assert sorted(os.listdir(output)) == [os.path.basename(tiny.images[0])]
+
+
+def test_demo_refuses_inputs_that_match_nothing(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, [str(tmp_path / "*.jpg"), str(tmp_path)], tmp_path / "drawn")
+    assert exit_info.value.code == 2
+    assert f"--input {tmp_path}/*.jpg {tmp_path} matched no files" in capsys.readouterr().err
+
+
+def test_demo_draws_every_frame_of_a_video(tiny, tmp_path):
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (IMAGE_SIZE, IMAGE_SIZE))
+    for path in tiny.images:
+        writer.write(cv2.imread(path))
+    writer.release()
+    output = str(tmp_path / "drawn.mp4")
+    assert run_demo(tiny, [video], output, "--confidence-threshold", "0") == 0
+    drawn = cv2.VideoCapture(output)
+    frames = []
+    while (frame := drawn.read()[1]) is not None:
+        frames.append(frame)
+    assert len(frames) == NUM_IMAGES and frames[0].shape == (IMAGE_SIZE, IMAGE_SIZE, 3)
+
+
+def test_det_token_stats_writes_every_token_prediction_and_the_figures(tiny, tmp_path):
+    args = ["--config-file", tiny.config, "--output", str(tmp_path), "--dataset", "tools_tiny_other"]
+    assert det_token_stats.main(args + ["--max-images", "3", tiny.weights]) == 0
+    with open(tmp_path / "token_predictions.json") as f:
+        predictions = json.load(f)
+    image_ids = [image["id"] for image in tiny.other_coco["images"][:3]]
+    assert sorted((p["image_id"], p["token"]) for p in predictions) == [
+        (i, t) for i in image_ids for t in range(NUM_DET_TOKENS)
+    ]
+    for p in predictions:
+        cx, cy, w, h = p["box_cxcywh"]
+        x0, y0, x1, y1 = p["box_xyxy"]
+        assert 0 <= cx - w / 2 and cx + w / 2 <= 1 + 1e-6 and 0 <= p["score"] <= 1 and 0 <= p["class_id"] < 3
+        np.testing.assert_allclose([cx, w], np.array([x0 + x1, 2 * (x1 - x0)]) / (2 * IMAGE_SIZE), atol=1e-3)
+
+    with open(tmp_path / "gt_class_distribution.json") as f:
+        gt = json.load(f)
+    categories = [a["category_id"] for a in tiny.other_coco["annotations"] if a["image_id"] in image_ids]
+    assert gt["dataset"] == "tools_tiny_other" and gt["num_images"] == 3
+    assert gt["classes"] == ["rectangle", "ellipse", "triangle"]
+    assert gt["counts"] == [categories.count(c) for c in (1, 2, 3)]
+    for name in ("token_box_centres.png", "token_class_distribution.png"):
+        assert_not_blank(read_png(tmp_path / name))
+
+
+def test_det_token_stats_refuses_a_dataset_that_is_not_registered(tiny, tmp_path, capsys):
+    args = ["--config-file", tiny.config, "--output", str(tmp_path), "--dataset", "tools_tiny_typo", tiny.weights]
+    with pytest.raises(SystemExit):
+        det_token_stats.main(args)
+    assert "dataset 'tools_tiny_typo' is not registered" in capsys.readouterr().err
+
+
+def test_det_token_statistics_by_hand():
+    distribution = det_token_stats.class_distribution(np.array([0, 0, 0, 2]), np.array([1, 1, 0, 2]), 3, 3)
+    np.testing.assert_allclose(distribution, [[1 / 3, 2 / 3, 0], [0, 0, 0], [0, 0, 1]])
+    dicts = [{"annotations": [{"category_id": 2}, {"category_id": 2}]}, {"annotations": []}, {}]
+    assert det_token_stats.gt_class_counts(dicts, 4).tolist() == [0, 0, 2, 0]
+    boxes = np.array([[0, 0, 31, 33], [10, 10, 42, 42], [0, 0, 95, 97], [5, 5, 101, 101]], dtype=np.float32)
+    assert det_token_stats.size_categories(boxes).tolist() == [0, 1, 1, 2]
+
+
+def test_attention_maps_draws_one_figure_per_token(tiny, tmp_path):
+    args = ["--config-file", tiny.config, "--input", tiny.images[0], "--output", str(tmp_path)]
+    assert attention_maps.main(args + ["--tokens", "0", "3", tiny.weights]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["det_token_0.png", "det_token_3.png"]
+    pixels = read_png(tmp_path / "det_token_3.png")
+    assert_not_blank(pixels)
+    assert pixels.shape[1] > 3 * pixels.shape[0], "the mean and the 3 heads are not side by side"
+
+    assert attention_maps.main(args + ["--top-k", "2", tiny.weights]) == 0
+    assert len(os.listdir(tmp_path)) in (3, 4)  # two more figures, or one if a top token was 0 or 3
+
+
+def test_attention_maps_refuses_tokens_the_model_does_not_have(tiny, tmp_path, capsys):
+    args = ["--config-file", tiny.config, "--input", tiny.images[0], "--output", str(tmp_path), "--tokens", "4"]
+    with pytest.raises(SystemExit):
+        attention_maps.main(args + [tiny.weights])
+    assert "which has 4 (0..3)" in capsys.readouterr().err
+
+
+def test_attention_is_mapped_back_to_the_unpadded_image():
+    assert attention_maps.padded_patch_grid((40, 72), size_divisibility=16, patch_size=16) == (3, 5)
+    assert attention_maps.padded_patch_grid((40, 72), size_divisibility=32, patch_size=16) == (4, 6)
+    patch_maps = torch.arange(6.0).reshape(1, 2, 3)
+    pixels = attention_maps.attention_over_image(patch_maps, patch_size=16, image_size=(20, 40))
+    assert pixels.shape == (1, 20, 40)
+    assert pixels[0, 15, 15] == 0 and pixels[0, 16, 15] == 3 and pixels[0, 19, 39] == 5 and pixels[0, 0, 32] == 2

@@ -1,0 +1,157 @@
+"""
+Where ``[DET]`` tokens look: the last block's self-attention from chosen ``[DET]`` tokens to the
+image patches, per head and averaged over the heads, over the image with the token's box::
+
+    python -m yolos_d2.tools.attention_maps --config-file configs/quickstart.py --input image.png \\
+        --output attention/ train.init_checkpoint=output/quickstart/model_final.pth
+
+The tokens are ``--tokens 0 5 ...``, else the ``--top-k`` (default 3) highest scoring. For each,
+``det_token_<index>.png`` shows the mean over the heads, then each head, over the image as the
+model sees it (resized by the config's test mapper). Each panel has its own colour scale from 0
+to its largest weight. The weights on the patches sum to less than 1: the rest goes to ``[CLS]``
+and the ``[DET]`` tokens.
+"""
+import argparse
+import logging
+import math
+import os
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.data.detection_utils import read_image
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from ..modeling.attention import det_token_patch_attention, record_attention
+from .predictor import YOLOSPredictor, add_config_arguments, load_config_or_exit, parse_args
+
+logger = logging.getLogger("yolos_d2.attention_maps")
+
+
+def select_tokens(scores: torch.Tensor, tokens: Optional[Sequence[int]], top_k: int) -> List[int]:
+    """
+    Args:
+        scores: (K,) each ``[DET]`` token's score.
+        tokens: token indices asked for, or None for the ``top_k`` highest scoring.
+
+    Returns:
+        token indices; ``ValueError`` for an index outside 0..K-1.
+    """
+    num_tokens = len(scores)
+    if tokens:
+        outside = [t for t in tokens if not 0 <= t < num_tokens]
+        if outside:
+            raise ValueError(
+                f"--tokens {outside} are not [DET] tokens of this model, which has {num_tokens} (0..{num_tokens - 1})"
+            )
+        return list(tokens)
+    return scores.topk(min(top_k, num_tokens)).indices.tolist()
+
+
+def padded_patch_grid(image_size: Tuple[int, int], size_divisibility: int, patch_size: int) -> Tuple[int, int]:
+    """(rows, cols) of the patches of an (H, W) image padded by the model to a multiple of ``size_divisibility``."""
+    return tuple(math.ceil(side / size_divisibility) * size_divisibility // patch_size for side in image_size)
+
+
+def attention_over_image(patch_maps: torch.Tensor, patch_size: int, image_size: Tuple[int, int]) -> torch.Tensor:
+    """
+    Args:
+        patch_maps: (..., rows, cols) one value per patch of the padded image.
+        patch_size: patch side in pixels.
+        image_size: (H, W) of the image before padding (at the top left of the padded one).
+
+    Returns:
+        (..., H, W): each patch's value on its pixels, the padding cut off.
+    """
+    *batch, rows, cols = patch_maps.shape
+    pixels = F.interpolate(patch_maps.reshape(1, -1, rows, cols), scale_factor=patch_size, mode="nearest")
+    height, width = image_size
+    return pixels[0, :, :height, :width].reshape(*batch, height, width)
+
+
+def draw_token_attention(
+    image: np.ndarray,
+    head_maps: np.ndarray,
+    box_xyxy: Sequence[float],
+    title: str,
+    path: str,
+    panel_inches: float = 2.5,
+) -> None:
+    """
+    Save a figure of panels over ``image``: the mean of ``head_maps`` over the heads, then each head.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        head_maps: (heads, H, W) attention weights on the image's pixels.
+        box_xyxy: the token's box in the image's pixels, drawn on every panel.
+    """
+    maps = [head_maps.mean(axis=0)] + list(head_maps)
+    names = [f"mean of {len(head_maps)} heads"] + [f"head {h}" for h in range(len(head_maps))]
+    cols = min(len(maps), 4)
+    rows = math.ceil(len(maps) / cols)
+    height, width = image.shape[:2]
+    fig = Figure(figsize=(cols * panel_inches, rows * panel_inches * height / width + 0.4), layout="constrained")
+    x0, y0, x1, y1 = box_xyxy
+    for ax, attention, name in zip(fig.subplots(rows, cols, squeeze=False).flat, maps, names):
+        ax.imshow(image)
+        ax.imshow(attention, cmap="inferno", alpha=0.6, vmin=0, vmax=attention.max())
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
+        ax.set_title(name, fontsize=8)
+    for ax in fig.axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--input", required=True, help="an image file")
+    parser.add_argument("--output", required=True, help="folder for the figures (created)")
+    parser.add_argument("--tokens", type=int, nargs="+", help="[DET] token indices (default: the top-k by score)")
+    parser.add_argument("--top-k", type=int, default=3, help="how many of the highest scoring tokens to draw")
+    args = parse_args(parser, argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be at least 1, got {args.top_k}")
+
+    try:
+        original = read_image(args.input, format="RGB")
+    except OSError as e:
+        logger.error(f"Cannot read --input {args.input!r}: {e}")
+        return 1
+    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts))
+    image = predictor.resize(original)
+    backbone = predictor.model.detector.backbone
+    with record_attention(backbone, num_queries=backbone.num_det_tokens) as recorded:
+        instances = predictor.predict(image)
+    if not recorded:
+        raise RuntimeError("The last block's attn.qkv was not called in the forward: its attention cannot be recorded")
+    try:
+        tokens = select_tokens(instances.scores, args.tokens, args.top_k)
+    except ValueError as e:
+        parser.error(str(e))
+
+    height, width = image.shape[:2]
+    grid = padded_patch_grid((height, width), predictor.model.size_divisibility, backbone.patch_size)
+    patch_maps = det_token_patch_attention(recorded[-1], grid, backbone.num_det_tokens)[0]  # (heads, K, rows, cols)
+    pixel_maps = attention_over_image(patch_maps[:, tokens].transpose(0, 1), backbone.patch_size, (height, width))
+    class_names = predictor.metadata.get("thing_classes")
+    os.makedirs(args.output, exist_ok=True)
+    for token, head_maps in zip(tokens, pixel_maps.numpy()):
+        class_id, score = int(instances.pred_classes[token]), float(instances.scores[token])
+        name = class_names[class_id] if class_names else f"class {class_id}"
+        path = os.path.join(args.output, f"det_token_{token}.png")
+        title = f"{os.path.basename(args.input)}: [DET] token {token}, {name} {score:.2f}"
+        draw_token_attention(image, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
+        logger.info(f"Wrote the attention of [DET] token {token} ({name} {score:.2f}) to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="yolos_d2")
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""
+Draw a trained YOLOS's detections (boxes, class names, scores) on images or videos::
+
+    python demo.py --config-file configs/quickstart.py --input photo.jpg --output photo_pred.png \\
+        train.init_checkpoint=output/quickstart/model_final.pth
+    python demo.py --config-file CONFIG --input images/ 'more/*.jpg' --output drawn/ train.init_checkpoint=...
+    python demo.py --config-file CONFIG --input clip.mp4 --output clip_pred.mp4 train.init_checkpoint=...
+
+``--input`` takes image files, folders (their images), glob patterns (quoted) and video files.
+``--output`` is the file to write when there is one input and it has an extension, else a folder
+(created) receiving a file of the same name per input. Images are resized by the config's test
+mapper and the class names come from its test dataset. An input that cannot be read is reported
+and skipped; the exit status is then 1.
+"""
+import argparse
+import glob
+import logging
+import os
+import sys
+import time
+from typing import List, Sequence
+
+import cv2
+import numpy as np
+from detectron2.data.detection_utils import read_image
+from PIL import Image
+from tqdm import tqdm
+
+from ..visualization import draw_predictions
+from .predictor import YOLOSPredictor, add_config_arguments, load_config_or_exit, parse_args
+
+logger = logging.getLogger("yolos_d2.demo")
+
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".webm")
+
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    """
+    The files named by ``--input``: a folder gives its images, a glob pattern its matches (both
+    sorted), anything else is taken as a file name, whether it exists or not.
+    """
+    paths = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            names = sorted(n for n in os.listdir(pattern) if n.lower().endswith(IMAGE_EXTENSIONS))
+            paths += [os.path.join(pattern, n) for n in names]
+        elif any(c in pattern for c in "*?["):
+            paths += sorted(glob.glob(pattern))
+        else:
+            paths.append(pattern)
+    return paths
+
+
+def output_path(output: str, input_path: str, num_inputs: int) -> str:
+    """
+    Where the drawing of ``input_path`` goes: ``output`` itself if it is the only input and
+    ``output`` is a file name with an extension, else the input's file name in the folder ``output``.
+    """
+    if num_inputs == 1 and os.path.splitext(output)[1] and not os.path.isdir(output):
+        return output
+    return os.path.join(output, os.path.basename(input_path))
+
+
+def draw_image(predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float) -> None:
+    """Predict on the image file ``path`` and write the drawing to ``output``; OSError if it cannot be read."""
+    image = read_image(path, format="RGB")
+    start = time.perf_counter()
+    instances = predictor(image)
+    seconds = time.perf_counter() - start
+    logger.info(f"{path}: {int((instances.scores >= threshold).sum())} detections in {seconds:.3f} s")
+    Image.fromarray(draw_predictions(image, instances, predictor.metadata, threshold, scale)).save(output)
+
+
+def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float) -> None:
+    """Predict on every frame of the video ``path`` and write the drawings to ``output`` (MPEG-4 codec)."""
+    video = cv2.VideoCapture(path)
+    if not video.isOpened():
+        raise OSError(f"cannot open the video {path!r}")
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    writer = None
+    num_frames, seconds = 0, 0.0
+    try:
+        with tqdm(total=int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc=path, unit="frame") as progress:
+            while True:
+                ok, frame = video.read()
+                if not ok:
+                    break
+                image = np.ascontiguousarray(frame[:, :, ::-1])
+                start = time.perf_counter()
+                instances = predictor(image)
+                seconds += time.perf_counter() - start
+                drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale)
+                if writer is None:
+                    size = (drawn.shape[1], drawn.shape[0])
+                    writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                    if not writer.isOpened():
+                        raise OSError(f"cannot write the video {output!r}")
+                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+                num_frames += 1
+                progress.update()
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+    if num_frames == 0:
+        raise OSError(f"no frame of the video {path!r} could be read")
+    logger.info(f"{path}: {num_frames} frames in {seconds:.1f} s, {seconds / num_frames:.3f} s per frame")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--input", nargs="+", required=True, help="images, folders, quoted glob patterns or videos")
+    parser.add_argument("--output", required=True, help="the output file for a single input, else a folder")
+    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw predictions scoring at least it")
+    parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
+    args = parse_args(parser, argv)
+
+    paths = expand_inputs(args.input)
+    if not paths:
+        parser.error(f"--input {' '.join(args.input)} matched no files")
+    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts))
+
+    skipped = []
+    for path in tqdm(paths, disable=len(paths) == 1, unit="input"):
+        draw = draw_video if path.lower().endswith(VIDEO_EXTENSIONS) else draw_image
+        output = output_path(args.output, path, len(paths))
+        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        try:
+            draw(predictor, path, output, args.confidence_threshold, args.scale)
+        except OSError as e:
+            logger.warning(f"Skipped {path}: {e}")
+            skipped.append(path)
+    written = len(paths) - len(skipped)
+    summary = f"Wrote {written} of {len(paths)} inputs to {args.output}"
+    if skipped:
+        logger.warning(f"{summary}; skipped {len(skipped)}: {', '.join(skipped)}")
+        return 1
+    logger.info(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="yolos_d2")
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""
+What each ``[DET]`` token predicts over a dataset, as in the YOLOS paper's analysis::
+
+    python -m yolos_d2.tools.det_token_stats --config-file configs/quickstart.py --output stats/ \\
+        train.init_checkpoint=output/quickstart/model_final.pth
+
+Runs the model over a registered dataset (``--dataset``, default the config's test dataset) with
+the config's test mapper and writes into ``--output``:
+
+- ``token_predictions.json``: one entry per token per image: "image_id", "token",
+  "box_cxcywh" (normalised by the image size), "box_xyxy" (pixels), "class_id", "score";
+- ``gt_class_distribution.json``: the dataset's annotations per class;
+- ``token_box_centres.png``: per token, the centres of its boxes in the image (normalised, y down),
+  coloured by COCO's size categories (small, medium, large: areas below 32^2, 96^2 pixels, above);
+- ``token_class_distribution.png``: per token, the share of each predicted class, beside the
+  ground-truth class distribution.
+
+Every token's prediction counts, whatever its score, as in the paper. It replaces the original
+repository's ``cocoval_predjson_generation.py``, ``cocoval_gtclsjson_generation.py`` and
+``visualize_dettoken_dist.py``.
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import instantiate
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+from torchvision.ops import box_convert
+from tqdm import tqdm
+
+from .predictor import (
+    add_config_arguments,
+    build_inference_model,
+    load_config_or_exit,
+    metadata_of_test_dataset,
+    parse_args,
+)
+
+logger = logging.getLogger("yolos_d2.det_token_stats")
+
+# COCO's object sizes: a box area (in the image's pixels) below 32^2 is small, from 96^2 large.
+COCO_AREA_THRESHOLDS = (32**2, 96**2)
+SIZE_NAMES = ("small", "medium", "large")
+SIZE_COLOURS = ("tab:blue", "tab:green", "tab:red")
+
+
+@dataclasses.dataclass
+class TokenPredictions:
+    """Every ``[DET]`` token's prediction on every image: M = images x K rows, image by image."""
+
+    image_ids: List  # (M,) the dataset's image ids (int for COCO, str for VOC)
+    tokens: np.ndarray  # (M,) token index in 0..K-1
+    boxes_cxcywh: np.ndarray  # (M, 4) cx, cy, w, h normalised by the image size, in [0, 1]
+    boxes_xyxy: np.ndarray  # (M, 4) x0, y0, x1, y1 in the image's pixels
+    classes: np.ndarray  # (M,) predicted class id (best class other than no-object)
+    scores: np.ndarray  # (M,) its probability
+
+    def to_json(self) -> List[Dict]:
+        return [
+            {
+                "image_id": image_id,
+                "token": int(token),
+                "box_cxcywh": [round(float(v), 6) for v in cxcywh],
+                "box_xyxy": [round(float(v), 2) for v in xyxy],
+                "class_id": int(class_id),
+                "score": round(float(score), 6),
+            }
+            for image_id, token, cxcywh, xyxy, class_id, score in zip(
+                self.image_ids, self.tokens, self.boxes_cxcywh, self.boxes_xyxy, self.classes, self.scores
+            )
+        ]
+
+
+def collect_token_predictions(
+    model: torch.nn.Module, mapper: Callable[[Dict], Dict], dataset_dicts: Sequence[Dict]
+) -> TokenPredictions:
+    """
+    Run ``model`` (a YOLOS in eval mode) on each image of ``dataset_dicts`` (at least one), read
+    and resized by ``mapper`` (detectron2's test ``DatasetMapper``), and keep every token's
+    prediction. Boxes are those of the model's ``Instances``: clipped to the image.
+    """
+    image_ids, tokens, boxes_cxcywh, boxes_xyxy, classes, scores = [], [], [], [], [], []
+    for dataset_dict in tqdm(dataset_dicts, unit="image"):
+        instances = model([mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
+        height, width = instances.image_size
+        xyxy = instances.pred_boxes.tensor
+        image_ids += [dataset_dict["image_id"]] * len(instances)
+        tokens.append(np.arange(len(instances)))
+        normalised = xyxy / xyxy.new_tensor([width, height, width, height])
+        boxes_cxcywh.append(box_convert(normalised, "xyxy", "cxcywh").numpy())
+        boxes_xyxy.append(xyxy.numpy())
+        classes.append(instances.pred_classes.numpy())
+        scores.append(instances.scores.numpy())
+    return TokenPredictions(image_ids, *map(np.concatenate, (tokens, boxes_cxcywh, boxes_xyxy, classes, scores)))
+
+
+def class_distribution(tokens: np.ndarray, classes: np.ndarray, num_tokens: int, num_classes: int) -> np.ndarray:
+    """
+    Args:
+        tokens, classes: (M,) token index and predicted class of each prediction.
+
+    Returns:
+        (num_tokens, num_classes) float: row t is the share of token t's predictions in each
+        class (a zero row for a token without predictions).
+    """
+    counts = np.zeros((num_tokens, num_classes))
+    np.add.at(counts, (tokens, classes), 1)
+    return counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+
+
+def gt_class_counts(dataset_dicts: Sequence[Dict], num_classes: int) -> np.ndarray:
+    """(num_classes,) int: the number of annotations of each class (contiguous ids) in the dataset."""
+    classes = [ann["category_id"] for d in dataset_dicts for ann in d.get("annotations", [])]
+    return np.bincount(np.asarray(classes, dtype=np.int64), minlength=num_classes)
+
+
+def size_categories(boxes_xyxy: np.ndarray) -> np.ndarray:
+    """(M, 4) boxes in pixels -> (M,) COCO's size category of each: 0 small, 1 medium, 2 large."""
+    areas = (boxes_xyxy[:, 2] - boxes_xyxy[:, 0]) * (boxes_xyxy[:, 3] - boxes_xyxy[:, 1])
+    return np.digitize(areas, COCO_AREA_THRESHOLDS)
+
+
+def _panel_grid(num_panels: int) -> Tuple[int, int]:
+    """(rows, cols) of the most square grid holding ``num_panels`` panels."""
+    cols = math.ceil(math.sqrt(num_panels))
+    return math.ceil(num_panels / cols), cols
+
+
+def draw_token_box_centres(
+    predictions: TokenPredictions, num_tokens: int, path: str, panel_inches: float = 1.2
+) -> None:
+    """One panel per token: the centres of its boxes over the image (0..1, y down), coloured by COCO size."""
+    rows, cols = _panel_grid(num_tokens)
+    fig = Figure(figsize=(cols * panel_inches, rows * panel_inches + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    sizes = size_categories(predictions.boxes_xyxy)
+    for token, ax in enumerate(axes.flat):
+        if token >= num_tokens:
+            ax.set_axis_off()
+            continue
+        for size, colour in enumerate(SIZE_COLOURS):
+            centres = predictions.boxes_cxcywh[(predictions.tokens == token) & (sizes == size), :2]
+            ax.scatter(centres[:, 0], centres[:, 1], color=colour, s=3, alpha=0.6, linewidths=0)
+        ax.set(xlim=(0, 1), ylim=(1, 0), xticks=[], yticks=[], aspect="equal")
+        ax.set_title(f"[DET] {token}", fontsize=7, pad=2)
+    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=n) for n, c in zip(SIZE_NAMES, SIZE_COLOURS)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("Centres of each [DET] token's boxes, by COCO size", fontsize=9)
+    fig.savefig(path, dpi=100)
+
+
+def draw_class_distribution(
+    token_distribution: np.ndarray, gt_counts: np.ndarray, class_names: Sequence[str], path: str
+) -> None:
+    """
+    A heat map of each token's predicted-class shares (tokens x classes) above bars of the class
+    shares of all predictions and of the ground truth.
+    """
+    num_tokens, num_classes = token_distribution.shape
+    fig = Figure(figsize=(min(4.0 + 0.16 * num_classes, 16.0), 3.5 + 0.06 * num_tokens), layout="constrained")
+    heat, bars = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    image = heat.imshow(token_distribution, aspect="auto", cmap="Blues", vmin=0, interpolation="nearest")
+    heat.set_ylabel("[DET] token")
+    heat.yaxis.set_major_locator(MaxNLocator(integer=True))
+    heat.set_title("Predicted classes of each [DET] token (share of its predictions)", fontsize=9)
+    fig.colorbar(image, ax=heat, fraction=0.03)
+    positions = np.arange(num_classes)
+    bars.bar(positions - 0.2, token_distribution.mean(axis=0), width=0.4, label="all tokens")
+    bars.bar(positions + 0.2, gt_counts / max(gt_counts.sum(), 1), width=0.4, label="ground truth")
+    bars.set_ylabel("share")
+    bars.legend(fontsize=7, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    bars.set_xticks(positions)
+    bars.set_xticklabels(class_names, rotation=90, fontsize=max(4, 9 - num_classes // 20))
+    fig.savefig(path, dpi=100)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--output", required=True, help="folder for the JSON files and figures (created)")
+    parser.add_argument("--dataset", help="a registered dataset (default: the config's test dataset)")
+    parser.add_argument("--max-images", type=int, help="use only the first N images of the dataset")
+    args = parse_args(parser, argv)
+    if args.max_images is not None and args.max_images < 1:
+        parser.error(f"--max-images must be at least 1, got {args.max_images}")
+
+    dataset_override = [f"dataloader.test.dataset.names={args.dataset}"] if args.dataset else []
+    cfg = load_config_or_exit(parser, args.config_file, args.opts + dataset_override)
+    dataset_names = cfg.dataloader.test.dataset.names
+    dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
+    if not dataset_dicts:
+        parser.error(f"dataset {dataset_names} has no images")
+    class_names = metadata_of_test_dataset(cfg).thing_classes
+    model = build_inference_model(cfg)
+    predictions = collect_token_predictions(model, instantiate(cfg.dataloader.test.mapper), dataset_dicts)
+
+    num_tokens, num_classes = model.detector.backbone.num_det_tokens, len(class_names)
+    gt_counts = gt_class_counts(dataset_dicts, num_classes)
+    os.makedirs(args.output, exist_ok=True)
+    with open(os.path.join(args.output, "token_predictions.json"), "w") as f:
+        json.dump(predictions.to_json(), f)
+    with open(os.path.join(args.output, "gt_class_distribution.json"), "w") as f:
+        json.dump(
+            {
+                "dataset": dataset_names if isinstance(dataset_names, str) else list(dataset_names),
+                "num_images": len(dataset_dicts),
+                "classes": list(class_names),
+                "counts": gt_counts.tolist(),
+            },
+            f,
+        )
+    draw_token_box_centres(predictions, num_tokens, os.path.join(args.output, "token_box_centres.png"))
+    distribution = class_distribution(predictions.tokens, predictions.classes, num_tokens, num_classes)
+    distribution_path = os.path.join(args.output, "token_class_distribution.png")
+    draw_class_distribution(distribution, gt_counts, class_names, distribution_path)
+    logger.info(f"Wrote the predictions of {num_tokens} [DET] tokens on {len(dataset_dicts)} images to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="yolos_d2")
+    sys.exit(main())
