@@ -9,6 +9,7 @@ setup(
     # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
     install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
     extras_require={
+        "export": ["onnx", "onnxscript"],
         "test": ["pytest", "hypothesis", "transformers>=4.40", "onnx", "onnxruntime", "onnxscript"],
     },
 )

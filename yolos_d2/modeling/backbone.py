@@ -124,7 +124,9 @@ class ViTWithDetTokens(nn.Module):
         """
         params = [p for p in (self.pos_embed, self.det_pos_embed, self.mid_pos_embed) if p is not None]
         records_grad = torch.is_grad_enabled() and any(p.requires_grad for p in params)
-        if records_grad or torch.jit.is_tracing():
+        # jit tracing, torch.export and torch.compile must record the resize in their graph, and
+        # may run on fake tensors that have no data pointer: no cache there.
+        if records_grad or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return self._compute_position_embeddings(grid)
         # A parameter's data pointer and version change when it is moved, cast, loaded or updated.
         key = (tuple(grid), *((p.data_ptr(), p._version) for p in params))

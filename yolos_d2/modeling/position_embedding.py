@@ -56,7 +56,9 @@ def resize_patch_pos_embed(pos_embed: torch.Tensor, old_grid: Grid, new_grid: Gr
     Returns:
         (N, new_grid[0] * new_grid[1], D); ``pos_embed`` itself when the grids are equal.
     """
-    if tuple(old_grid) == tuple(new_grid):
+    # While exporting, a grid computed from the input's shape is symbolic (a SymInt, or a 0-d tensor
+    # under jit tracing): always resize then, so that the graph serves every input size.
+    if all(isinstance(n, int) for n in new_grid) and tuple(old_grid) == tuple(new_grid):
         return pos_embed
     n, num_patches, dim = pos_embed.shape
     if num_patches != old_grid[0] * old_grid[1]:
