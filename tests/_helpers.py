@@ -44,3 +44,14 @@ def coco_rows():
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+def synthetic_splits(root: str, specs):
+    """Generate each ``SyntheticShapesSpec`` of ``specs`` (name -> spec) under ``root``; name -> (json, images)."""
+    from yolos_d2.data.synthetic_shapes import generate_synthetic_shapes, split_files
+
+    splits = {}
+    for name, spec in specs.items():
+        generate_synthetic_shapes(spec, root)
+        splits[name] = split_files(spec, root)
+    return splits

@@ -11,8 +11,9 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from PIL import Image
 
+from _helpers import synthetic_splits
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.tools import attention_maps, demo, det_token_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,13 +28,13 @@ def tiny(tmp_path_factory):
     pads them to 48x48); a second dataset of 4 images is registered beside it.
     """
     root = tmp_path_factory.mktemp("tools")
-    splits = {}
-    for name, spec in (
-        ("tools_tiny", SyntheticShapesSpec(NUM_IMAGES, seed=11, image_size=IMAGE_SIZE)),
-        ("tools_tiny_other", SyntheticShapesSpec(4, seed=12, image_size=IMAGE_SIZE)),
-    ):
-        generate_synthetic_shapes(spec, str(root))
-        splits[name] = split_files(spec, str(root))
+    splits = synthetic_splits(
+        str(root),
+        {
+            "tools_tiny": SyntheticShapesSpec(NUM_IMAGES, seed=11, image_size=IMAGE_SIZE),
+            "tools_tiny_other": SyntheticShapesSpec(4, seed=12, image_size=IMAGE_SIZE),
+        },
+    )
     config = root / "tiny.py"
     config.write_text(
         textwrap.dedent(

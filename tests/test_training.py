@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files
+from _helpers import synthetic_splits
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "train_net.py")
@@ -21,10 +22,7 @@ TRAIN_NET = os.path.join(REPO, "train_net.py")
 def tiny_config(tmp_path_factory):
     """A config file training a 2-block quick-start model on 48 synthetic images (16 for validation)."""
     root = tmp_path_factory.mktemp("tiny_shapes")
-    splits = {}
-    for name, spec in (("tiny_train", SyntheticShapesSpec(48, seed=3)), ("tiny_val", SyntheticShapesSpec(16, seed=4))):
-        generate_synthetic_shapes(spec, str(root))
-        splits[name] = split_files(spec, str(root))
+    splits = synthetic_splits(str(root), {"tiny_train": SyntheticShapesSpec(48, seed=3), "tiny_val": SyntheticShapesSpec(16, seed=4)})
     path = root / "tiny.py"
     path.write_text(
         textwrap.dedent(
