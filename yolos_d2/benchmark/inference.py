@@ -19,10 +19,11 @@ from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..checkpoint.converters import coco_class_head_rows, convert_huggingface, huggingface_config
+from ..config import load_config
 from ..modeling import YOLOSDetector
 from .flops import detector_flops
 from .original import original_detector
@@ -51,9 +52,7 @@ def build_models(config_file: str, device: str, original_repo: Optional[str] = N
     """
     from transformers import YolosForObjectDetection
 
-    if not os.path.isfile(config_file):
-        raise FileNotFoundError(f"config file {config_file!r} does not exist (run from the repository root)")
-    cfg = LazyConfig.load(config_file)
+    cfg = load_config(config_file)
     torch.manual_seed(0)
     peer = YolosForObjectDetection(huggingface_config(cfg.model.detector.backbone))
     with torch.no_grad():

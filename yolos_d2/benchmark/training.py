@@ -15,10 +15,11 @@ from functools import partial
 from typing import Dict, List, Tuple
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from ..config import load_config
 from ..engine import YOLOSTrainer
 from .memory import peak_allocated_bytes
 from .timing import format_table, time_interleaved
@@ -41,7 +42,7 @@ def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_p
 
 def build_trainer(config_file: str, batch: int, size: Tuple[int, int], device: str, overrides: List[str]):
     """A :class:`YOLOSTrainer` of the config's model and optimizer fed the same synthetic batch."""
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), overrides)
+    cfg = load_config(config_file, overrides)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device).train()
     cfg.optimizer.params.model = model
