@@ -136,9 +136,11 @@ def check_config(cfg: DictConfig) -> None:
         _check_datasets_registered(key, _select(cfg, key))
 
 
-
 def _select(cfg: DictConfig, key: str):
-    """The value at the dotted ``key``, or None where the config has no such key."""
+    """
+    The value at the dotted ``key``, or None where the config has no such key (OmegaConf.select
+    raises instead when the path runs through a list, e.g. an augmentation list).
+    """
     node = cfg
     for part in key.split("."):
         if not isinstance(node, DictConfig) or part not in node:

@@ -71,8 +71,7 @@ def check_image_files(dataset_dicts: List[Dict], dataset_name: str) -> None:
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} of the {len(dataset_dicts)} images of dataset {dataset_name!r} do not exist: "
-            + ", ".join(missing[:_SHOWN])
-            + (", ..." if len(missing) > _SHOWN else "")
+            + _first(missing)
         )
 
 
