@@ -29,6 +29,8 @@ model.detector.backbone.update(
     pos_embed_init="sincos",
 )
 model.detector.num_classes = 3
+# Trained here, not compared with a paper: boxes clipped to the image, as detectron2's models do.
+model.clip_boxes = True
 
 dataloader = OmegaConf.create()
 dataloader.train = L(build_train_loader)(

@@ -27,44 +27,60 @@ OBJECTS = {
 CROWD_CLASS, EMPTY_CLASS = 5, 6
 
 
-def detr_size(h, w, size, max_size):
-    """DETR's get_size_with_aspect_ratio((w, h), size, max_size), returning (h, w)."""
+def detr_size(h, w, size, max_size, mod=16):
+    """
+    The original YOLOS's get_size_with_aspect_ratio((w, h), size, max_size), returning (h, w):
+    DETR's, with each side then floored to a multiple of 16 (``mod=1``: DETR's own).
+    """
     if max_size is not None:
         min_original_size = float(min((w, h)))
         max_original_size = float(max((w, h)))
         if max_original_size / min_original_size * size > max_size:
             size = int(round(max_size * min_original_size / max_original_size))
     if (w <= h and w == size) or (h <= w and h == size):
-        return (h, w)
+        return (h - h % mod, w - w % mod)
     if w < h:
         ow = size
         oh = int(size * h / w)
     else:
         oh = size
         ow = int(size * w / h)
-    return (oh, ow)
+    return (oh - oh % mod, ow - ow % mod)
 
 
 def test_resize_examples():
-    assert DETRResizeShortestEdge.get_output_shape(480, 640, 512, 853) == (512, 682)
+    # Worked by hand: 640/480 * 512 = 682.7 -> 682 (DETR), floored to 42 patches of 16 -> 672.
+    assert DETRResizeShortestEdge.get_output_shape(480, 640, 512, 853, 16) == (512, 672)
+    assert DETRResizeShortestEdge.get_output_shape(480, 640, 512, 853) == (512, 682)  # DETR's own rounding
     assert T.ResizeShortestEdge.get_output_shape(480, 640, 512, 853) == (512, 683)  # what DETR's differs from
-    assert DETRResizeShortestEdge.get_output_shape(480, 1280, 800, 1333) == (500, 1333)  # capped
-    assert DETRResizeShortestEdge.get_output_shape(1280, 480, 800, 1333) == (1333, 500)
+    # Capped: round(853 * 200 / 1000) = 171 short side, 855 long; floored: 160 x 848.
+    assert DETRResizeShortestEdge.get_output_shape(200, 1000, 512, 853, 16) == (160, 848)
+    assert DETRResizeShortestEdge.get_output_shape(1000, 200, 512, 853, 16) == (848, 160)
+    assert DETRResizeShortestEdge.get_output_shape(480, 1280, 800, 1333) == (500, 1333)
+    # Already at the size: not resized by DETR, still floored to whole patches by YOLOS.
     assert DETRResizeShortestEdge.get_output_shape(512, 700, 512, None) == (512, 700)
+    assert DETRResizeShortestEdge.get_output_shape(512, 700, 512, None, 16) == (512, 688)
+    # A side never floors to nothing: short side round(853 * 10 / 2000) = 4 -> 16; long 4 * 200 = 800.
+    assert DETRResizeShortestEdge.get_output_shape(10, 2000, 512, 853, 16) == (16, 800)
 
 
 @pytest.mark.parametrize("max_size", [None, 853, 1013, 1333])
-def test_resize_arithmetic_is_detrs(max_size):
-    sides = [240, 300, 333, 427, 480, 512, 640, 1000]
+@pytest.mark.parametrize("mod", [1, 16])
+def test_resize_arithmetic_is_the_originals(max_size, mod):
+    sides = [200, 240, 300, 333, 375, 427, 480, 500, 512, 612, 640, 720, 1000, 1280]
     for (h, w), size in itertools.product(itertools.product(sides, sides), [256, 400, 512, 608, 800]):
-        assert DETRResizeShortestEdge.get_output_shape(h, w, size, max_size) == detr_size(h, w, size, max_size)
+        expected = detr_size(h, w, size, max_size, mod)
+        assert DETRResizeShortestEdge.get_output_shape(h, w, size, max_size, mod) == expected
 
 
 def test_resize_transform_has_the_chosen_size():
     image = np.zeros((300, 420, 3), dtype=np.uint8)
     np.random.seed(0)
     sizes = {DETRResizeShortestEdge([480, 800], 1333).get_transform(image).apply_image(image).shape for _ in range(20)}
+    # 420/300 * 480 = 672 (already whole patches); 420/300 * 800 = 1120.
     assert sizes == {(480, 672, 3), (800, 1120, 3)}
+    sizes = {DETRResizeShortestEdge([500], 1333).get_transform(image).apply_image(image).shape for _ in range(3)}
+    assert sizes == {(496, 688, 3)}  # 500 x 700, floored to patches
 
 
 def _dataset_dict(tmp_path, h=300, w=420):
@@ -145,12 +161,12 @@ def test_train_sizes_follow_scales_and_cap(tmp_path):
     dataset_dict = _dataset_dict(tmp_path, h=240, w=520)
     mapper = DatasetMapper(is_train=True, augmentations=detr_train_augmentations(SCALES), image_format="RGB")
     capped = detr_size(240, 520, SCALES[-1], MAX_SIZE)
-    assert min(capped) not in SCALES
+    assert capped == (608, 1328) != detr_size(240, 520, SCALES[-1], None)
     shapes = []
     for seed in range(30):
         np.random.seed(seed)
         h, w = mapper(dataset_dict)["image"].shape[1:]
-        assert max(h, w) <= MAX_SIZE and (min(h, w) in SCALES or (h, w) == capped)
+        assert max(h, w) <= MAX_SIZE and min(h, w) in SCALES and h % 16 == 0 and w % 16 == 0
         shapes.append((h, w))
     assert capped in shapes and len(set(shapes)) > 10
 
@@ -161,7 +177,7 @@ def test_default_cap_follows_scales():
     assert (resize.short_edge_length, resize.max_size) == (tuple(scales), 608 * 1333 // 800)
 
 
-@pytest.mark.parametrize("eval_size, expected", [(512, [(512, 716), (394, 853)]), (800, [(800, 1120), (615, 1332)])])
+@pytest.mark.parametrize("eval_size, expected", [(512, [(512, 704), (384, 848)]), (800, [(800, 1120), (608, 1328)])])
 def test_test_mapper_size_is_deterministic(tmp_path, eval_size, expected):
     mapper = DatasetMapper(is_train=False, augmentations=detr_test_augmentations(eval_size), image_format="RGB")
     for (h, w), shape in zip([(300, 420), (240, 520)], expected):
@@ -198,6 +214,8 @@ def test_random_select_probability():
         (lambda: detr_train_augmentations([8, 480]), "scales"),
         (lambda: detr_train_augmentations(SCALES, max_size=0), "max_size"),
         (lambda: detr_test_augmentations(8), "eval_size"),
+        (lambda: detr_test_augmentations(32, size_multiple=64), "eval_size"),
+        (lambda: DETRResizeShortestEdge(512, size_multiple=0), "size_multiple"),
         (lambda: DETRResizeShortestEdge([]), "short_edge_length"),
         (lambda: DETRResizeShortestEdge([0, 480]), "short_edge_length"),
         (lambda: RandomSelect([], [], prob=1.5), "prob"),

@@ -20,7 +20,10 @@ dataloader.train = L(build_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),
     mapper=L(DatasetMapper)(
         is_train=True,
-        augmentations=L(detr_train_augmentations)(scales=list(range(480, 801, 16))),
+        # The original's resize: DETR's sizes, each side floored to whole patches.
+        augmentations=L(detr_train_augmentations)(
+            scales=list(range(480, 801, 16)), size_multiple="${model.detector.backbone.patch_size}"
+        ),
         image_format="RGB",
     ),
     total_batch_size=8,
@@ -29,7 +32,9 @@ dataloader.train = L(build_train_loader)(
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
     mapper=L(DatasetMapper)(
-        is_train=False, augmentations=L(detr_test_augmentations)(eval_size=800), image_format="RGB"
+        is_train=False,
+        augmentations=L(detr_test_augmentations)(eval_size=800, size_multiple="${model.detector.backbone.patch_size}"),
+        image_format="RGB",
     ),
     num_workers=4,
 )

@@ -26,6 +26,9 @@ model = L(YOLOS)(
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
     size_divisibility=16,
+    # Boxes reaching past the image are kept as predicted: the original's COCO AP is of
+    # unclipped boxes, so converted paper weights reproduce it only this way.
+    clip_boxes=False,
     # DETR's set loss with its weights, as YOLOS trains. The class count is read from
     # model.detector.num_classes (relative to this node, ".." is model), so set only that one.
     criterion=L(SetCriterion)(

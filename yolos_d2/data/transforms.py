@@ -1,5 +1,6 @@
 """
-The DETR data augmentation, which YOLOS trains and evaluates with, as detectron2 augmentations.
+The DETR data augmentation, which YOLOS trains and evaluates with, as detectron2 augmentations,
+with the original YOLOS sizes: each resized side is floored to a multiple of the patch size.
 
 Use the lists of :func:`detr_train_augmentations` and :func:`detr_test_augmentations` as the
 ``augmentations`` of detectron2's ``DatasetMapper``: it clips the transformed boxes to the
@@ -11,8 +12,8 @@ import numpy as np
 from detectron2.data import transforms as T
 from PIL import Image
 
-# The smallest image side YOLOS accepts: one 16-pixel patch.
-MIN_SIZE = 16
+# The original YOLOS floors resized sides to whole 16-pixel patches.
+DEFAULT_SIZE_MULTIPLE = 16
 
 
 class _ResizeTransform(T.ResizeTransform):
@@ -26,15 +27,23 @@ class DETRResizeShortestEdge(T.Augmentation):
     """
     Resize the shorter side to a length chosen uniformly from ``short_edge_length`` while keeping
     the aspect ratio, unless the longer side would exceed ``max_size``: then to the length that
-    makes the longer side about ``max_size``. Unlike :class:`detectron2.data.transforms.ResizeShortestEdge`, output
-    sizes are DETR's, see :meth:`get_output_shape`.
+    makes the longer side about ``max_size``. Each side is then floored to a multiple of
+    ``size_multiple``. Unlike :class:`detectron2.data.transforms.ResizeShortestEdge`, output
+    sizes are the original YOLOS's, see :meth:`get_output_shape`.
     """
 
-    def __init__(self, short_edge_length: Union[int, Sequence[int]], max_size: Optional[int] = None):
+    def __init__(
+        self,
+        short_edge_length: Union[int, Sequence[int]],
+        max_size: Optional[int] = None,
+        size_multiple: int = DEFAULT_SIZE_MULTIPLE,
+    ):
         """
         Args:
             short_edge_length: shorter-side lengths in pixels to choose from.
             max_size: the cap on the longer side in pixels; None for no cap.
+            size_multiple: each output side is floored to a multiple of it, in pixels (and is at
+                least one multiple); 1 gives DETR's sizes.
         """
         super().__init__()
         short_edge_length = (short_edge_length,) if isinstance(short_edge_length, int) else tuple(short_edge_length)
@@ -42,30 +51,40 @@ class DETRResizeShortestEdge(T.Augmentation):
             raise ValueError(f"short_edge_length must be positive lengths, got {short_edge_length}")
         if max_size is not None and max_size <= 0:
             raise ValueError(f"max_size must be positive or None, got {max_size}")
+        if size_multiple <= 0:
+            raise ValueError(f"size_multiple must be a positive number of pixels, got {size_multiple}")
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]
-        newh, neww = self.get_output_shape(h, w, int(np.random.choice(self.short_edge_length)), self.max_size)
-        # PIL's bilinear resize, as torchvision's resize of the PIL images in DETR.
+        size = int(np.random.choice(self.short_edge_length))
+        newh, neww = self.get_output_shape(h, w, size, self.max_size, self.size_multiple)
+        # PIL's bilinear resize, as torchvision's resize of the PIL images in the original; boxes
+        # scale by each side's own ratio.
         return _ResizeTransform(h, w, newh, neww, Image.BILINEAR)
 
     @staticmethod
-    def get_output_shape(oldh: int, oldw: int, short_edge_length: int, max_size: Optional[int]) -> Tuple[int, int]:
+    def get_output_shape(
+        oldh: int, oldw: int, short_edge_length: int, max_size: Optional[int], size_multiple: int = 1
+    ) -> Tuple[int, int]:
         """
-        DETR's ``get_size_with_aspect_ratio``: the (height, width) in pixels of an (oldh, oldw)
-        image resized. The capped shorter side is rounded and the longer side floored, where
-        :meth:`ResizeShortestEdge.get_output_shape` rounds both (480x640 to 512: 512x682, not 683).
+        The (height, width) in pixels of an (oldh, oldw) image resized: DETR's
+        ``get_size_with_aspect_ratio`` (the capped shorter side rounded, the longer side floored,
+        where :meth:`ResizeShortestEdge.get_output_shape` rounds both: 480x640 to 512 is 512x682,
+        not 683), then, as the original YOLOS's ``resize``, each side floored to a multiple of
+        ``size_multiple`` (512x682 becomes 512x672 with 16). A side never goes below one multiple.
         """
         size = short_edge_length
         short, long = min(oldh, oldw), max(oldh, oldw)
         if max_size is not None and long / short * size > max_size:
             size = int(round(max_size * short / long))
         if short == size:
-            return oldh, oldw
-        if oldw < oldh:
-            return int(size * oldh / oldw), size
-        return size, int(size * oldw / oldh)
+            newh, neww = oldh, oldw
+        elif oldw < oldh:
+            newh, neww = int(size * oldh / oldw), size
+        else:
+            newh, neww = size, int(size * oldw / oldh)
+        return tuple(max(size_multiple, side - side % size_multiple) for side in (newh, neww))
 
 
 class RandomSelect(T.Augmentation):
@@ -91,36 +110,44 @@ class RandomSelect(T.Augmentation):
         return chosen(aug_input)
 
 
-def detr_train_augmentations(scales: Sequence[int], max_size: Optional[int] = None) -> List[T.Augmentation]:
+def detr_train_augmentations(
+    scales: Sequence[int], max_size: Optional[int] = None, size_multiple: int = DEFAULT_SIZE_MULTIPLE
+) -> List[T.Augmentation]:
     """
-    DETR's training augmentation: a horizontal flip with probability 0.5, then with probability
-    0.5 either a resize to ``scales``, or a resize of the shorter side to 400, 500 or 600, a
-    random crop of 384 to 600 pixels each side and the resize to ``scales``.
+    The original YOLOS's (DETR's) training augmentation: a horizontal flip with probability 0.5,
+    then with probability 0.5 either a resize to ``scales``, or a resize of the shorter side to
+    400, 500 or 600, a random crop of 384 to 600 pixels each side and the resize to ``scales``.
+    Each resize floors the sides to multiples of ``size_multiple``.
 
     Args:
-        scales: shorter-side lengths in pixels, each at least ``MIN_SIZE``.
+        scales: shorter-side lengths in pixels, each at least ``size_multiple``.
         max_size: the cap on the longer side in pixels after the resize to ``scales``;
             by default ``max(scales) * 1333 // 800``.
+        size_multiple: see :class:`DETRResizeShortestEdge`; the model's patch size.
     """
-    if len(scales) == 0 or min(scales) < MIN_SIZE:
-        raise ValueError(f"scales must be lengths of at least {MIN_SIZE} pixels, got {scales}")
+    if len(scales) == 0 or min(scales) < size_multiple:
+        raise ValueError(f"scales must be lengths of at least size_multiple={size_multiple} pixels, got {scales}")
     if max_size is None:
         max_size = max(scales) * 1333 // 800
-    resize = DETRResizeShortestEdge(scales, max_size)
+    resize = DETRResizeShortestEdge(scales, max_size, size_multiple)
     return [
         T.RandomFlip(horizontal=True),
         RandomSelect(
             [resize],
-            [DETRResizeShortestEdge([400, 500, 600]), T.RandomCrop("absolute_range", (384, 600)), resize],
+            [
+                DETRResizeShortestEdge([400, 500, 600], size_multiple=size_multiple),
+                T.RandomCrop("absolute_range", (384, 600)),
+                resize,
+            ],
         ),
     ]
 
 
-def detr_test_augmentations(eval_size: int) -> List[T.Augmentation]:
+def detr_test_augmentations(eval_size: int, size_multiple: int = DEFAULT_SIZE_MULTIPLE) -> List[T.Augmentation]:
     """
-    DETR's test-time resize: the shorter side to ``eval_size`` pixels, the longer side at most
-    ``eval_size * 1333 // 800``.
+    The original YOLOS's test-time resize: the shorter side to ``eval_size`` pixels, the longer
+    side at most ``eval_size * 1333 // 800``, each side floored to a multiple of ``size_multiple``.
     """
-    if eval_size < MIN_SIZE:
-        raise ValueError(f"eval_size must be at least {MIN_SIZE} pixels, got {eval_size}")
-    return [DETRResizeShortestEdge(eval_size, eval_size * 1333 // 800)]
+    if eval_size < size_multiple:
+        raise ValueError(f"eval_size must be at least size_multiple={size_multiple} pixels, got {eval_size}")
+    return [DETRResizeShortestEdge(eval_size, eval_size * 1333 // 800, size_multiple)]

@@ -30,6 +30,7 @@ class YOLOS(nn.Module):
         pixel_std: Sequence[float],
         input_format: str = "RGB",
         size_divisibility: int = 16,
+        clip_boxes: bool = True,
         criterion: Optional[SetCriterion] = None,
     ):
         """
@@ -39,6 +40,8 @@ class YOLOS(nn.Module):
             input_format: channel order of the ``image`` tensors given to :meth:`forward`,
                 "RGB" or "BGR"; the detector always sees RGB.
             size_divisibility: images are zero-padded (after normalisation) to a multiple of it.
+            clip_boxes: clip the predicted boxes to the image, as detectron2's models do. The
+                original YOLOS does not, and its COCO AP is of unclipped boxes.
             criterion: the training loss; may be None for a model that only runs inference.
         """
         super().__init__()
@@ -47,6 +50,7 @@ class YOLOS(nn.Module):
         self.detector = detector
         self.input_format = input_format
         self.size_divisibility = size_divisibility
+        self.clip_boxes = clip_boxes
         self.criterion = criterion
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
@@ -123,11 +127,11 @@ class YOLOS(nn.Module):
         ):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])
-            results.append({"instances": self.postprocess(logits, boxes, (height, width))})
+            results.append({"instances": self.postprocess(logits, boxes, (height, width), self.clip_boxes)})
         return results
 
     @staticmethod
-    def postprocess(logits: torch.Tensor, boxes: torch.Tensor, output_size) -> Instances:
+    def postprocess(logits: torch.Tensor, boxes: torch.Tensor, output_size, clip_boxes: bool = True) -> Instances:
         """
         DETR's post-processing: softmax, drop the no-object class, one detection per token.
 
@@ -135,12 +139,14 @@ class YOLOS(nn.Module):
             logits: (K, C + 1) class logits of one image.
             boxes: (K, 4) cx, cy, w, h normalised by the (unpadded) input image size.
             output_size: (height, width) of the image the boxes are returned in, in pixels.
+            clip_boxes: clip the boxes to ``output_size``.
         """
         scores, classes = logits.softmax(-1)[:, :-1].max(-1)
         height, width = output_size
         xyxy = box_convert(boxes, "cxcywh", "xyxy") * boxes.new_tensor([width, height, width, height])
         pred_boxes = Boxes(xyxy)
-        pred_boxes.clip((height, width))
+        if clip_boxes:
+            pred_boxes.clip((height, width))
         instances = Instances((height, width))
         instances.pred_boxes = pred_boxes
         instances.scores = scores
