@@ -24,7 +24,7 @@ from detectron2.utils.logger import setup_logger
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import ConfigError, check_config, load_config
 from yolos_d2.data import check_num_classes
-from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, launch
+from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, iters_per_epoch, launch, scaled_lr
 
 logger = logging.getLogger("yolos_d2")
 
@@ -75,7 +75,38 @@ def wrap_ddp(cfg, model):
     return create_ddp_model(model, **cfg.train.ddp, **device_ids)
 
 
+def resolve_schedule(cfg) -> None:
+    """
+    Log the schedule in one line. A recipe stated in epochs (``train.schedule``) run at another
+    total batch than its own warns, and with ``train.schedule.scale_lr`` scales ``optimizer.lr``
+    linearly (in ``cfg``, before the optimizer and its schedule are built).
+    """
+    total_batch = cfg.dataloader.train.total_batch_size
+    schedule = cfg.train.get("schedule")
+    if schedule is None:
+        logger.info(f"Schedule: {cfg.train.max_iter} iterations of {total_batch} images, lr {cfg.optimizer.lr:g}")
+        return
+    reference = schedule.reference_batch_size
+    if total_batch != reference:
+        if schedule.scale_lr:
+            lr = scaled_lr(cfg.optimizer.lr, total_batch, reference)
+            logger.info(f"train.schedule.scale_lr: lr {cfg.optimizer.lr:g} at {reference} images -> {lr:g} at {total_batch}")
+            cfg.optimizer.lr = lr
+        else:
+            logger.warning(
+                f"The recipe is for {reference} images per iteration; this run has {total_batch}. The lr stays "
+                f"{cfg.optimizer.lr:g}, as the original keeps it; train.schedule.scale_lr=True scales it linearly "
+                f"(to {scaled_lr(cfg.optimizer.lr, total_batch, reference):g})."
+            )
+    per_epoch = iters_per_epoch(schedule.epoch_size, total_batch)
+    logger.info(
+        f"Schedule: {schedule.epochs} epochs of {per_epoch} iterations ({schedule.epoch_size} images at "
+        f"{total_batch} per iteration); train.max_iter {cfg.train.max_iter}; lr {cfg.optimizer.lr:g}"
+    )
+
+
 def do_train(args, cfg):
+    resolve_schedule(cfg)
     model = instantiate(cfg.model).to(cfg.train.device)
     logger.info(f"Model:\n{model}")
     cfg.optimizer.params.model = model

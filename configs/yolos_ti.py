@@ -5,7 +5,7 @@ epochs on COCO at 8 GPUs x 2 images, evaluated at 512. Paper: 28.7 AP.
 Initialise from DeiT-Ti: python -m yolos_d2.convert deit_tiny_patch16_224-a1311bcf.pth \
     deit_tiny_yolos_d2.pth --format deit --config-file configs/yolos_ti.py
 """
-from .common.yolos import dataloader, lr_multiplier, model, optimizer, set_schedule, train
+from .common.yolos import dataloader, lr_multiplier, model, optimizer, train
 
 # The original's init_pe_size 800x1333 floored to whole patches: the same 50x83 grid.
 model.detector.backbone.update(
@@ -15,6 +15,9 @@ model.detector.backbone.update(
 dataloader.train.mapper.augmentations.scales = list(range(256, 609, 16))
 dataloader.test.mapper.augmentations.eval_size = 512
 
-set_schedule(lr=5e-5, epochs=300, ims_per_gpu=2)
+# 300 epochs at 8 GPUs x 2 images.
+dataloader.train.total_batch_size = 16
+train.schedule.update(epochs=300, reference_batch_size=16)
+optimizer.lr = 5e-5
 train.init_checkpoint = "deit_tiny_yolos_d2.pth"
 train.output_dir = "./output/yolos_ti"

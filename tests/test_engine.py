@@ -1,4 +1,4 @@
-"""The training pieces in isolation: schedule, sampler and loader, trainer step, class-head re-initialisation."""
+"""The training pieces in isolation: sampler and loader, trainer step, class-head re-initialisation."""
 import itertools
 import logging
 import math
@@ -7,39 +7,16 @@ import random
 import numpy as np
 import pytest
 import torch
-from detectron2.config import LazyConfig, instantiate
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data import ResumableTrainingSampler, build_train_loader
-from yolos_d2.engine import YOLOSTrainer, warmup_cosine
+from yolos_d2.engine import YOLOSTrainer
 
-from _helpers import build_model, config_path
+from _helpers import build_model
 
 TINY = ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=5"]
-
-
-def test_schedule_follows_lr_and_max_iter_overrides():
-    cfg = LazyConfig.apply_overrides(
-        LazyConfig.load(config_path("yolos_s")), ["optimizer.lr=1e-3", "train.max_iter=100"]
-    )
-    schedule = instantiate(cfg.lr_multiplier)
-    assert schedule(0.0) == 1.0
-    assert schedule(0.5) * 1e-3 == pytest.approx((1e-3 + 1e-7) / 2)
-    assert schedule(1.0) * 1e-3 == pytest.approx(1e-7)
-
-
-def test_warmup_is_linear_over_its_iterations_then_cosine():
-    schedule = warmup_cosine(base_lr=1e-3, min_lr=1e-5, max_iter=1000, warmup_iters=100, warmup_factor=0.01)
-    assert schedule(0.0) == pytest.approx(0.01)
-    cosine = lambda t: 0.01 + 0.5 * (1 - 0.01) * (1 + math.cos(math.pi * t))  # noqa: E731
-    assert schedule(0.05) == pytest.approx(0.01 + 0.5 * (cosine(0.1) - 0.01))
-    assert schedule(0.5) == pytest.approx(cosine(0.5))
-    with pytest.raises(ValueError, match="warmup_iters"):
-        warmup_cosine(base_lr=1e-3, min_lr=1e-5, max_iter=10, warmup_iters=11)
-    with pytest.raises(ValueError, match="min_lr"):
-        warmup_cosine(base_lr=1e-3, min_lr=1e-2, max_iter=10)
 
 
 def test_sampler_starts_where_an_uninterrupted_stream_would_be(monkeypatch):

@@ -9,12 +9,6 @@ from yolos_d2.evaluation import FastCOCOEvaluator
 # Images in COCO train2017, the original's epoch (it keeps images without annotations).
 COCO_TRAIN_IMAGES = 118287
 
-
-def epochs_to_iters(epochs: int, total_batch_size: int) -> int:
-    """Iterations of ``epochs`` passes over COCO train2017, dropping each epoch's last partial batch."""
-    return epochs * (COCO_TRAIN_IMAGES // total_batch_size)
-
-
 dataloader = OmegaConf.create()
 dataloader.train = L(build_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train", filter_empty=False),

@@ -1,12 +1,16 @@
-"""AdamW in the original YOLOS parameter groups, with a per-iteration warmup-cosine schedule."""
+"""
+AdamW in the original YOLOS parameter groups, with a per-iteration warmup-cosine schedule (the
+paper configs replace it with the original's per-epoch one, see yolos.py).
+"""
 import torch
 from detectron2.config import LazyCall as L
 
 from yolos_d2.engine import get_param_groups, warmup_cosine
 
 optimizer = L(torch.optim.AdamW)(
-    params=L(get_param_groups)(weight_decay=1e-4),
+    params=L(get_param_groups)(),
     lr=2.5e-5,
+    # The decayed group's; the other group has none.
     weight_decay=1e-4,
 )
 

@@ -1,7 +1,17 @@
 from .hooks import SavePredictionImages
 from .launch import launch
-from .lr_schedule import warmup_cosine
+from .lr_schedule import EpochCosine, epochs_to_iters, iters_per_epoch, scaled_lr, warmup_cosine
 from .optimizer import get_param_groups
 from .trainer import YOLOSTrainer
 
-__all__ = ["SavePredictionImages", "YOLOSTrainer", "get_param_groups", "launch", "warmup_cosine"]
+__all__ = [
+    "EpochCosine",
+    "SavePredictionImages",
+    "YOLOSTrainer",
+    "epochs_to_iters",
+    "get_param_groups",
+    "iters_per_epoch",
+    "launch",
+    "scaled_lr",
+    "warmup_cosine",
+]

@@ -1,8 +1,46 @@
-"""The original YOLOS learning-rate schedule as a detectron2 ``ParamScheduler``."""
+"""
+The original YOLOS learning-rate schedules as detectron2 ``ParamScheduler``s, and the epoch
+arithmetic that turns a recipe stated in epochs into iterations.
+
+Importing this module registers the OmegaConf resolvers ``yolos_d2.iters_per_epoch`` and
+``yolos_d2.epochs_to_iters``, with which the paper configs derive ``train.max_iter`` and the
+periods from the epochs and the final ``dataloader.train.total_batch_size``, after overrides.
+"""
+import math
+
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, ParamScheduler
+from omegaconf import OmegaConf
 
-__all__ = ["warmup_cosine"]
+__all__ = ["EpochCosine", "epochs_to_iters", "iters_per_epoch", "scaled_lr", "warmup_cosine"]
+
+
+def iters_per_epoch(epoch_size: int, total_batch_size: int) -> int:
+    """
+    Iterations of one pass over ``epoch_size`` images at ``total_batch_size`` per iteration,
+    counting the last partial batch: the original's count, whose ``DistributedSampler`` pads each
+    epoch to whole batches (118,287 COCO images at 8 x 2: 7,393 iterations). It is exact when
+    every process takes one image per iteration, and at YOLOS-Ti's 8 x 2.
+    """
+    if epoch_size <= 0 or total_batch_size <= 0:
+        raise ValueError(
+            f"an epoch needs epoch_size > 0 images and total_batch_size > 0, got {epoch_size} and {total_batch_size}"
+        )
+    return math.ceil(epoch_size / total_batch_size)
+
+
+def epochs_to_iters(epochs: int, epoch_size: int, total_batch_size: int) -> int:
+    """Iterations of ``epochs`` passes, each of :func:`iters_per_epoch` iterations."""
+    return epochs * iters_per_epoch(epoch_size, total_batch_size)
+
+
+def scaled_lr(lr: float, total_batch_size: int, reference_batch_size: int) -> float:
+    """The linear scaling rule: ``lr`` at ``reference_batch_size`` images per iteration, at ``total_batch_size``."""
+    return lr * total_batch_size / reference_batch_size
+
+
+OmegaConf.register_new_resolver("yolos_d2.iters_per_epoch", iters_per_epoch, replace=True)
+OmegaConf.register_new_resolver("yolos_d2.epochs_to_iters", epochs_to_iters, replace=True)
 
 
 def warmup_cosine(
@@ -18,8 +56,7 @@ def warmup_cosine(
         ``LRScheduler`` hook. Configs pass ``base_lr="${optimizer.lr}"`` and
         ``max_iter="${train.max_iter}"`` so that overriding either keeps the schedule consistent.
     """
-    if not 0 < min_lr <= base_lr:
-        raise ValueError(f"the schedule needs 0 < min_lr <= base_lr, got min_lr={min_lr}, base_lr={base_lr}")
+    _check_lr_range(base_lr, min_lr)
     if not 0 <= warmup_iters <= max_iter:
         raise ValueError(f"lr_multiplier.warmup_iters must be in [0, train.max_iter={max_iter}], got {warmup_iters}")
     return WarmupParamScheduler(
@@ -27,3 +64,69 @@ def warmup_cosine(
         warmup_factor=warmup_factor,
         warmup_length=warmup_iters / max_iter,
     )
+
+
+def _check_lr_range(base_lr: float, min_lr: float) -> None:
+    if not 0 < min_lr <= base_lr:
+        raise ValueError(f"the schedule needs 0 < min_lr <= base_lr, got min_lr={min_lr}, base_lr={base_lr}")
+
+
+class EpochCosine(ParamScheduler):
+    """
+    The original's ``warmupcos`` schedule exactly as its training loop steps it: once per epoch,
+    after the epoch (``lr_scheduler.step(epoch)``), so that epoch k trains at the value of epoch
+    k - 1 (epochs 0 and 1 both at the first value). Values of epoch t < ``warmup_epochs`` rise
+    linearly from ``warmup_lr``; from there on they follow a cosine from ``base_lr`` at epoch 0 to
+    ``min_lr`` at ``epochs``, and stay at ``min_lr`` past it.
+
+    Called with the training progress ``where`` = iteration / ``max_iter`` (detectron2's
+    ``LRMultiplier``), it returns the multiplier of ``base_lr`` for that iteration.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_lr: float,
+        min_lr: float,
+        epochs: int,
+        iters_per_epoch: int,
+        max_iter: int,
+        warmup_epochs: int = 0,
+        warmup_lr: float = 1e-6,
+    ):
+        """
+        Args:
+            base_lr: the optimizer's learning rate (the original's ``--lr``).
+            min_lr: the value at the end of the cosine (``--min-lr``).
+            epochs: length of the cosine in epochs (``--epochs``).
+            iters_per_epoch: iterations of one epoch (see :func:`iters_per_epoch`).
+            max_iter: the run's iterations, which ``where`` is a fraction of.
+            warmup_epochs, warmup_lr: the original's ``--warmup-epochs`` and ``--warmup-lr``.
+        """
+        _check_lr_range(base_lr, min_lr)
+        if epochs <= 0 or iters_per_epoch <= 0 or max_iter <= 0:
+            raise ValueError(
+                f"EpochCosine needs positive epochs, iters_per_epoch and max_iter, got {epochs}, "
+                f"{iters_per_epoch} and {max_iter}"
+            )
+        if not 0 <= warmup_epochs <= epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}], got {warmup_epochs}")
+        self.base_lr = base_lr
+        self.min_lr = min_lr
+        self.epochs = epochs
+        self.iters_per_epoch = iters_per_epoch
+        self.max_iter = max_iter
+        self.warmup_epochs = warmup_epochs
+        self.warmup_lr = warmup_lr
+
+    def epoch_value(self, t: int) -> float:
+        """The original's ``CosineLRScheduler._get_lr(t)`` with one cycle, in lr units."""
+        if t < self.warmup_epochs:
+            return self.warmup_lr + t * (self.base_lr - self.warmup_lr) / self.warmup_epochs
+        if t >= self.epochs:
+            return self.min_lr
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t / self.epochs))
+
+    def __call__(self, where: float) -> float:
+        epoch = round(where * self.max_iter) // self.iters_per_epoch
+        return self.epoch_value(max(epoch - 1, 0)) / self.base_lr

@@ -8,11 +8,12 @@ import torch
 NO_DECAY_NAMES = {"pos_embed", "det_pos_embed", "cls_token", "det_token"}
 
 
-def get_param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict]:
+def get_param_groups(model: torch.nn.Module) -> List[Dict]:
     """
-    Groups as the original YOLOS: everything outside the backbone (the heads) with
-    ``weight_decay``; in the backbone, no weight decay for biases, 1-D parameters and
-    ``NO_DECAY_NAMES``, ``weight_decay`` for the rest (mid-layer position embeddings included).
+    Groups as the original YOLOS: everything outside the backbone (the heads) and the rest of the
+    backbone with the optimizer's weight decay; no weight decay for the backbone's biases, 1-D
+    parameters and ``NO_DECAY_NAMES``. The first group carries no ``weight_decay`` of its own, so
+    the optimizer's (``optimizer.weight_decay`` in the configs) applies to it.
     """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
@@ -23,7 +24,4 @@ def get_param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict]:
             no_decay.append(param)
         else:
             decay.append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
