@@ -54,8 +54,9 @@ def test_unknown_category_names_the_annotations_images_and_ids(tmp_path):
     with pytest.raises(ValueError) as info:
         load("bad_category", json_file, tmp_path)
     message = str(info.value)
-    assert "annotations.json: 1 annotations have a category_id that is not in its 'categories' (ids 1, 2)" in message
-    assert "annotation 8 (image 1) has category_id 9" in message and "annotation 7" not in message
+    assert "annotations.json: 1 annotation with a category_id that is not in its 'categories' (ids 1, 2)" in message
+    assert f"annotation 8 of image 1 ({tmp_path / '1.png'}) has category_id 9" in message
+    assert "annotation 7" not in message
 
 
 def test_missing_images_are_counted_and_the_first_listed(tmp_path):
@@ -87,12 +88,6 @@ def test_boxes_without_area_are_dropped_and_boxes_past_the_image_clipped(tmp_pat
     assert "'degenerate_boxes': dropped 3 of 5 annotations whose box has no area inside its image" in caplog.text
     assert "ids 2, 3, 4" in caplog.text
     assert "'degenerate_boxes': clipped 1 of 5 boxes that extend past their image to its borders: ids 5" in caplog.text
-
-
-def test_box_that_is_not_four_numbers_names_the_annotation(tmp_path):
-    json_file = write_coco(tmp_path, [annotation(3, [1, 2, 3])])
-    with pytest.raises(ValueError, match=r"Annotation 3 of image 1 \(.*1\.png\) .* has bbox \[1, 2, 3\]"):
-        load("short_box", json_file, tmp_path)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA"])
@@ -176,7 +171,160 @@ def test_a_training_set_without_readable_images_stops(tmp_path):
 
 
 def test_clipping_keeps_boxes_inside_the_image_untouched():
+    xywh, xyxy = BoxMode.XYWH_ABS, BoxMode.XYXY_ABS
+    boxes = [([0, 0, 10, 10], xywh), ([2.5, 3, 1, 1], xywh), ([0, 0, 10, 10], xyxy), ([2.5, 3, 4, 5], xyxy)]
     record = {"file_name": "x.png", "image_id": 1, "height": 10, "width": 10,
-              "annotations": [{"id": 1, "bbox": [0, 0, 10, 10]}, {"id": 2, "bbox": [2.5, 3, 1, 1]}]}
+              "annotations": [{"id": i, "bbox": list(b), "bbox_mode": m} for i, (b, m) in enumerate(boxes)]}
     clip_boxes_to_images([record], "inside")
-    assert [a["bbox"] for a in record["annotations"]] == [[0, 0, 10, 10], [2.5, 3, 1, 1]]
+    assert [(a["bbox"], a["bbox_mode"]) for a in record["annotations"]] == boxes
+
+
+def test_clipping_keeps_the_box_mode():
+    record = {"file_name": "x.png", "image_id": 1, "height": 10, "width": 20, "annotations": [
+        {"id": 1, "bbox": [-2, 1, 30, 4], "bbox_mode": BoxMode.XYWH_ABS},
+        {"id": 2, "bbox": [-2, 1, 30, 4], "bbox_mode": BoxMode.XYXY_ABS},
+        {"id": 3, "bbox": [12, 1, 11, 4], "bbox_mode": BoxMode.XYXY_ABS},  # x1 < x0: no area
+    ]}
+    clip_boxes_to_images([record], "modes")
+    assert [a["bbox"] for a in record["annotations"]] == [[0.0, 1.0, 20.0, 4.0], [0.0, 1.0, 20.0, 4.0]]
+
+
+def write_json(root, coco):
+    path = root / "annotations.json"
+    path.write_text(json.dumps(coco))
+    return str(path)
+
+
+def coco_with_images(root, image_ids, annotations=(), size=(32, 48)):
+    """A COCO dict of images with the given ids (files named after their position) and ``annotations``."""
+    images = []
+    for position, image_id in enumerate(image_ids):
+        write_image(root / f"{position}.png", size)
+        images.append({"id": image_id, "file_name": f"{position}.png", "height": size[0], "width": size[1]})
+    return {"images": images, "annotations": list(annotations), "categories": CATEGORIES}
+
+
+def test_duplicate_image_ids_are_named(tmp_path):
+    coco = coco_with_images(tmp_path, [1, 2, 1], [annotation(1, [1, 1, 5, 5]), annotation(2, [2, 2, 5, 5], image_id=2)])
+    with pytest.raises(ValueError) as info:
+        load("duplicate_images", write_json(tmp_path, coco), tmp_path)
+    message = str(info.value)
+    assert message.endswith("annotations.json: 1 image id used more than once (ids must be unique): 1 (0.png, 2.png)")
+
+
+def test_duplicate_annotation_ids_are_named(tmp_path):
+    annotations = [annotation(4, [1, 1, 5, 5]), annotation(4, [2, 2, 5, 5], image_id=2), annotation(5, [1, 1, 5, 5])]
+    coco = coco_with_images(tmp_path, [1, 2], annotations)
+    with pytest.raises(ValueError) as info:
+        load("duplicate_annotations", write_json(tmp_path, coco), tmp_path)
+    message = str(info.value)
+    assert message.endswith(
+        "annotations.json: 1 annotation id used more than once (ids must be unique): 4 (image 1, image 2)"
+    )
+
+
+@pytest.mark.parametrize(
+    "bbox",
+    [
+        ["10", "10", "30", "30"],
+        "1234",
+        [True, 1, 5, 5],
+        ["a", 1, 2, 3],
+        [1, 1, float("nan"), 5],
+        [1, 1, float("inf"), 5],
+        [1, 2, 3],
+        None,
+    ],
+)
+def test_box_values_must_be_four_finite_numbers(tmp_path, bbox):
+    coco = coco_with_images(tmp_path, [7], [annotation(3, [1, 1, 5, 5], image_id=7), annotation(9, bbox, image_id=7)])
+    with pytest.raises(ValueError) as info:
+        load(f"bad_box_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    message = str(info.value)
+    assert message == (
+        f"{tmp_path / 'annotations.json'}: 1 annotation with a bbox that is not four finite numbers "
+        f"[x, y, width, height]: annotation 9 of image 7 ({tmp_path / '0.png'}) has bbox {json.dumps(bbox)}"
+    )
+
+
+@pytest.mark.parametrize("key", ["width", "height"])
+def test_image_without_width_or_height_is_named(tmp_path, key):
+    coco = coco_with_images(tmp_path, [1, 2])
+    del coco["images"][1][key]
+    with pytest.raises(ValueError) as info:
+        load(f"no_{key}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value).endswith(
+        "annotations.json: 1 image without one of the required keys 'id', 'file_name', 'width', 'height': "
+        f"image 2 (1.png) has no '{key}'"
+    )
+
+
+@pytest.mark.parametrize("size", ["48", 0, True, 47.5])
+def test_image_size_must_be_a_positive_whole_number(tmp_path, size):
+    coco = coco_with_images(tmp_path, [1])
+    coco["images"][0]["width"] = size
+    with pytest.raises(ValueError) as info:
+        load(f"bad_width_{size!r}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value).endswith(
+        f"annotations.json: 1 image whose width or height is not a positive whole number of pixels: "
+        f"image 1 (0.png) has width {json.dumps(size)}"
+    )
+
+
+@pytest.mark.parametrize("categories", [None, []])
+def test_json_without_categories_is_named(tmp_path, categories):
+    coco = coco_with_images(tmp_path, [1], [annotation(1, [1, 1, 5, 5])])
+    if categories is None:
+        del coco["categories"]
+    else:
+        coco["categories"] = categories
+    with pytest.raises(ValueError) as info:
+        load(f"no_categories_{categories}", write_json(tmp_path, coco), tmp_path)
+    assert f"{tmp_path / 'annotations.json'} has no 'categories'" in str(info.value)
+
+
+def crowd(ann_id, bbox, image_id=1):
+    return {**annotation(ann_id, bbox, image_id=image_id), "iscrowd": 1}
+
+
+def test_crowd_annotations_are_counted_in_the_load_summary(tmp_path, caplog):
+    annotations = [annotation(1, [1, 1, 5, 5]), crowd(2, [2, 2, 9, 9]), crowd(3, [3, 3, 9, 9], image_id=2)]
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        dicts = load("with_crowd", write_json(tmp_path, coco_with_images(tmp_path, [1, 2], annotations)), tmp_path)
+    assert sum(len(d["annotations"]) for d in dicts) == 3  # kept: the evaluation reads them
+    summaries = [m for m in caplog.messages if m.startswith("Dataset 'with_crowd': ")]
+    assert summaries == [
+        "Dataset 'with_crowd': 2 images, 3 annotations: 1 box to train on and 2 crowd annotations (iscrowd=1), "
+        "which training leaves out"
+    ]
+
+
+def test_a_split_without_trainable_boxes_fails_training_but_not_evaluation(tmp_path, caplog):
+    from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
+
+    annotations = [crowd(1, [1, 1, 5, 5]), crowd(2, [2, 2, 9, 9], image_id=2)]
+    name = register_coco_dataset("all_crowd", write_json(tmp_path, coco_with_images(tmp_path, [1, 2], annotations)),
+                                 str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="yolos_d2"):
+        dicts = get_detection_dataset_dicts(name, filter_empty=False)
+    assert "Dataset 'all_crowd' has no box to train on: all of its 2 annotations are crowd (iscrowd=1)" in caplog.text
+    # Evaluation reads it.
+    loader = build_detection_test_loader(dicts, mapper=DatasetMapper(is_train=False, augmentations=[], image_format="RGB"))
+    assert [batch[0]["image_id"] for batch in loader] == [1, 2]
+    # Training refuses it, saying why.
+    with pytest.raises(ValueError) as info:
+        build_train_loader(dicts, mapper=DatasetMapper(is_train=True, augmentations=[], image_format="RGB"),
+                           total_batch_size=1)
+    message = str(info.value)
+    assert message.startswith("The training dataset has no box to train on: 2 images, 2 annotations, all crowd (iscrowd=1)")
+    assert str(tmp_path) in message
+    # With filter_empty=True (the quick start), detectron2 removes the images first and stops, naming the split.
+    with pytest.raises(AssertionError, match="No valid data found in all_crowd"):
+        get_detection_dataset_dicts(name, filter_empty=True)
+
+
+def test_a_training_set_without_annotations_is_refused(tmp_path):
+    dicts = [{"file_name": str(tmp_path / "1.png"), "image_id": 1, "height": 32, "width": 48, "annotations": []}]
+    with pytest.raises(ValueError, match="The training dataset has no box to train on: 1 image, no annotations"):
+        build_train_loader(dicts, mapper=DatasetMapper(is_train=True, augmentations=[], image_format="RGB"),
+                           total_batch_size=1)

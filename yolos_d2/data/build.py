@@ -11,6 +11,8 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 from torch.utils.data import IterableDataset, Sampler, get_worker_info
 
+from .validation import check_trainable_boxes
+
 __all__ = ["ResumableTrainingSampler", "build_train_loader"]
 
 logger = logging.getLogger(__name__)
@@ -156,7 +158,8 @@ def build_train_loader(
     ``seed``. The batches, their images and their augmentations depend only on ``seed`` and the
     iteration, whatever ``num_workers`` and ``start_iter`` are (see :class:`_MappedTrainingStream`;
     unreadable images are skipped there). Batches are not grouped by aspect ratio (as in the
-    original), so the order does not depend on what was buffered.
+    original), so the order does not depend on what was buffered. A dataset without a box to
+    train on (only crowd annotations, or none) is refused with ``ValueError``.
 
     Args:
         dataset: dataset dicts, e.g. from ``get_detection_dataset_dicts``.
@@ -169,6 +172,7 @@ def build_train_loader(
             f"dataloader.train.total_batch_size={total_batch_size} is not divisible by the {world_size} workers"
         )
     batch_size = total_batch_size // world_size
+    check_trainable_boxes(dataset)
     sampler = ResumableTrainingSampler(len(dataset), seed=seed, start_index=start_iter * batch_size)
     stream = _MappedTrainingStream(dataset, sampler, mapper, batch_size=batch_size, seed=seed)
     return build_detection_train_loader(
