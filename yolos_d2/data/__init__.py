@@ -1,5 +1,5 @@
 from .build import ResumableTrainingSampler, build_train_loader
-from .datasets import check_num_classes, register_coco_dataset
+from .datasets import check_num_classes, register_coco_dataset, register_voc_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
 from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
 
@@ -17,4 +17,5 @@ __all__ = [
     "generate_synthetic_shapes",
     "register_coco_dataset",
     "register_synthetic_shapes",
+    "register_voc_dataset",
 ]
