@@ -121,7 +121,9 @@ def do_train(args, cfg):
         clip_grad_norm=cfg.train.clip_grad_norm,
         seed=cfg.train.seed,
     )
-    checkpointer = YOLOSCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = YOLOSCheckpointer(
+        model, cfg.train.output_dir, strict=cfg.train.init_checkpoint_strict, trainer=trainer
+    )
     trainer.register_hooks(build_hooks(cfg, model, checkpointer))
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
@@ -142,7 +144,7 @@ def main(args):
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
     if args.eval_only:
         model = wrap_ddp(cfg, instantiate(cfg.model).to(cfg.train.device))
-        YOLOSCheckpointer(model).load(cfg.train.init_checkpoint)
+        YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     return do_train(args, cfg)
 

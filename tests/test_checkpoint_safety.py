@@ -1,4 +1,5 @@
 """Checkpoints survive interrupted saves, and files that would run code when loaded are refused."""
+import errno
 import os
 import pickle
 import signal
@@ -64,20 +65,33 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     assert torch.equal(model.weight, expected.weight) and torch.equal(model.bias, expected.bias)
 
 
-def test_failed_save_keeps_the_previous_checkpoint_and_tag(tmp_path, monkeypatch):
+def _disk_full_save(obj, f, *args, **kwargs):
+    f.write(b"the first bytes of a checkpoint")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_while_saving_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     checkpointer = YOLOSCheckpointer(_linear(seed=0), str(tmp_path))
     checkpointer.save("model_0000000")
-
-    def failing_save(obj, f, *args, **kwargs):
-        f.write(b"the first bytes of a checkpoint")
-        raise OSError("No space left on device")
-
-    monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(torch, "save", _disk_full_save)
+    with pytest.raises(OSError) as info:
         checkpointer.save("model_0000001")
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (
+        f"[Errno 28] Could not save checkpoint {tmp_path / 'model_0000001.pth'}: ENOSPC (No space left on device). "
+        f"The previous checkpoint, {tmp_path / 'model_0000000.pth'}, is intact and tagged as the last one: "
+        "--resume continues from it."
+    )
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000000.pth"]
     assert checkpointer.get_checkpoint_file() == str(tmp_path / "model_0000000.pth")
     assert torch.equal(load_weights_file(str(tmp_path / "model_0000000.pth"))["model"]["weight"], _linear(0).weight)
+
+
+def test_disk_full_at_the_first_save_says_there_is_no_earlier_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch, "save", _disk_full_save)
+    with pytest.raises(OSError, match=rf"ENOSPC .*No earlier checkpoint is in {tmp_path}\.$"):
+        YOLOSCheckpointer(_linear(seed=0), str(tmp_path)).save("model_0000000")
+    assert os.listdir(tmp_path) == []
 
 
 class _CreatesFile:

@@ -90,7 +90,12 @@ def test_missing_and_unexpected_keys_are_reported_by_name(tmp_path, caplog):
     del state["detector.bbox_embed.layers.2.bias"]
     state["detector.extra_head.weight"] = torch.zeros(3)
     save_checkpoint_atomic({"model": state}, str(tmp_path / "partial.pth"))
-    with caplog.at_level("INFO"):
+    with pytest.raises(ValueError) as info:
         YOLOSCheckpointer(build_model("yolos_ti", SMALL)).load(str(tmp_path / "partial.pth"))
+    message = str(info.value)
+    assert "missing from the checkpoint (1 tensor): detector.bbox_embed.layers.2.bias\n" in message
+    assert "not in the model (1 tensor): detector.extra_head.weight\n" in message
+    with caplog.at_level("INFO"):
+        YOLOSCheckpointer(build_model("yolos_ti", SMALL), strict=False).load(str(tmp_path / "partial.pth"))
     assert "detector.bbox_embed.layers.2.bias" in caplog.text
     assert "detector.extra_head.weight" in caplog.text

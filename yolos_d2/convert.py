@@ -4,10 +4,13 @@ Convert DeiT/ViT, original YOLOS or Hugging Face YOLOS weights into a yolos_d2 c
     python -m yolos_d2.convert SRC DST --format {deit,yolos,hf} [--config-file CONFIG] [KEY=VALUE ...]
 
 SRC is a checkpoint file (for ``hf``, the folder written by ``save_pretrained``); DST is written
-atomically as ``{"model": state_dict}``, loadable with ``DetectionCheckpointer`` or as
-``train.init_checkpoint``. With ``--config-file`` (required for ``deit``, whose position
-embedding is resized to the config's ``init_pe_size``) the result is checked against the model the
-config builds and the keys it leaves to the model's initialisation are listed.
+atomically as ``{"model": state_dict, "new_keys": [...]}``, loadable with ``DetectionCheckpointer``
+or as ``train.init_checkpoint``. "new_keys" names the model's tensors the source format does not
+have (for ``deit``: the ``[DET]`` tokens, their and the mid-layer position embeddings, the heads);
+``YOLOSCheckpointer`` leaves them to the model's initialisation. With ``--config-file`` (required
+for ``deit``, whose position embedding is resized to the config's ``init_pe_size``) the result is
+checked against the model the config builds and the keys it leaves to the model's initialisation
+are listed.
 """
 import argparse
 import logging
@@ -17,6 +20,7 @@ from detectron2.config import instantiate
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import check_checkpoint_fits, convert_file, save_checkpoint_atomic
+from .checkpoint.converters import NEW_KEYS
 from .config import load_config
 
 logger = logging.getLogger("yolos_d2.convert")
@@ -64,7 +68,8 @@ def main(argv=None) -> int:
         new = sorted(set(model.state_dict()) - set(state))
         if new:
             logger.info("Left to the model's initialisation (%d): %s", len(new), ", ".join(new))
-    save_checkpoint_atomic({"model": state, "__author__": "yolos_d2.convert"}, args.dst)
+    checkpoint = {"model": state, "__author__": "yolos_d2.convert", "new_keys": NEW_KEYS[args.format]}
+    save_checkpoint_atomic(checkpoint, args.dst)
     logger.info("Wrote %d tensors to %s", len(state), args.dst)
     return 0
 

@@ -116,8 +116,8 @@ def main(argv=None) -> int:
         parser.error(f"train.init_checkpoint={checkpoint!r}: file not found")
     else:
         try:
-            YOLOSCheckpointer(model).load(checkpoint)
-        except ValueError as e:  # weights of another variant, or not converted to yolos_d2
+            YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict).load(checkpoint)
+        except ValueError as e:  # weights that do not fit the model, or not converted to yolos_d2
             parser.error(str(e))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)

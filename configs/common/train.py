@@ -6,6 +6,9 @@ train = dict(
     # A yolos_d2 checkpoint: a converted DeiT ImageNet model to fine-tune, or a trained YOLOS
     # (see README, "Weights"); empty trains from random initialisation.
     init_checkpoint="",
+    # False loads a checkpoint that lacks some of the model's tensors, or holds others, on purpose
+    # (logging them); by default that is an error naming them.
+    init_checkpoint_strict=True,
     max_iter=0,
     # Autocast dtype: None (full precision), "float16" or "bfloat16".
     amp=dict(dtype=None),

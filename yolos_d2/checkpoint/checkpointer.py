@@ -1,16 +1,18 @@
-"""A DetectionCheckpointer that loads safely, saves atomically and refuses weights of another YOLOS variant."""
+"""A DetectionCheckpointer that loads safely, saves atomically and refuses weights that do not fit the model."""
+import errno
 import logging
 import os
 import re
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from .io import load_weights_file, save_checkpoint_atomic, write_atomic
+from .io import load_weights_file, save_checkpoint_atomic, state_dict_of, write_atomic
+from .keys import compact_key_names
 
-__all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "describe_variant"]
+__all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "check_finite", "describe_variant"]
 
 # (embed_dim, depth) of the paper's backbones.
 _VARIANTS = {(192, 12): "YOLOS-Ti", (384, 12): "YOLOS-S", (330, 14): "YOLOS-S-dWr", (768, 12): "YOLOS-B"}
@@ -64,21 +66,41 @@ class YOLOSCheckpointer(DetectionCheckpointer):
 
     - ``.pth``/``.safetensors`` files load with ``torch.load(weights_only=True)``/safetensors, and
       ``.pkl`` files (detectron2's model-zoo format) with an unpickler that builds only numpy
-      arrays; a file that would run code when loaded is refused with an error naming it;
+      arrays; a file that would run code when loaded is refused with an error naming it, and so
+      is a file that holds no state dict;
     - checkpoints and the ``last_checkpoint`` tag are written atomically: a run killed while
-      saving leaves the previous checkpoint and tag intact, and ``--resume`` loads them;
+      saving leaves the previous checkpoint and tag intact, and ``--resume`` loads them; a save
+      that fails (e.g. a full disk) says so, naming the file and the intact previous checkpoint;
     - weights of another variant (or another ``init_pe_size``) raise an error naming the variant
       and the shapes that differ, instead of being skipped with a warning;
     - unconverted DeiT, original YOLOS or Hugging Face checkpoints raise an error that gives the
       conversion command;
-    - a checkpoint trained for another number of classes (e.g. COCO weights fine-tuned on a
-      user's dataset) loads all but the class head's output layer, which keeps its fresh
-      initialisation, and says so in the log.
-    Missing and unexpected keys are reported by name, as detectron2 does.
+    - a checkpoint that lacks tensors of the model or holds tensors the model does not have
+      (another depth, another model) raises an error naming them by module, e.g.
+      ``detector.backbone.blocks.1-3``; ``strict=False`` loads the tensors that match on purpose
+      and logs the others. Always allowed to be missing, and logged: the class head's output
+      layer of a checkpoint trained for another number of classes (e.g. COCO weights fine-tuned
+      on a user's dataset), which keeps its fresh initialisation, and the keys that
+      ``python -m yolos_d2.convert`` records as new in the file (under "new_keys");
+    - weights holding infinite or NaN values raise an error naming the tensors.
+    Nothing is loaded into the model when one of these errors is raised.
     """
 
+    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, strict: bool = True, **kwargs):
+        """
+        Args:
+            model, save_dir, kwargs: as for ``DetectionCheckpointer``.
+            strict: missing and unexpected model tensors are an error; False loads what matches.
+        """
+        super().__init__(model, save_dir, **kwargs)
+        self.strict = strict
+
     def save(self, name: str, **kwargs) -> None:
-        """Save ``<save_dir>/<name>.pth`` as detectron2 does, then tag it; each file written atomically."""
+        """
+        Save ``<save_dir>/<name>.pth`` as detectron2 does, then tag it; each file written
+        atomically. Raises ``OSError`` naming the file, the error (e.g. ENOSPC) and the previous
+        checkpoint, intact, if it cannot be written.
+        """
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -87,8 +109,19 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        save_checkpoint_atomic(data, save_file)
-        self.tag_last_checkpoint(basename)
+        previous = self.get_checkpoint_file() if self.has_checkpoint() else None
+        try:
+            save_checkpoint_atomic(data, save_file)
+            self.tag_last_checkpoint(basename)
+        except OSError as e:
+            kept = (
+                f"The previous checkpoint, {previous}, is intact and tagged as the last one: "
+                "--resume continues from it."
+                if previous
+                else f"No earlier checkpoint is in {self.save_dir}."
+            )
+            reason = f"{errno.errorcode.get(e.errno, 'error')} ({e.strerror})" if e.errno else str(e)
+            raise OSError(e.errno, f"Could not save checkpoint {save_file}: {reason}. {kept}") from e
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         tag_file = os.path.join(self.save_dir, "last_checkpoint")
@@ -96,17 +129,19 @@ class YOLOSCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict:
         loaded = load_weights_file(filename)
-        if not isinstance(loaded.get("model"), dict):
-            loaded = {"model": loaded}
-        consume_prefix_in_state_dict_if_present(loaded["model"], "module.")
-        self._drop_other_class_head(loaded["model"], filename)
-        self._check(loaded["model"], filename)
-        return loaded
+        state = state_dict_of(loaded, filename)
+        consume_prefix_in_state_dict_if_present(state, "module.")
+        reinitialised = self._drop_other_class_head(state, filename)
+        self._check(state, filename, new_keys=list(loaded.get("new_keys", [])), reinitialised=reinitialised)
+        return {**loaded, "model": state}
 
-    def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> None:
+    def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> List[str]:
         """
         Remove the class head's output layer from ``state`` if it differs from the model's in its
         class count only (a different width is another variant, which :meth:`_check` reports).
+
+        Returns:
+            the keys removed.
         """
         model_state = self.model.state_dict()
         last = max((int(m[1]) for m in map(_CLASS_LAYER.match, model_state) if m), default=None)
@@ -116,18 +151,20 @@ class YOLOSCheckpointer(DetectionCheckpointer):
             for k in output_layer
             if k in state and state[k].shape != model_state[k].shape and state[k].shape[1:] == model_state[k].shape[1:]
         ]
-        if not differing:
-            return
-        # Weight (C + 1, D) and bias (C + 1,): C classes plus "no object".
-        logging.getLogger(__name__).warning(
-            f"{filename!r} has a class head for {state[differing[0]].shape[0] - 1} classes, the model for "
-            f"{model_state[differing[0]].shape[0] - 1}: re-initialised {', '.join(differing)}; "
-            "everything else is loaded from the checkpoint."
-        )
+        if differing:
+            # Weight (C + 1, D) and bias (C + 1,): C classes plus "no object".
+            logging.getLogger(__name__).warning(
+                f"{filename!r} has a class head for {state[differing[0]].shape[0] - 1} classes, the model for "
+                f"{model_state[differing[0]].shape[0] - 1}: re-initialised {', '.join(differing)}; "
+                "everything else is loaded from the checkpoint."
+            )
         for k in differing:
             del state[k]
+        return differing
 
-    def _check(self, state: Dict[str, torch.Tensor], filename: str) -> None:
+    def _check(
+        self, state: Dict[str, torch.Tensor], filename: str, new_keys: List[str], reinitialised: List[str]
+    ) -> None:
         if not any(k.startswith("detector.") for k in state):
             fmt = _unconverted_format(state)
             if fmt is not None:
@@ -137,6 +174,84 @@ class YOLOSCheckpointer(DetectionCheckpointer):
                     f"python -m yolos_d2.convert {filename} OUT.pth --format {name} --config-file CONFIG"
                 )
         check_checkpoint_fits(self.model, state, filename)
+        self._check_keys(state, filename, new_keys, reinitialised)
+        check_finite(state, filename, keys=self.model.state_dict().keys())
+
+    def _check_keys(
+        self, state: Dict[str, torch.Tensor], filename: str, new_keys: List[str], reinitialised: List[str]
+    ) -> None:
+        """
+        Raise (or with ``strict=False`` log) the model tensors ``state`` lacks and the tensors the
+        model lacks, except those named by ``new_keys`` (keys or module prefixes) and
+        ``reinitialised``, which may be missing.
+        """
+        model_state = self.model.state_dict()
+        missing = [k for k in model_state if k not in state and k not in reinitialised]
+        new = [k for k in missing if any(k == p or k.startswith(p + ".") for p in new_keys)]
+        if new:
+            self.logger.warning(
+                f"{filename!r} leaves to the model's initialisation, as recorded when it was converted: "
+                f"{', '.join(compact_key_names(new, model_state))}"
+            )
+        missing = [k for k in missing if k not in new]
+        unexpected = [k for k in state if k not in model_state]
+        if not missing and not unexpected:
+            return
+        listing = "\n  ".join(
+            f"{what} ({_tensors(len(keys))}): {_shorten(compact_key_names(keys, universe))}"
+            for what, keys, universe in [
+                ("missing from the checkpoint", missing, model_state),
+                ("not in the model", unexpected, state),
+            ]
+            if keys
+        )
+        if not self.strict:
+            self.logger.warning(
+                f"Loading {filename!r} partially (strict=False): the tensors missing from the checkpoint keep "
+                f"the model's initialisation, those not in the model are ignored.\n  {listing}"
+            )
+            return
+        summary = ""
+        if len(unexpected) == len(state):
+            summary += f" None of its {_tensors(len(state))} has the name of one of the model's."
+        variants = describe_variant(state), describe_variant(model_state)
+        if variants[0] != variants[1]:
+            summary += f" It holds {variants[0]}, the model is {variants[1]}."
+        raise ValueError(
+            f"Checkpoint {filename!r} does not fit the model.{summary}\n  {listing}\n"
+            "Load a checkpoint of this model (or use the config it was trained with), or set "
+            "train.init_checkpoint_strict=False to load the tensors that match on purpose and keep the "
+            "model's initialisation for the others."
+        )
+
+    def _log_incompatible_keys(self, incompatible) -> None:
+        """Nothing: :meth:`_check_keys` has logged the missing and unexpected keys, by module."""
+
+
+def check_finite(state: Dict[str, torch.Tensor], source: str, keys: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the tensors of ``state`` among ``keys`` that hold infinite or NaN values."""
+    bad = []
+    for k in keys:
+        if k not in state:
+            continue
+        value = torch.as_tensor(state[k])
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            counts = [(int(value.isnan().sum()), "NaN"), (int(value.isinf().sum()), "inf")]
+            bad.append(f"{k} ({', '.join(f'{n} {what}' for n, what in counts if n)})")
+    if bad:
+        raise ValueError(
+            f"Checkpoint {source!r} holds infinite or NaN values in {len(bad)} tensors: {_shorten(bad)}. "
+            "It was saved by a run that diverged, or the file is damaged: load an earlier checkpoint."
+        )
+
+
+def _tensors(count: int) -> str:
+    return f"{count} tensor" + ("s" if count != 1 else "")
+
+
+def _shorten(names: List[str], limit: int = 12) -> str:
+    more = f", ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
 
 
 def _unconverted_format(state: Dict[str, torch.Tensor]) -> Optional[tuple]:

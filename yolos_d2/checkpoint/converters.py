@@ -14,12 +14,27 @@ import torch
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..modeling.position_embedding import Grid, resize_patch_pos_embed, square_grid
-from .io import load_weights_file
+from .io import load_weights_file, state_dict_of
 
 logger = logging.getLogger(__name__)
 
 StateDict = Dict[str, torch.Tensor]
 BACKBONE = "detector.backbone."
+
+# The model's tensors (or modules) that each source format does not have: a checkpoint converted
+# from it records them under "new_keys", and YOLOSCheckpointer lets them keep the model's
+# initialisation instead of reporting them missing.
+NEW_KEYS = {
+    "deit": [
+        BACKBONE + "det_token",
+        BACKBONE + "det_pos_embed",
+        BACKBONE + "mid_pos_embed",
+        "detector.class_embed",
+        "detector.bbox_embed",
+    ],
+    "yolos": [],
+    "hf": [],
+}
 
 # Keys of a DeiT/timm ViT that YOLOS uses, with the same names.
 _VIT_KEY = re.compile(r"^(cls_token|patch_embed\.proj\.(weight|bias)|blocks\.\d+\..+|norm\.(weight|bias))$")
@@ -204,8 +219,7 @@ def convert_file(
                                       "use_mid_position_embeddings", "layer_norm_eps")),
         )
         return convert_huggingface(state, config.get("num_detection_tokens", 100), keep_class_ids)
-    loaded = load_weights_file(src)
-    state = loaded["model"] if isinstance(loaded.get("model"), dict) else loaded
+    state = state_dict_of(load_weights_file(src), src)
     if fmt == "deit":
         if init_grid is None:
             raise ValueError("Converting DeiT weights needs the target init_pe_size (give --config-file)")

@@ -5,6 +5,7 @@ import pickle
 import uuid
 from typing import IO, Any, Callable, Dict
 
+import numpy as np
 import torch
 
 # What a detectron2 model-zoo ``.pkl`` file ({"model": numpy arrays, "__author__": ...}) needs to
@@ -43,14 +44,25 @@ def load_weights_file(path: str) -> Dict[str, Any]:
 
     Raises:
         FileNotFoundError if ``path`` does not exist; ValueError naming ``path`` if it cannot be
-        read or holds objects whose loading could run code.
+        read, holds objects whose loading could run code, or holds something other than a dict.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
+    loaded = _load(path)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path!r} is not a readable checkpoint: it holds a {type(loaded).__name__}, not a dict")
+    return loaded
+
+
+def _load(path: str) -> Any:
     if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(path, device="cpu")
+        try:
+            return load_file(path, device="cpu")
+        except SafetensorError as e:
+            raise ValueError(f"{path!r} is not a readable checkpoint: safetensors says {e}") from None
     try:
         if path.endswith(".pkl"):
             with open(path, "rb") as f:  # latin1 reads Python 2 pickles, as detectron2 does
@@ -68,6 +80,25 @@ def load_weights_file(path: str) -> Dict[str, Any]:
         ) from None
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"{path!r} is not a readable checkpoint: {e}") from None
+
+
+def state_dict_of(checkpoint: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """
+    The state dict in ``checkpoint`` (as :func:`load_weights_file` returns it from ``path``): its
+    "model" entry if that is a dict, else the checkpoint itself.
+
+    Raises:
+        ValueError naming ``path`` and an entry if the state dict holds anything but tensors and
+        numpy arrays under string names.
+    """
+    state = checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, (torch.Tensor, np.ndarray)):
+            raise ValueError(
+                f"{path!r} is not a readable checkpoint: its entry {key!r} holds a {type(value).__name__}, "
+                "where a state dict (names to tensors), alone or under 'model', is expected"
+            )
+    return state
 
 
 def save_checkpoint_atomic(obj: Dict[str, Any], path: str) -> None:
