@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetCatalog, DatasetMapper
 from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.structures import BoxMode
@@ -328,3 +329,119 @@ def test_a_training_set_without_annotations_is_refused(tmp_path):
     with pytest.raises(ValueError, match="The training dataset has no box to train on: 1 image, no annotations"):
         build_train_loader(dicts, mapper=DatasetMapper(is_train=True, augmentations=[], image_format="RGB"),
                            total_batch_size=1)
+
+
+# 16-bit levels and their 8-bit values round(v * 255 / 65535), computed by hand: the 256 multiples
+# of 257 are exactly 0..255; 128 -> 0.498, 129 -> 0.502, 32767 -> 127.498, 32768 -> 127.502.
+GRADIENT_16 = np.arange(256, dtype=np.uint16) * 257
+ROUNDING_16 = np.array([0, 128, 129, 32767, 32768, 65535], dtype=np.uint16)
+ROUNDING_8 = np.array([0, 0, 1, 127, 128, 255], dtype=np.uint8)
+
+
+def write_16_bit(path):
+    """Rows: the full 16-bit gradient over 256 columns, then the rounding cases (padded with zeros)."""
+    rows = np.zeros((2, 256), dtype=np.uint16)
+    rows[0], rows[1, : len(ROUNDING_16)] = GRADIENT_16, ROUNDING_16
+    Image.fromarray(rows).save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("suffix, pil_mode", [(".png", "I"), (".tif", "I;16")])
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path, suffix, pil_mode):
+    from detectron2.data.detection_utils import read_image as detectron2_read_image
+
+    from yolos_d2.data import DatasetMapper, read_image
+
+    path = write_16_bit(tmp_path / f"gradient{suffix}")
+    assert Image.open(path).mode == pil_mode
+    assert (detectron2_read_image(path, format="RGB")[0] == 255).mean() > 0.99  # the gradient clipped by detectron2
+    expected = np.zeros((2, 256), dtype=np.uint8)
+    expected[0], expected[1, : len(ROUNDING_8)] = np.arange(256), ROUNDING_8
+    expected = np.repeat(expected[:, :, None], 3, axis=2)
+    np.testing.assert_array_equal(read_image(path, format="RGB"), expected)
+    np.testing.assert_array_equal(read_image(path, format="L")[:, :, 0], expected[:, :, 0])
+    for is_train in (False, True):
+        mapper = DatasetMapper(is_train=is_train, augmentations=[], image_format="RGB")
+        image = mapper({"file_name": path, "height": 2, "width": 256, "image_id": 1, "annotations": []})["image"]
+        np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), expected)
+
+
+def test_16_bit_colour_images_keep_their_levels(tmp_path):
+    import cv2
+
+    from yolos_d2.data import read_image
+
+    rgb = np.stack([GRADIENT_16, GRADIENT_16[::-1], np.full(256, 32768, dtype=np.uint16)], axis=-1)[None]
+    cv2.imwrite(str(tmp_path / "rgb48.png"), rgb[:, :, ::-1])
+    image = read_image(str(tmp_path / "rgb48.png"), format="RGB").astype(int)
+    scaled = np.round(rgb.astype(float) * 255 / 65535)
+    assert np.abs(image - scaled).max() <= 1  # Pillow keeps each value's high byte
+
+
+@pytest.mark.parametrize("dtype, described", [(np.float32, "floating-point"), (np.int32, "32-bit integer")])
+def test_images_without_a_defined_range_are_refused_by_name(tmp_path, dtype, described):
+    from yolos_d2.data import read_image
+
+    path = tmp_path / "levels.tif"
+    Image.fromarray(np.linspace(0, 1000, 32, dtype=dtype).reshape(4, 8)).save(path)
+    with pytest.raises(ValueError) as info:
+        read_image(str(path), format="RGB")
+    mode = Image.open(path).mode
+    assert str(info.value) == (
+        f"{path}: {described} images (PIL mode {mode!r}) are not supported: the range of their values is not "
+        "defined. Convert the image to 8 or 16 bits per channel"
+    )
+
+
+@pytest.mark.parametrize("mode", ["1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "exif"])
+@pytest.mark.parametrize("image_format", ["RGB", "BGR", "L"])
+def test_8_bit_images_are_read_as_detectron2_reads_them(tmp_path, mode, image_format):
+    from detectron2.data.detection_utils import read_image as detectron2_read_image
+
+    from yolos_d2.data import read_image
+
+    if mode == "exif":
+        path = _exif_rotated_photo(tmp_path / "photo.jpg")
+    else:
+        rgb = Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8))
+        path = str(tmp_path / f"{mode}.{'jpg' if mode == 'CMYK' else 'png'}")
+        (rgb.convert(mode) if mode != "P" else rgb.quantize(32)).save(path)
+    expected = detectron2_read_image(path, format=image_format)
+    np.testing.assert_array_equal(read_image(path, format=image_format), expected)
+
+
+@pytest.mark.parametrize("is_train", [False, True])
+def test_mapper_maps_8_bit_images_and_boxes_as_detectron2s(tmp_path, is_train):
+    import detectron2.data.transforms as T
+
+    from yolos_d2.data import DatasetMapper as YOLOSDatasetMapper
+
+    path = write_image(tmp_path / "1.png")
+    boxes = [([2, 3, 10, 12], 0), ([20, 4, 30, 20], 1), ([1, 1, 5, 5], 1)]
+    record = {"file_name": path, "height": 32, "width": 48, "image_id": 1, "annotations": [
+        {"bbox": b, "bbox_mode": BoxMode.XYWH_ABS, "category_id": c, "iscrowd": int(i == 2)}
+        for i, (b, c) in enumerate(boxes)
+    ]}
+    outputs = []
+    for mapper_class in (DatasetMapper, YOLOSDatasetMapper):
+        np.random.seed(0)
+        augmentations = [T.RandomFlip(horizontal=True), T.ResizeShortestEdge(40, 64)]
+        outputs.append(mapper_class(is_train=is_train, augmentations=augmentations, image_format="RGB")(record))
+    theirs, ours = outputs
+    assert sorted(ours) == sorted(theirs)
+    assert ours["image"].shape == (3, 40, 60) and torch.equal(ours["image"], theirs["image"])
+    if is_train:
+        assert ours["instances"].gt_boxes.tensor.tolist() == theirs["instances"].gt_boxes.tensor.tolist()
+        assert ours["instances"].gt_classes.tolist() == theirs["instances"].gt_classes.tolist() == [0, 1]
+    assert record["annotations"][0]["bbox"] == [2, 3, 10, 12]  # the input is not changed
+
+
+def test_mapper_refuses_what_it_does_not_map(tmp_path):
+    from yolos_d2.data import DatasetMapper as YOLOSDatasetMapper
+
+    path = write_image(tmp_path / "1.png")
+    mapper = YOLOSDatasetMapper(is_train=True, augmentations=[], image_format="RGB")
+    with pytest.raises(ValueError, match=r"1\.png has a sem_seg_file_name: use detectron2's DatasetMapper"):
+        mapper({"file_name": path, "height": 32, "width": 48, "sem_seg_file_name": path})
+    with pytest.raises(ValueError, match="does not load precomputed proposals"):
+        YOLOSDatasetMapper(is_train=True, augmentations=[], image_format="RGB", precomputed_proposal_topk=100)

@@ -1,4 +1,6 @@
 from .build import ResumableTrainingSampler, build_train_loader
+from .images import read_image
+from .mapper import DatasetMapper
 from .datasets import check_num_classes, register_coco_dataset, register_voc_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
 from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
@@ -6,6 +8,7 @@ from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmenta
 register_synthetic_shapes()
 
 __all__ = [
+    "DatasetMapper",
     "DETRResizeShortestEdge",
     "RandomSelect",
     "ResumableTrainingSampler",
@@ -15,6 +18,7 @@ __all__ = [
     "detr_test_augmentations",
     "detr_train_augmentations",
     "generate_synthetic_shapes",
+    "read_image",
     "register_coco_dataset",
     "register_synthetic_shapes",
     "register_voc_dataset",

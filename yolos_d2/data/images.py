@@ -1,0 +1,47 @@
+"""
+Reading image files into 8-bit arrays whatever their bit depth: detectron2's ``read_image``
+clips 16-bit images to 255 (a full-range 16-bit gradient comes out 99.6% white).
+"""
+from typing import Optional
+
+import numpy as np
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+from detectron2.utils.file_io import PathManager
+from PIL import Image, ImageOps
+
+__all__ = ["read_image"]
+
+# PIL modes of 16-bit single-channel images. Pillow opens a 16-bit PNG as mode "I" (32-bit
+# integers) holding 0..65535: PNG has at most 16 bits per sample.
+_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+# PIL modes whose values have no defined range, which cannot be mapped to 0..255.
+_UNDEFINED_RANGE = {"I": "32-bit integer", "F": "floating-point", "I;16S": "signed 16-bit integer"}
+
+
+def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
+    """
+    Read an image file as detectron2's ``read_image`` does (turned by its EXIF orientation, then
+    converted to ``format``: "RGB", "BGR", "L", any PIL mode, "YUV-BT.601" or None to keep the
+    file's), but with 16-bit images scaled to 8 bits: value * 255 / 65535, rounded. 16-bit
+    colour PNGs are read by Pillow with the high byte of each value.
+
+    Returns:
+        (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
+
+    Raises:
+        ValueError naming the file for 32-bit integer, signed 16-bit and floating-point images,
+        whose values have no defined range; OSError (from PIL) for a file that cannot be decoded.
+    """
+    with PathManager.open(file_name, "rb") as f:
+        image = Image.open(f)
+        sixteen_bit = image.mode in _16_BIT_MODES or (image.mode == "I" and image.format == "PNG")
+        if not sixteen_bit and image.mode in _UNDEFINED_RANGE:
+            raise ValueError(
+                f"{file_name}: {_UNDEFINED_RANGE[image.mode]} images (PIL mode {image.mode!r}) are not supported: "
+                "the range of their values is not defined. Convert the image to 8 or 16 bits per channel"
+            )
+        image = ImageOps.exif_transpose(image)
+        if sixteen_bit:
+            levels = np.asarray(image, dtype=np.uint32)
+            image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
+        return convert_PIL_to_numpy(image, format)
