@@ -10,6 +10,8 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import get_event_storage
 
+from ..modeling.criterion import NonFinitePredictionError
+
 __all__ = ["YOLOSTrainer"]
 
 _AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -27,7 +29,9 @@ class YOLOSTrainer(TrainerBase):
       seeded per sample, see :func:`yolos_d2.data.build_train_loader`), and every step reseeds
       the random generators, so a resumed run sees the same images, augmentations and drop paths
       as an uninterrupted one, with any number of data-loader workers;
-    - a non-finite loss stops the run naming the iteration, the loss terms and the image ids.
+    - infinite or NaN predictions (found by the criterion before matching) or losses stop the run
+      before the step is applied, with a ``FloatingPointError`` naming the iteration, the loss
+      terms (those of the last iteration for predictions) and the image ids of the batch.
 
     Its state (saved by a checkpointer given ``trainer=``) holds the iteration, the hooks' state,
     the optimizer, the grad scaler and the data seed.
@@ -66,6 +70,7 @@ class YOLOSTrainer(TrainerBase):
         self.device_type = next(model.parameters()).device.type
         self.grad_scaler = torch.amp.GradScaler(self.device_type, enabled=self.amp_dtype == torch.float16)
         self._data_iter = None
+        self._last_losses = None  # (iteration, {name: value}) of the last finite losses
 
     def before_train(self):
         # Built here, once the start iteration and the seed of a resumed run are known.
@@ -83,7 +88,11 @@ class YOLOSTrainer(TrainerBase):
         seed_all_rng(int(np.random.SeedSequence([self.seed, self.iter, comm.get_rank()]).generate_state(1)[0]))
 
         with torch.autocast(self.device_type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss_dict = self.model(data)
+            try:
+                loss_dict = self.model(data)
+            except NonFinitePredictionError as e:
+                what = f"Predictions became infinite or NaN at iteration {self.iter} ({e})"
+                raise self._non_finite_error(what, data) from e
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(losses).backward()
@@ -98,13 +107,9 @@ class YOLOSTrainer(TrainerBase):
     def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, data: List[Dict]):
         """Log the losses averaged over workers (and the slowest worker's data time); stop on NaN/inf."""
         metrics = {k: v.detach().float().item() for k, v in loss_dict.items()}
-        total = sum(metrics.values())
-        if not np.isfinite(total):
-            image_ids = [d.get("image_id") for d in data]
-            raise FloatingPointError(
-                f"Loss became infinite or NaN at iteration {self.iter}: {metrics}; "
-                f"image ids of the batch on rank {comm.get_rank()}: {image_ids}"
-            )
+        if not np.isfinite(sum(metrics.values())):
+            raise self._non_finite_error(f"Loss became infinite or NaN at iteration {self.iter}: {metrics}", data)
+        self._last_losses = self.iter, metrics
         all_metrics = comm.gather({"data_time": data_time, **metrics})
         if comm.is_main_process():
             storage = get_event_storage()
@@ -114,6 +119,14 @@ class YOLOSTrainer(TrainerBase):
             storage.put_scalars(**means)
             if self.grad_scaler.is_enabled():
                 storage.put_scalar("grad_scale", self.grad_scaler.get_scale())
+
+    def _non_finite_error(self, what: str, data: List[Dict]) -> FloatingPointError:
+        """``what`` went wrong on the batch ``data``: add the last finite losses and the batch's image ids."""
+        last = "no loss computed yet in this run"
+        if self._last_losses is not None:
+            last = "losses of iteration {}: {}".format(*self._last_losses)
+        image_ids = [d.get("image_id") for d in data]
+        return FloatingPointError(f"{what}; {last}; image ids of the batch on rank {comm.get_rank()}: {image_ids}")
 
     def state_dict(self):
         state = super().state_dict()

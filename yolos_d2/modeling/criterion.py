@@ -10,9 +10,39 @@ from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from .matcher import HungarianMatcher
 
-__all__ = ["SetCriterion"]
+__all__ = ["NonFinitePredictionError", "SetCriterion"]
 
 DEFAULT_LOSS_WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+class NonFinitePredictionError(FloatingPointError):
+    """
+    Predictions given to :class:`SetCriterion` hold infinite or NaN values; the message names the
+    outputs and the images of the batch. The trainer adds the iteration and the images' ids.
+    """
+
+
+def check_finite_predictions(outputs: Dict[str, torch.Tensor]) -> None:
+    """
+    Raise :class:`NonFinitePredictionError` naming the outputs ("pred_logits", "pred_boxes") and
+    the images of the batch (by position) where they hold infinite or NaN values. One reduction
+    per output and a single device synchronisation when all values are finite.
+    """
+    names = ("pred_logits", "pred_boxes")
+    if torch.stack([torch.isfinite(outputs[name]).all() for name in names]).all():
+        return
+    problems = []
+    for name in names:
+        values = outputs[name].detach().flatten(1)
+        found = [
+            f"{what} in batch images {images}"
+            for what, test in (("inf", torch.isinf), ("NaN", torch.isnan))
+            for images in [test(values).any(1).nonzero().flatten().tolist()]
+            if images
+        ]
+        if found:
+            problems.append(f"{name}: {', '.join(found)}")
+    raise NonFinitePredictionError("; ".join(problems))
 
 
 class SetCriterion(nn.Module):
@@ -78,7 +108,12 @@ class SetCriterion(nn.Module):
             - stats, not to be optimised: "class_error", 100 - top-1 accuracy (%) of the matched
               tokens over all C + 1 classes. It is left out when the batch has no target box,
               where it is undefined (DETR reports 100 there).
+
+        Raises:
+            NonFinitePredictionError: if the predictions hold infinite or NaN values (checked
+                before matching, which would fail on them without naming them).
         """
+        check_finite_predictions(outputs)
         indices = self.matcher(outputs, targets)
         matched = (
             torch.cat([torch.full_like(tokens, i) for i, (tokens, _) in enumerate(indices)]),
