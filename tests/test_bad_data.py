@@ -381,10 +381,11 @@ def test_16_bit_colour_images_keep_their_levels(tmp_path):
 @pytest.mark.parametrize("dtype, described", [(np.float32, "floating-point"), (np.int32, "32-bit integer")])
 def test_images_without_a_defined_range_are_refused_by_name(tmp_path, dtype, described):
     from yolos_d2.data import read_image
+    from yolos_d2.data.images import UnsupportedImageError
 
     path = tmp_path / "levels.tif"
     Image.fromarray(np.linspace(0, 1000, 32, dtype=dtype).reshape(4, 8)).save(path)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(UnsupportedImageError) as info:
         read_image(str(path), format="RGB")
     mode = Image.open(path).mode
     assert str(info.value) == (

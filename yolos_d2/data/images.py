@@ -9,13 +9,20 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 from PIL import Image, ImageOps
 
-__all__ = ["read_image"]
+__all__ = ["UnsupportedImageError", "read_image"]
 
 # PIL modes of 16-bit single-channel images. Pillow opens a 16-bit PNG as mode "I" (32-bit
 # integers) holding 0..65535: PNG has at most 16 bits per sample.
 _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # PIL modes whose values have no defined range, which cannot be mapped to 0..255.
 _UNDEFINED_RANGE = {"I": "32-bit integer", "F": "floating-point", "I;16S": "signed 16-bit integer"}
+
+
+class UnsupportedImageError(OSError):
+    """
+    An image whose values cannot be mapped to 0..255. An ``OSError``, as PIL's errors for files it
+    cannot read are, so that the training loader and the demo skip it as an unreadable image.
+    """
 
 
 def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
@@ -29,14 +36,15 @@ def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
         (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
 
     Raises:
-        ValueError naming the file for 32-bit integer, signed 16-bit and floating-point images,
-        whose values have no defined range; OSError (from PIL) for a file that cannot be decoded.
+        UnsupportedImageError naming the file for 32-bit integer, signed 16-bit and
+        floating-point images, whose values have no defined range; OSError (from PIL) for a file
+        that cannot be decoded.
     """
     with PathManager.open(file_name, "rb") as f:
         image = Image.open(f)
         sixteen_bit = image.mode in _16_BIT_MODES or (image.mode == "I" and image.format == "PNG")
         if not sixteen_bit and image.mode in _UNDEFINED_RANGE:
-            raise ValueError(
+            raise UnsupportedImageError(
                 f"{file_name}: {_UNDEFINED_RANGE[image.mode]} images (PIL mode {image.mode!r}) are not supported: "
                 "the range of their values is not defined. Convert the image to 8 or 16 bits per channel"
             )
