@@ -1,6 +1,8 @@
 """The demo, [DET]-token statistics and attention-map tools, run in-process on a tiny random model."""
 import json
+import logging
 import os
+import shutil
 import textwrap
 import types
 
@@ -52,6 +54,19 @@ def tiny(tmp_path_factory):
             """
         )
     )
+    # Without a test-time resize, as configs/quickstart.py.
+    unresized = root / "tiny_unresized.py"
+    unresized.write_text(
+        textwrap.dedent(
+            f"""
+            from detectron2.config import LazyConfig
+
+            _base = LazyConfig.load({str(config)!r})
+            model, dataloader, train = _base.model, _base.dataloader, _base.train
+            dataloader.test.mapper.augmentations = []
+            """
+        )
+    )
     torch.manual_seed(0)
     YOLOSCheckpointer(instantiate(LazyConfig.load(str(config)).model), str(root)).save("tiny")
     image_dir = splits["tools_tiny"][1]
@@ -61,6 +76,7 @@ def tiny(tmp_path_factory):
         other_coco = json.load(f)
     return types.SimpleNamespace(
         config=str(config),
+        unresized_config=str(unresized),
         weights=f"train.init_checkpoint={root / 'tiny.pth'}",
         image_dir=image_dir,
         images=images,
@@ -196,3 +212,127 @@ def test_attention_is_mapped_back_to_the_unpadded_image():
     pixels = attention_maps.attention_over_image(patch_maps, patch_size=16, image_size=(20, 40))
     assert pixels.shape == (1, 20, 40)
     assert pixels[0, 15, 15] == 0 and pixels[0, 16, 15] == 3 and pixels[0, 19, 39] == 5 and pixels[0, 0, 32] == 2
+
+
+def copy_images(tiny, folder, names=None):
+    """Copy the tiny dataset's images into ``folder`` (under ``names``); {path: bytes} of the copies."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for source, name in zip(tiny.images, names or [os.path.basename(p) for p in tiny.images]):
+        shutil.copy(source, folder / name)
+        copies[str(folder / name)] = (folder / name).read_bytes()
+    return copies
+
+
+def assert_unchanged(files, folder):
+    """The files of ``files`` ({path: bytes}) are byte-identical and ``folder`` holds nothing else."""
+    assert sorted(os.listdir(folder)) == sorted(os.path.basename(p) for p in files)
+    for path, data in files.items():
+        assert open(path, "rb").read() == data, f"{path} was changed"
+
+
+@pytest.mark.parametrize("output", ["{inputs}", "{inputs}/drawn", "{inputs}/drawn.png"])
+def test_demo_refuses_to_write_into_an_input_folder(tiny, tmp_path, capsys, output):
+    inputs = tmp_path / "inputs"
+    files = copy_images(tiny, inputs, names=["only.png"] if output.endswith(".png") else None)
+    output = output.format(inputs=inputs)
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, [str(inputs)], output)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--output {output} is or lies inside the input folder {inputs}" in err
+    assert_unchanged(files, inputs)
+
+
+@pytest.mark.parametrize("link", [False, True])
+def test_demo_refuses_to_replace_an_input_file(tiny, tmp_path, capsys, link):
+    inputs = tmp_path / "inputs"
+    files = copy_images(tiny, inputs)
+    output = tmp_path / "linked" if link else inputs
+    if link:
+        output.symlink_to(inputs)
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, [str(inputs / "*.png")], output)
+    assert exit_info.value.code == 2
+    first = sorted(files)[0]
+    assert f"--output: writing {output / os.path.basename(first)} would replace the input {first}" in capsys.readouterr().err
+    assert_unchanged(files, inputs)
+
+    (single,) = copy_images(tiny, tmp_path / "single", names=["photo.png"])
+    with pytest.raises(SystemExit):
+        run_demo(tiny, [single], single)
+    assert f"--output: writing {single} would replace the input {single}" in capsys.readouterr().err
+
+
+def test_demo_keeps_the_outputs_of_inputs_with_the_same_name_apart(tiny, tmp_path, caplog):
+    a = copy_images(tiny, tmp_path / "a", names=["x.png"])
+    b = copy_images(tiny, tmp_path / "b", names=["y.png", "x.png"])
+    inputs = [*a, *b, str(tmp_path / "a" / "x.png")]  # a/x.png twice: drawn once
+    output = tmp_path / "drawn"
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        assert run_demo(tiny, inputs, output, "--confidence-threshold", "2") == 0
+    drawn = sorted(os.path.relpath(os.path.join(d, f), output) for d, _, fs in os.walk(output) for f in fs)
+    assert drawn == ["a/x.png", "b/x.png", "b/y.png"]
+    for name in drawn:  # nothing scores 2: each drawing is its own input's pixels
+        np.testing.assert_array_equal(read_png(output / name), read_png(tmp_path / name))
+    assert f"Wrote 3 of 3 inputs to {output}" in caplog.text
+    assert f"{tmp_path / 'a' / 'x.png'} is given more than once; it is drawn once" in caplog.text
+
+
+def test_demo_draws_16_bit_images_at_their_8_bit_levels(tiny, tmp_path):
+    levels = (np.arange(48 * 48, dtype=np.uint32) * 65535 // (48 * 48 - 1)).astype(np.uint16).reshape(48, 48)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert run_demo(tiny, [str(tmp_path / "deep.png")], tmp_path / "drawn.png", "--confidence-threshold", "2") == 0
+    expected = (levels.astype(np.uint32) * 255 + 32767) // 65535
+    np.testing.assert_array_equal(read_png(tmp_path / "drawn.png"), np.repeat(expected[:, :, None], 3, axis=2))
+
+
+def test_predictor_bounds_the_longer_side(tiny, caplog):
+    from yolos_d2.config import load_config
+    from yolos_d2.tools.predictor import DEFAULT_MAX_SIZE, YOLOSPredictor
+
+    cfg = load_config(tiny.unresized_config, [tiny.weights])
+    assert DEFAULT_MAX_SIZE == 1333 and YOLOSPredictor(cfg).max_size == 1333
+    image = np.random.default_rng(0).integers(0, 256, (100, 250, 3), dtype=np.uint8)
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        predictor = YOLOSPredictor(cfg, max_size=64)
+        resized = predictor.resize(image)
+        instances = predictor(image)
+    assert resized.shape == (26, 64, 3)  # 100 * 64 / 250 = 25.6
+    assert instances.image_size == (100, 250)  # boxes in the image's pixels
+    assert "Scaled a 250x100 image down to 64x26 for prediction: its longer side exceeds max_size=64" in caplog.text
+    assert YOLOSPredictor(cfg, max_size=None).resize(image).shape == image.shape
+    assert YOLOSPredictor(cfg, max_size=250).resize(image).shape == image.shape
+
+
+def test_demo_takes_a_maximum_size(tiny, tmp_path, caplog):
+    image = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 150, 3), dtype=np.uint8)).save(image)
+    args = ["--config-file", tiny.unresized_config, "--input", str(image), "--output", str(tmp_path / "drawn.png")]
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        assert demo.main(args + ["--max-size", "50", tiny.weights]) == 0
+    assert "Scaled a 150x60 image down to 50x20 for prediction" in caplog.text
+    assert read_png(tmp_path / "drawn.png").shape == (60, 150, 3)
+
+
+def test_det_token_stats_refuses_to_write_among_the_dataset_images(tiny, tmp_path, capsys):
+    before = sorted(os.listdir(tiny.image_dir))
+    for output in (tiny.image_dir, os.path.join(tiny.image_dir, "stats")):
+        args = ["--config-file", tiny.config, "--output", output, tiny.weights]
+        with pytest.raises(SystemExit) as exit_info:
+            det_token_stats.main(args)
+        assert exit_info.value.code == 2
+        assert f"--output {output} is or lies inside the input folder {tiny.image_dir}" in capsys.readouterr().err
+    assert sorted(os.listdir(tiny.image_dir)) == before
+
+
+def test_attention_maps_refuses_to_replace_its_input(tiny, tmp_path, capsys):
+    (image,) = copy_images(tiny, tmp_path, names=["det_token_2.png"])
+    data = open(image, "rb").read()
+    for tokens in (["--tokens", "2"], ["--top-k", "1"]):  # the top token may be token 2
+        with pytest.raises(SystemExit) as exit_info:
+            attention_maps.main(["--config-file", tiny.config, "--input", image, "--output", str(tmp_path), *tokens,
+                                 tiny.weights])
+        assert exit_info.value.code == 2
+        assert f"--output: writing {image} would replace the input {image}" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["det_token_2.png"] and open(image, "rb").read() == data

@@ -7,9 +7,10 @@ image patches, per head and averaged over the heads, over the image with the tok
 
 The tokens are ``--tokens 0 5 ...``, else the ``--top-k`` (default 3) highest scoring. For each,
 ``det_token_<index>.png`` shows the mean over the heads, then each head, over the image as the
-model sees it (resized by the config's test mapper). Each panel has its own colour scale from 0
-to its largest weight. The weights on the patches sum to less than 1: the rest goes to ``[CLS]``
-and the ``[DET]`` tokens.
+model sees it (resized by the config's test mapper, then to at most ``--max-size`` pixels on its
+longer side). Each panel has its own colour scale from 0 to its largest weight. The weights on
+the patches sum to less than 1: the rest goes to ``[CLS]`` and the ``[DET]`` tokens. A figure
+that would replace the input image is refused before anything is done (exit status 2).
 """
 import argparse
 import logging
@@ -21,12 +22,13 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.data.detection_utils import read_image
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from ..data import read_image
 from ..modeling.attention import det_token_patch_attention, record_attention
-from .predictor import YOLOSPredictor, add_config_arguments, load_config_or_exit, parse_args
+from .outputs import OutputError, check_outputs
+from .predictor import YOLOSPredictor, add_config_arguments, add_predictor_arguments, load_config_or_exit, parse_args
 
 logger = logging.getLogger("yolos_d2.attention_maps")
 
@@ -72,6 +74,11 @@ def attention_over_image(patch_maps: torch.Tensor, patch_size: int, image_size: 
     return pixels[0, :, :height, :width].reshape(*batch, height, width)
 
 
+def figure_path(output: str, token: int) -> str:
+    """The figure of ``[DET]`` token ``token`` in the folder ``output``."""
+    return os.path.join(output, f"det_token_{token}.png")
+
+
 def draw_token_attention(
     image: np.ndarray,
     head_maps: np.ndarray,
@@ -113,16 +120,24 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="folder for the figures (created)")
     parser.add_argument("--tokens", type=int, nargs="+", help="[DET] token indices (default: the top-k by score)")
     parser.add_argument("--top-k", type=int, default=3, help="how many of the highest scoring tokens to draw")
+    add_predictor_arguments(parser)
     args = parse_args(parser, argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
 
+    cfg = load_config_or_exit(parser, args.config_file, args.opts)
+    # Any token may be among the top k: no figure may replace the input.
+    candidates = args.tokens or range(cfg.model.detector.backbone.num_det_tokens)
+    try:
+        check_outputs([args.output, *(figure_path(args.output, token) for token in candidates)], [args.input])
+    except OutputError as e:
+        parser.error(str(e))
     try:
         original = read_image(args.input, format="RGB")
     except OSError as e:
         logger.error(f"Cannot read --input {args.input!r}: {e}")
         return 1
-    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts))
+    predictor = YOLOSPredictor(cfg, max_size=args.max_size)
     image = predictor.resize(original)
     backbone = predictor.model.detector.backbone
     with record_attention(backbone, num_queries=backbone.num_det_tokens) as recorded:
@@ -143,7 +158,7 @@ def main(argv=None) -> int:
     for token, head_maps in zip(tokens, pixel_maps.numpy()):
         class_id, score = int(instances.pred_classes[token]), float(instances.scores[token])
         name = class_names[class_id] if class_names else f"class {class_id}"
-        path = os.path.join(args.output, f"det_token_{token}.png")
+        path = figure_path(args.output, token)
         title = f"{os.path.basename(args.input)}: [DET] token {token}, {name} {score:.2f}"
         draw_token_attention(image, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
         logger.info(f"Wrote the attention of [DET] token {token} ({name} {score:.2f}) to {path}")

@@ -6,11 +6,17 @@ Draw a trained YOLOS's detections (boxes, class names, scores) on images or vide
     python demo.py --config-file CONFIG --input images/ 'more/*.jpg' --output drawn/ train.init_checkpoint=...
     python demo.py --config-file CONFIG --input clip.mp4 --output clip_pred.mp4 train.init_checkpoint=...
 
-``--input`` takes image files, folders (their images), glob patterns (quoted) and video files.
-``--output`` is the file to write when there is one input and it has an extension, else a folder
-(created) receiving a file of the same name per input. Images are resized by the config's test
-mapper and the class names come from its test dataset. An input that cannot be read is reported
-and skipped; the exit status is then 1.
+``--input`` takes image files, folders (their images), glob patterns (quoted) and video files; a
+file named twice is drawn once. ``--output`` is the file to write when there is one input and it
+has an extension, else a folder (created) receiving a file of the same name per input; when two
+inputs have the same name, each keeps its path relative to the inputs' common folder
+(``a/x.png``, ``b/x.png``). An ``--output`` that is or lies inside an ``--input`` folder, or a
+write that would replace an input, is refused before anything is done (exit status 2).
+
+Images are read at any bit depth (16-bit ones scaled to 8 bits), resized by the config's test
+mapper, then scaled down to at most ``--max-size`` pixels on their longer side, and the class
+names come from the config's test dataset. An input that cannot be read is reported and skipped;
+the exit status is then 1.
 """
 import argparse
 import glob
@@ -22,12 +28,13 @@ from typing import List, Sequence
 
 import cv2
 import numpy as np
-from detectron2.data.detection_utils import read_image
 from PIL import Image
 from tqdm import tqdm
 
+from ..data import read_image
 from ..visualization import draw_predictions
-from .predictor import YOLOSPredictor, add_config_arguments, load_config_or_exit, parse_args
+from .outputs import OutputError, check_outputs
+from .predictor import YOLOSPredictor, add_config_arguments, add_predictor_arguments, load_config_or_exit, parse_args
 
 logger = logging.getLogger("yolos_d2.demo")
 
@@ -38,7 +45,8 @@ VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".webm")
 def expand_inputs(patterns: Sequence[str]) -> List[str]:
     """
     The files named by ``--input``: a folder gives its images, a glob pattern its matches (both
-    sorted), anything else is taken as a file name, whether it exists or not.
+    sorted), anything else is taken as a file name, whether it exists or not. A file named more
+    than once (also through a link) is kept the first time and logged.
     """
     paths = []
     for pattern in patterns:
@@ -49,17 +57,31 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
             paths += sorted(glob.glob(pattern))
         else:
             paths.append(pattern)
-    return paths
+    unique = {}  # real path -> the path as first given
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in unique:
+            logger.info(f"{path} is given more than once; it is drawn once")
+        else:
+            unique[real] = path
+    return list(unique.values())
 
 
-def output_path(output: str, input_path: str, num_inputs: int) -> str:
+def output_paths(output: str, input_paths: Sequence[str]) -> List[str]:
     """
-    Where the drawing of ``input_path`` goes: ``output`` itself if it is the only input and
-    ``output`` is a file name with an extension, else the input's file name in the folder ``output``.
+    Where the drawing of each of ``input_paths`` (distinct files) goes: ``output`` itself if
+    there is one input and ``output`` is a file name with an extension; else a file in the folder
+    ``output`` named as its input or, if two inputs have the same name, by the input's path
+    relative to the inputs' common folder. The paths returned are distinct.
     """
-    if num_inputs == 1 and os.path.splitext(output)[1] and not os.path.isdir(output):
-        return output
-    return os.path.join(output, os.path.basename(input_path))
+    if len(input_paths) == 1 and os.path.splitext(output)[1] and not os.path.isdir(output):
+        return [output]
+    names = [os.path.basename(path) for path in input_paths]
+    if len(set(names)) < len(names):
+        absolute = [os.path.abspath(path) for path in input_paths]
+        root = os.path.commonpath([os.path.dirname(path) for path in absolute])
+        names = [os.path.relpath(path, root) for path in absolute]
+    return [os.path.join(output, name) for name in names]
 
 
 def draw_image(predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float) -> None:
@@ -115,17 +137,22 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="the output file for a single input, else a folder")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw predictions scoring at least it")
     parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
+    add_predictor_arguments(parser)
     args = parse_args(parser, argv)
 
     paths = expand_inputs(args.input)
     if not paths:
         parser.error(f"--input {' '.join(args.input)} matched no files")
-    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts))
+    outputs = output_paths(args.output, paths)
+    try:
+        check_outputs([args.output, *outputs], paths, [folder for folder in args.input if os.path.isdir(folder)])
+    except OutputError as e:
+        parser.error(str(e))
+    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts), max_size=args.max_size)
 
     skipped = []
-    for path in tqdm(paths, disable=len(paths) == 1, unit="input"):
+    for path, output in tqdm(zip(paths, outputs), total=len(paths), disable=len(paths) == 1, unit="input"):
         draw = draw_video if path.lower().endswith(VIDEO_EXTENSIONS) else draw_image
-        output = output_path(args.output, path, len(paths))
         os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
         try:
             draw(predictor, path, output, args.confidence_threshold, args.scale)

@@ -15,7 +15,9 @@ the config's test mapper and writes into ``--output``:
 - ``token_class_distribution.png``: per token, the share of each predicted class, beside the
   ground-truth class distribution.
 
-Every token's prediction counts, whatever its score, as in the paper. It replaces the original
+An ``--output`` that is or lies inside a folder of the dataset's images, or a file that would
+replace one of its files, is refused before anything is done (exit status 2). Every token's
+prediction counts, whatever its score, as in the paper. It replaces the original
 repository's ``cocoval_predjson_generation.py``, ``cocoval_gtclsjson_generation.py`` and
 ``visualize_dettoken_dist.py``.
 """
@@ -37,6 +39,7 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
+from .outputs import OutputError, check_outputs
 from .predictor import (
     add_config_arguments,
     build_inference_model,
@@ -51,6 +54,8 @@ logger = logging.getLogger("yolos_d2.det_token_stats")
 COCO_AREA_THRESHOLDS = (32**2, 96**2)
 SIZE_NAMES = ("small", "medium", "large")
 SIZE_COLOURS = ("tab:blue", "tab:green", "tab:red")
+# The files written into --output, in the order they are written.
+OUTPUT_FILES = ("token_predictions.json", "gt_class_distribution.json", "token_box_centres.png", "token_class_distribution.png")
 
 
 @dataclasses.dataclass
@@ -199,16 +204,24 @@ def main(argv=None) -> int:
     dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
     if not dataset_dicts:
         parser.error(f"dataset {dataset_names} has no images")
-    class_names = metadata_of_test_dataset(cfg).thing_classes
+    metadata = metadata_of_test_dataset(cfg)
+    outputs = [os.path.join(args.output, name) for name in OUTPUT_FILES]
+    inputs = [d["file_name"] for d in dataset_dicts] + ([metadata.json_file] if metadata.get("json_file") else [])
+    try:
+        check_outputs([args.output, *outputs], inputs, sorted({os.path.dirname(d["file_name"]) for d in dataset_dicts}))
+    except OutputError as e:
+        parser.error(str(e))
+    predictions_path, gt_path, centres_path, distribution_path = outputs
+    class_names = metadata.thing_classes
     model = build_inference_model(cfg)
     predictions = collect_token_predictions(model, instantiate(cfg.dataloader.test.mapper), dataset_dicts)
 
     num_tokens, num_classes = model.detector.backbone.num_det_tokens, len(class_names)
     gt_counts = gt_class_counts(dataset_dicts, num_classes)
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "token_predictions.json"), "w") as f:
+    with open(predictions_path, "w") as f:
         json.dump(predictions.to_json(), f)
-    with open(os.path.join(args.output, "gt_class_distribution.json"), "w") as f:
+    with open(gt_path, "w") as f:
         json.dump(
             {
                 "dataset": dataset_names if isinstance(dataset_names, str) else list(dataset_names),
@@ -218,9 +231,8 @@ def main(argv=None) -> int:
             },
             f,
         )
-    draw_token_box_centres(predictions, num_tokens, os.path.join(args.output, "token_box_centres.png"))
+    draw_token_box_centres(predictions, num_tokens, centres_path)
     distribution = class_distribution(predictions.tokens, predictions.classes, num_tokens, num_classes)
-    distribution_path = os.path.join(args.output, "token_class_distribution.png")
     draw_class_distribution(distribution, gt_counts, class_names, distribution_path)
     logger.info(f"Wrote the predictions of {num_tokens} [DET] tokens on {len(dataset_dicts)} images to {args.output}")
     return 0

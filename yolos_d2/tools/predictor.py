@@ -3,6 +3,7 @@ What the tools share: a LazyConfig with overrides, the trained model it describe
 that model on single images the way detectron2's ``DefaultPredictor`` does for yacs configs.
 """
 import argparse
+import logging
 import re
 import sys
 from typing import Optional, Sequence, Tuple
@@ -13,6 +14,7 @@ from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.structures import Instances
+from detectron2.utils.logger import log_first_n
 from omegaconf import DictConfig
 
 from ..checkpoint import YOLOSCheckpointer
@@ -21,8 +23,10 @@ from ..data import check_num_classes
 from ..modeling import YOLOS
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "YOLOSPredictor",
     "add_config_arguments",
+    "add_predictor_arguments",
     "build_inference_model",
     "load_config_or_exit",
     "metadata_of_test_dataset",
@@ -32,6 +36,10 @@ __all__ = [
 
 # A config override: a dotted key, "=", a value.
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+# Longest image side, in pixels, the predictor gives the model by default: DETR's test-time
+# maximum. The attention's memory grows with the square of the pixel count.
+DEFAULT_MAX_SIZE = 1333
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +51,18 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="config overrides, anywhere on the command line, e.g. train.init_checkpoint=model_final.pth",
+    )
+
+
+def add_predictor_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-size``, the :class:`YOLOSPredictor` argument of the same name."""
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="PIXELS",
+        help="scale images whose longer side is still longer than this after the config's test-time resize "
+        f"down to it (default {DEFAULT_MAX_SIZE}; 0: no limit)",
     )
 
 
@@ -101,22 +121,42 @@ class YOLOSPredictor:
     """
     Runs a trained YOLOS on one image at a time: the weights of ``cfg.train.init_checkpoint``,
     the test-time resize of ``cfg.dataloader.test.mapper.augmentations``, on ``cfg.train.device``.
+    An image whose longer side exceeds ``max_size`` after that resize (a config without one, such
+    as the quick start's, keeps the image's size) is scaled down to it, and this is logged.
 
     Attributes:
         model: the :class:`YOLOS` in eval mode.
         metadata: of the config's test dataset; its ``thing_classes`` name the predicted classes.
+        max_size: longest side, in pixels, of the images given to the model; None or 0: no limit.
     """
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, max_size: Optional[int] = DEFAULT_MAX_SIZE):
         self.model = build_inference_model(cfg)
         self.metadata = metadata_of_test_dataset(cfg)
         self.augmentations = T.AugmentationList(list(instantiate(cfg.dataloader.test.mapper.augmentations)))
+        self.max_size = max_size
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, 3) uint8 RGB -> (H', W', 3), resized as the config's test mapper resizes images."""
+        """
+        (H, W, 3) uint8 RGB -> (H', W', 3), resized as the config's test mapper resizes images,
+        then scaled (bilinear, sides rounded, aspect ratio kept) so that max(H', W') <= ``max_size``.
+        """
         aug_input = T.AugInput(image)
         self.augmentations(aug_input)
-        return aug_input.image
+        resized = aug_input.image
+        height, width = resized.shape[:2]
+        longer = max(height, width)
+        if not self.max_size or longer <= self.max_size:
+            return resized
+        new_height, new_width = (max(1, (side * self.max_size + longer // 2) // longer) for side in (height, width))
+        log_first_n(
+            logging.INFO,
+            f"Scaled a {width}x{height} image down to {new_width}x{new_height} for prediction: its longer side "
+            f"exceeds max_size={self.max_size}",
+            key="message",
+            name=__name__,
+        )
+        return T.ResizeTransform(height, width, new_height, new_width).apply_image(resized)
 
     def predict(self, resized: np.ndarray, output_size: Optional[Tuple[int, int]] = None) -> Instances:
         """
