@@ -1,0 +1,149 @@
+"""
+How much the original's batched evaluation moves AP: a trained model evaluated one image at a
+time, and in pairs padded to a common size without a mask, as the original evaluates YOLOS-Ti
+(``--batch_size 2 --eval`` on 8 GPUs)::
+
+    python -m yolos_d2.benchmark.padded_evaluation --config-file configs/quickstart.py \\
+        train.init_checkpoint=output/quickstart/model_final.pth
+
+Pairs are formed as the original's ``DistributedSampler(shuffle=False)`` forms them on
+``--processes`` processes: process r takes images r, r + P, r + 2P, ... (the list padded to whole
+rounds by repeating its start) and batches them two by two. Each image is scored once, with the
+partner of its first pair.
+
+Where every image of a dataset has the same size (the quick start's), pairs never pad: with
+``--crop-seed``, each image is first cropped to a random region whose sides are multiples of 16
+pixels from half to all of the image's (its boxes clipped, boxes left empty dropped), written
+with its annotations to ``--work-dir`` and registered as a dataset, so that partners differ in
+size as COCO images do. The table gives both evaluations' AP, AP50 and AP75 and how many images
+were padded.
+"""
+import argparse
+import json
+import os
+import tempfile
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.config import instantiate
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from ..config import load_config
+from ..data import register_coco_dataset
+from ..tools.predictor import build_inference_model
+from .timing import format_table
+
+__all__ = ["original_eval_pairs", "main"]
+
+
+def original_eval_pairs(num_images: int, processes: int, per_process: int = 2) -> List[Tuple[int, ...]]:
+    """
+    The batches of image indices the original's evaluation loader forms: a
+    ``DistributedSampler(shuffle=False)`` on ``processes`` processes (the index list padded to a
+    multiple of ``processes`` by repeating its start, process r taking every ``processes``-th
+    index from r) and batches of ``per_process`` without dropping the last.
+    """
+    per_rank = -(-num_images // processes)
+    indices = list(range(num_images))
+    indices += indices[: per_rank * processes - num_images]
+    batches = []
+    for rank in range(processes):
+        mine = indices[rank::processes]
+        batches += [tuple(mine[i : i + per_process]) for i in range(0, len(mine), per_process)]
+    return batches
+
+
+def crop_dataset(name: str, work_dir: str, seed: int, multiple: int = 16) -> str:
+    """
+    ``name``'s images each cropped to a random region of sides from half to all of the image's,
+    in multiples of ``multiple`` pixels, with boxes clipped to it and empty ones dropped; written
+    as a COCO json and images under ``work_dir`` and registered. Returns the new dataset's name.
+    """
+    rng = np.random.default_rng(seed)
+    images_dir = os.path.join(work_dir, "images")
+    os.makedirs(images_dir, exist_ok=True)
+    classes = MetadataCatalog.get(name).thing_classes
+    images, annotations = [], []
+    for record in DatasetCatalog.get(name):
+        pixels = np.asarray(Image.open(record["file_name"]).convert("RGB"))
+        height, width = pixels.shape[:2]
+        h, w = (int(rng.integers(max(side // 2 // multiple, 1), side // multiple + 1)) * multiple for side in (height, width))
+        y0, x0 = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+        file_name = f"{record['image_id']}.png"
+        Image.fromarray(pixels[y0 : y0 + h, x0 : x0 + w]).save(os.path.join(images_dir, file_name))
+        images.append({"id": record["image_id"], "file_name": file_name, "height": h, "width": w})
+        for ann in record.get("annotations", []):
+            x1, y1, x2, y2 = BoxMode.convert(ann["bbox"], ann["bbox_mode"], BoxMode.XYXY_ABS)
+            x1, x2 = np.clip([x1 - x0, x2 - x0], 0, w)
+            y1, y2 = np.clip([y1 - y0, y2 - y0], 0, h)
+            if x2 > x1 and y2 > y1:
+                annotations.append({
+                    "id": len(annotations) + 1, "image_id": record["image_id"], "category_id": ann["category_id"],
+                    "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                    "area": float((x2 - x1) * (y2 - y1)), "iscrowd": ann.get("iscrowd", 0),
+                })
+    categories = [{"id": i, "name": c} for i, c in enumerate(classes)]
+    json_file = os.path.join(work_dir, "annotations.json")
+    with open(json_file, "w") as f:
+        json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return register_coco_dataset(f"{name}_cropped_{seed}", json_file, images_dir)
+
+
+def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], evaluator) -> Tuple[Dict, int]:
+    """
+    Run ``model`` on ``batches`` of ``inputs`` (mapped dataset dicts) and evaluate each image's
+    predictions from its first batch. Returns the evaluator's results and the number of images
+    that were padded beyond their own size.
+    """
+    evaluator.reset()
+    done, padded = set(), 0
+    for batch in batches:
+        sizes = [tuple(inputs[i]["image"].shape[-2:]) for i in batch]
+        with torch.no_grad():
+            outputs = model([inputs[i] for i in batch])
+        for index, size, output in zip(batch, sizes, outputs):
+            if index in done:
+                continue
+            done.add(index)
+            padded += size != tuple(max(s) for s in zip(*sizes))
+            evaluator.process([inputs[index]], [output])
+    return evaluator.evaluate(), padded
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--processes", type=int, default=8, help="the original's GPUs, which form the pairs")
+    parser.add_argument("--crop-seed", type=int, help="crop the images to random sizes with this seed first")
+    parser.add_argument("--work-dir", help="where the cropped dataset is written (default: a temporary folder)")
+    parser.add_argument("opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(args.config_file, args.opts)
+    name = cfg.dataloader.test.dataset.names
+    if args.crop_seed is not None:
+        name = crop_dataset(name, args.work_dir or tempfile.mkdtemp(prefix="padded_eval_"), args.crop_seed)
+        cfg.dataloader.test.dataset.names = name
+    model = build_inference_model(cfg)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    inputs = [mapper(dict(record)) for record in DatasetCatalog.get(name)]
+    evaluator = instantiate(cfg.dataloader.evaluator)
+
+    rows = []
+    cases = [
+        ("one image at a time", [(i,) for i in range(len(inputs))]),
+        (f"pairs, as on {args.processes} processes", original_eval_pairs(len(inputs), args.processes)),
+    ]
+    for label, batches in cases:
+        results, padded = evaluate(model, inputs, batches, evaluator)
+        bbox = results["bbox"]
+        rows.append([label, f"{padded}/{len(inputs)}", *(f"{bbox[k]:.2f}" for k in ("AP", "AP50", "AP75"))])
+    print(f"dataset {name}: {len(inputs)} images")
+    print(format_table(["evaluation", "images padded", "AP", "AP50", "AP75"], rows))
+
+
+if __name__ == "__main__":
+    main()
