@@ -1,6 +1,5 @@
 """The original's evaluation pairs, as its DistributedSampler and DataLoader form them."""
 import pytest
-import torch
 from torch.utils.data import BatchSampler, DistributedSampler
 
 from yolos_d2.benchmark.padded_evaluation import original_eval_pairs
