@@ -9,8 +9,10 @@ does:
 
 ``--resume`` continues from the last checkpoint in ``train.output_dir``. Without CUDA,
 ``--num-gpus N`` runs N CPU processes with the gloo backend. A config file that does not exist,
-an override of a key that does not exist and sizes the model cannot use end the command at
-start with a message naming them (see ``yolos_d2.config``).
+an override of a key that does not exist, sizes the model cannot use, values of the wrong type or
+range, a device that does not exist and a batch that does not divide among the processes end the
+command at start, before any process or file is created, with a message naming them (see
+``yolos_d2.config``).
 """
 import logging
 from functools import partial
@@ -22,7 +24,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.config import ConfigError, check_config, load_config
+from yolos_d2.config import ConfigError, check_config, check_launch, load_config
 from yolos_d2.data import check_num_classes
 from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, iters_per_epoch, launch, scaled_lr
 
@@ -132,9 +134,13 @@ def do_train(args, cfg):
 
 
 def load_checked_config(args):
-    """The config of ``args`` with its overrides applied and checked; raises ``ConfigError``."""
+    """
+    The config of ``args`` with its overrides applied and checked, also against the processes to
+    launch; raises ``ConfigError``.
+    """
     cfg = load_config(args.config_file, args.opts)
     check_config(cfg)
+    check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
     return cfg
 
 

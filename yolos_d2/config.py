@@ -1,25 +1,30 @@
 """
 Loading LazyConfigs so that mistakes fail at start, naming the file or key and what is allowed:
-a config file that does not exist, a ``key=value`` override of a key that does not exist, and
-sizes the model cannot work with.
+a config file that does not exist, a ``key=value`` override of a key that does not exist, sizes
+the model cannot work with, values of the wrong type or range, a device that does not exist and
+a batch that does not divide among the processes.
 
 LazyConfig files are Python code, run when loaded: load only configs you trust.
 """
 import difflib
 import glob
 import inspect
+import math
 import os
-from typing import Optional, Sequence, Set
+from typing import Any, Callable, Optional, Sequence, Set, Tuple
 
 from detectron2.config import LazyConfig
 from detectron2.data import DatasetCatalog
 from detectron2.utils.registry import locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from .engine.trainer import AMP_DTYPES
 from .modeling.position_embedding import embedding_grid
 
-__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides_strict", "check_config", "load_config"]
+__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides_strict", "check_config", "check_launch", "load_config"]
 
 # The project's configs (one per variant), listed when a config file is not found.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -111,11 +116,17 @@ def _settable_keys(node) -> Optional[Set[str]]:
 
 def check_config(cfg: DictConfig) -> None:
     """
-    Raise :class:`ConfigError` naming the key for settings that would fail later in a run
-    (checked before anything is built): position-embedding sizes that are not whole patches,
-    evaluation or training sizes smaller than a patch, datasets that are not registered.
+    Raise :class:`ConfigError` naming the key, its value and what is allowed for settings that
+    would fail later in a run (checked before anything is built): values of the wrong type or
+    range (:data:`_VALUE_RULES`), a learning-rate schedule that does not fit the run, a device
+    that does not exist, position-embedding sizes that are not whole patches, evaluation or
+    training sizes smaller than a patch, datasets that are not registered. Values are read
+    resolved, as the run will see them; one that cannot be computed is named with its expression.
     Keys a config does not have are not checked.
     """
+    _check_values(cfg)
+    _check_schedule(cfg)
+    _check_device(cfg)
     patch_size = _select(cfg, "model.detector.backbone.patch_size") or 16  # ViTWithDetTokens' default
     for key in ("model.detector.backbone.init_pe_size", "model.detector.backbone.mid_pe_size"):
         size = _select(cfg, key)
@@ -134,6 +145,143 @@ def check_config(cfg: DictConfig) -> None:
             )
     for key in ("dataloader.train.dataset.names", "dataloader.test.dataset.names"):
         _check_datasets_registered(key, _select(cfg, key))
+
+
+def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int = 1, training: bool = True) -> None:
+    """
+    Raise :class:`ConfigError` if ``cfg`` (checked by :func:`check_config`) cannot run in
+    ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``train_net.py``'s
+    ``--num-gpus`` and ``--num-machines``): a training batch that does not divide among the
+    processes, more processes than GPUs on a CUDA device.
+    """
+    if num_gpus_per_machine < 1 or num_machines < 1:
+        raise ConfigError(f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines}: each must be at least 1")
+    processes = num_gpus_per_machine * num_machines
+    batch = _value(cfg, "dataloader.train.total_batch_size")
+    if training and batch is not None and batch % processes:
+        raise ConfigError(
+            f"dataloader.train.total_batch_size={batch} is not divisible by the {processes} processes "
+            f"(--num-gpus {num_gpus_per_machine} x --num-machines {num_machines}): use a multiple of {processes}"
+        )
+    device = _value(cfg, "train.device")
+    if device is not None and torch.device(device).type == "cuda" and num_gpus_per_machine > torch.cuda.device_count():
+        raise ConfigError(
+            f"--num-gpus {num_gpus_per_machine} with train.device={device!r}: this machine has "
+            f"{torch.cuda.device_count()} GPUs"
+        )
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# (key, test, what is allowed), checked in this order where the config has the key: inputs of
+# computed values (the total batch, from which the paper configs compute train.max_iter) first.
+_VALUE_RULES: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
+    ("dataloader.train.total_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("train.max_iter", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("train.checkpointer.period", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("train.checkpointer.max_to_keep", lambda v: v is None or (_is_int(v) and v >= 1), "None or an integer >= 1"),
+    ("train.eval_period", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: only after the last iteration)"),
+    ("train.log_period", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
+    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    ("train.clip_grad_norm", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
+    (
+        "train.amp.dtype",
+        lambda v: v is None or v in AMP_DTYPES,
+        f"one of {', '.join(map(repr, [None, *AMP_DTYPES]))}",
+    ),
+)
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, test, allowed in _VALUE_RULES:
+        if _has_key(cfg, key):
+            value = _value(cfg, key)
+            if not test(value):
+                raise ConfigError(f"{_shown(cfg, key, value)}: must be {allowed}")
+
+
+def _check_schedule(cfg: DictConfig) -> None:
+    """The schedule's minimum and warmup (of ``warmup_cosine`` or ``EpochCosine``) within the run's."""
+    lr, min_lr = _value(cfg, "optimizer.lr"), _value(cfg, "lr_multiplier.min_lr")
+    if lr is not None and min_lr is not None and not (_is_number(min_lr) and 0 < min_lr <= lr):
+        raise ConfigError(
+            f"{_shown(cfg, 'lr_multiplier.min_lr', min_lr)}: must be a number > 0 and at most optimizer.lr={lr!r}"
+        )
+    for warmup, length in (("warmup_iters", "max_iter"), ("warmup_epochs", "epochs")):
+        value, limit = _value(cfg, f"lr_multiplier.{warmup}"), _value(cfg, f"lr_multiplier.{length}")
+        if value is not None and limit is not None and not (_is_int(value) and 0 <= value <= limit):
+            raise ConfigError(
+                f"{_shown(cfg, f'lr_multiplier.{warmup}', value)}: must be an integer from 0 to "
+                f"lr_multiplier.{length}={limit!r}"
+            )
+
+
+def _check_device(cfg: DictConfig) -> None:
+    """``train.device`` exists on this machine; CUDA is asked for its device count only, not started."""
+    device = _value(cfg, "train.device")
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"train.device={device!r}: not a device; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(
+                f"train.device={device!r}: CUDA is not available on this machine (no GPU, or a torch "
+                "built without CUDA); use train.device=cpu"
+            )
+        if parsed.index is not None and parsed.index >= count:
+            raise ConfigError(f"train.device={device!r}: this machine has {count} GPUs, cuda:0 to cuda:{count - 1}")
+    elif parsed.type != "cpu":
+        try:
+            torch.empty(0, device=parsed)
+        except RuntimeError as e:
+            raise ConfigError(f"train.device={device!r} is not available on this machine: {e}") from None
+
+
+def _has_key(cfg: DictConfig, key: str) -> bool:
+    parent_key, _, name = key.rpartition(".")
+    parent = _select(cfg, parent_key) if parent_key else cfg
+    return isinstance(parent, DictConfig) and name in parent
+
+
+def _value(cfg: DictConfig, key: str):
+    """
+    The resolved value at the dotted ``key``, or None where the config has no such key. A value
+    whose interpolation cannot be computed raises :class:`ConfigError` naming the key and its
+    expression.
+    """
+    try:
+        return _select(cfg, key)
+    except OmegaConfBaseException as e:
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"{key}={_expression(cfg, key)} cannot be computed: {reason}") from None
+
+
+def _expression(cfg: DictConfig, key: str) -> Optional[str]:
+    """The interpolation that computes ``key``'s value, or None if it is set directly."""
+    parent_key, _, name = key.rpartition(".")
+    parent = _select(cfg, parent_key) if parent_key else cfg
+    if not OmegaConf.is_interpolation(parent, name):
+        return None
+    return OmegaConf.to_container(parent, resolve=False)[name]
+
+
+def _shown(cfg: DictConfig, key: str, value) -> str:
+    """``key=value`` for a message; a value computed by an interpolation is shown with it."""
+    text = repr(value)
+    text = text if len(text) <= 40 else f"{text[:37]}..."
+    expression = _expression(cfg, key)
+    return f"{key}={text}" if expression is None else f"{key}={expression} gives {text}"
 
 
 def _select(cfg: DictConfig, key: str):

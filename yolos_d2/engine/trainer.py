@@ -12,9 +12,10 @@ from detectron2.utils.events import get_event_storage
 
 from ..modeling.criterion import NonFinitePredictionError
 
-__all__ = ["YOLOSTrainer"]
+__all__ = ["AMP_DTYPES", "YOLOSTrainer"]
 
-_AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# train.amp.dtype -> the autocast dtype; None is full precision.
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class YOLOSTrainer(TrainerBase):
@@ -59,12 +60,12 @@ class YOLOSTrainer(TrainerBase):
                 workers. A resumed run keeps the seed of its checkpoint.
         """
         super().__init__()
-        if amp_dtype is not None and amp_dtype not in _AMP_DTYPES:
-            raise ValueError(f"train.amp.dtype must be one of {sorted(_AMP_DTYPES)} or None, got {amp_dtype!r}")
+        if amp_dtype is not None and amp_dtype not in AMP_DTYPES:
+            raise ValueError(f"train.amp.dtype must be one of {sorted(AMP_DTYPES)} or None, got {amp_dtype!r}")
         self.model = model
         self.build_data_loader = build_data_loader
         self.optimizer = optimizer
-        self.amp_dtype = _AMP_DTYPES.get(amp_dtype)
+        self.amp_dtype = AMP_DTYPES.get(amp_dtype)
         self.clip_grad_norm = clip_grad_norm
         self.seed = seed if seed >= 0 else comm.shared_random_seed()
         self.device_type = next(model.parameters()).device.type

@@ -1,0 +1,103 @@
+"""Bad config values end train_net.py at start, naming the key, the value and what is allowed."""
+import os
+import runpy
+import sys
+
+import pytest
+import torch
+
+from _helpers import config_path
+from yolos_d2.config import ConfigError, check_config, check_launch, load_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+# YOLOS-Ti: 300 epochs of ceil(118287 / 16) = 7393 iterations at 16 images per iteration.
+# (config, overrides, the start of the message)
+BAD_VALUES = [
+    ("yolos_ti", ["train.max_iter=abc"], "train.max_iter='abc': must be an integer >= 1"),
+    ("yolos_ti", ["dataloader.train.total_batch_size=abc"], "dataloader.train.total_batch_size='abc': must be an integer >= 1"),
+    ("yolos_ti", ["dataloader.train.total_batch_size=0"], "dataloader.train.total_batch_size=0: must be an integer >= 1"),
+    ("yolos_ti", ["train.max_iter=0"], "train.max_iter=0: must be an integer >= 1"),
+    ("yolos_ti", ["train.max_iter=2.5"], "train.max_iter=2.5: must be an integer >= 1"),
+    ("yolos_ti", ["train.checkpointer.period=0"], "train.checkpointer.period=0: must be an integer >= 1"),
+    ("yolos_ti", ["train.checkpointer.max_to_keep=0"], "train.checkpointer.max_to_keep=0: must be None or an integer >= 1"),
+    ("yolos_ti", ["train.log_period=0"], "train.log_period=0: must be an integer >= 1"),
+    ("yolos_ti", ["train.eval_period=-1"], "train.eval_period=-1: must be an integer >= 0"),
+    ("yolos_ti", ["optimizer.lr=-1"], "optimizer.lr=-1: must be a number > 0"),
+    ("yolos_ti", ["optimizer.lr=abc"], "optimizer.lr='abc': must be a number > 0"),
+    ("yolos_ti", ["optimizer.lr=1e-8"], "lr_multiplier.min_lr=1e-07: must be a number > 0 and at most optimizer.lr=1e-08"),
+    ("yolos_ti", ["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1: must be a number >= 0"),
+    ("yolos_ti", ["train.clip_grad_norm=-1"], "train.clip_grad_norm=-1: must be a number >= 0"),
+    ("yolos_ti", ["train.amp.dtype=float8"], "train.amp.dtype='float8': must be one of None, 'float16', 'bfloat16'"),
+    ("quickstart", ["train.max_iter=50"], "lr_multiplier.warmup_iters=100: must be an integer from 0 to lr_multiplier.max_iter=50"),
+    ("yolos_ti", ["lr_multiplier.warmup_epochs=301"], "lr_multiplier.warmup_epochs=301: must be an integer from 0 to lr_multiplier.epochs=300"),
+    (
+        "yolos_ti",
+        ["train.schedule.epochs=abc"],
+        "train.max_iter=${yolos_d2.epochs_to_iters:${train.schedule.epochs},${train.schedule.epoch_size},"
+        "${dataloader.train.total_batch_size}} gives 'abcabcabc",
+    ),
+    ("yolos_ti", ["train.device=gpu"], "train.device='gpu': not a device"),
+    pytest.param("yolos_ti", ["train.device=cuda"], "train.device='cuda': CUDA is not available on this machine", marks=NO_CUDA),
+]
+
+
+@pytest.mark.parametrize("name, overrides, message", BAD_VALUES)
+def test_bad_value_is_named(name, overrides, message):
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(config_path(name), overrides))
+    assert str(info.value).startswith(message)
+
+
+def test_value_that_cannot_be_computed_names_the_key_its_expression_and_the_error():
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(config_path("yolos_ti"), ["train.schedule.epoch_size=abc"]))
+    assert str(info.value) == (
+        "train.max_iter=${yolos_d2.epochs_to_iters:${train.schedule.epochs},${train.schedule.epoch_size},"
+        "${dataloader.train.total_batch_size}} cannot be computed: TypeError raised while resolving interpolation: "
+        "'<=' not supported between instances of 'str' and 'int'"
+    )
+
+
+def run_train_net_main(argv, monkeypatch):
+    """train_net.py run as a command in this process; returns its SystemExit."""
+    monkeypatch.setattr(sys, "argv", ["train_net.py", *argv])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(os.path.join(REPO, "train_net.py"), run_name="__main__")
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "name, args, message",
+    [
+        ("yolos_x", [], "Config file 'configs/yolos_x.py' does not exist"),
+        ("yolos_ti", ["train.max_iters=10"], "Unknown config key 'train.max_iters'"),
+        *BAD_VALUES,
+        ("yolos_ti", ["--num-gpus", "3"], "dataloader.train.total_batch_size=16 is not divisible by the 3 processes"),
+    ],
+)
+def test_train_net_stops_before_writing_anything(tmp_path, monkeypatch, capsys, name, args, message):
+    out = tmp_path / "out"
+    config = "configs/yolos_x.py" if name == "yolos_x" else config_path(name)
+    exit_ = run_train_net_main(["--config-file", config, *args, f"train.output_dir={out}"], monkeypatch)
+    assert exit_.code == 2
+    assert f"train_net.py: error: {message}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_batch_must_divide_among_the_processes_of_all_machines(tmp_path, monkeypatch, capsys):
+    args = ["--num-gpus", "2", "--num-machines", "3", "--machine-rank", "1", "--dist-url", "tcp://127.0.0.1:1"]
+    exit_ = run_train_net_main(["--config-file", config_path("yolos_ti"), *args, f"train.output_dir={tmp_path}"], monkeypatch)
+    assert exit_.code == 2
+    assert (
+        "dataloader.train.total_batch_size=16 is not divisible by the 6 processes (--num-gpus 2 x --num-machines 3): "
+        "use a multiple of 6" in capsys.readouterr().err
+    )
+
+
+def test_evaluation_does_not_need_a_divisible_batch():
+    cfg = load_config(config_path("yolos_ti"))
+    check_launch(cfg, num_gpus_per_machine=3, num_machines=1, training=False)
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        check_launch(cfg, num_gpus_per_machine=3, num_machines=1, training=True)
