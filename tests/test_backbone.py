@@ -76,8 +76,8 @@ def test_gradients_reach_position_embeddings_when_training():
 def test_activation_checkpointing_gives_same_outputs_and_gradients():
     images = torch.randn(2, 3, 48, 64)
     results = []
-    for use_checkpoint in (False, True):
-        backbone = _backbone(use_checkpoint=use_checkpoint).train()
+    for use_act_checkpoint in (False, True):
+        backbone = _backbone(use_act_checkpoint=use_act_checkpoint).train()
         out = backbone(images)
         out.square().sum().backward()
         results.append((out.detach(), backbone.blocks[0].attn.qkv.weight.grad.clone()))

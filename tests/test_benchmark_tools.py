@@ -55,8 +55,8 @@ def test_activation_checkpointing_lowers_peak_training_memory():
     backbone = instantiate(load_config("yolos_ti", overrides).model.detector.backbone)
     images = torch.randn(1, 3, 384, 384)
 
-    def step(use_checkpoint):
-        backbone.use_checkpoint = use_checkpoint
+    def step(use_act_checkpoint):
+        backbone.use_act_checkpoint = use_act_checkpoint
         return peak_allocated_bytes(lambda: backbone(images).sum().backward(), "cpu")
 
     assert step(True) < 0.6 * step(False)

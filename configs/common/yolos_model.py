@@ -16,7 +16,7 @@ model = L(YOLOS)(
             init_pe_size=(800, 1328),
             mid_pe_size=None,
             num_det_tokens=100,
-            use_checkpoint=False,
+            use_act_checkpoint=False,
         ),
         # COCO as detectron2 registers it: 80 contiguous classes (see README, "Class ids").
         num_classes=80,

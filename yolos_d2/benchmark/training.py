@@ -5,7 +5,7 @@ clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpoin
     python -m yolos_d2.benchmark.training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Steps per second are timed interleaved in one process (the same model switches
-``use_checkpoint`` between steps). Peak memory is that of the tensors a step allocates and holds
+``use_act_checkpoint`` between steps). Peak memory is that of the tensors a step allocates and holds
 at once (activations, gradients, temporaries; not the model and optimizer state that exist before
 it), from ``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's allocations on CPU.
 """
@@ -74,8 +74,8 @@ def main(argv=None) -> None:
     trainer = build_trainer(args.config_file, args.batch, args.size, args.device, args.opts)
     backbone = trainer.model.detector.backbone
 
-    def step(use_checkpoint: bool):
-        backbone.use_checkpoint = use_checkpoint
+    def step(use_act_checkpoint: bool):
+        backbone.use_act_checkpoint = use_act_checkpoint
         trainer.run_step()
 
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
@@ -90,14 +90,14 @@ def main(argv=None) -> None:
     )
     rows = [
         [
-            "on" if use_checkpoint else "off",
-            f"{times[use_checkpoint]:.3f}",
-            f"{1 / times[use_checkpoint]:.2f}",
-            f"{times[use_checkpoint] / times[False]:.2f}",
-            f"{memory[use_checkpoint] / 2**20:.0f}",
-            f"{memory[use_checkpoint] / memory[False]:.2f}",
+            "on" if use_act_checkpoint else "off",
+            f"{times[use_act_checkpoint]:.3f}",
+            f"{1 / times[use_act_checkpoint]:.2f}",
+            f"{times[use_act_checkpoint] / times[False]:.2f}",
+            f"{memory[use_act_checkpoint] / 2**20:.0f}",
+            f"{memory[use_act_checkpoint] / memory[False]:.2f}",
         ]
-        for use_checkpoint in settings
+        for use_act_checkpoint in settings
     ]
     header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
     print(format_table(header, rows))

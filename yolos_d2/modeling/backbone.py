@@ -46,7 +46,7 @@ class ViTWithDetTokens(nn.Module):
         num_det_tokens: int = 100,
         drop_path_rate: float = 0.0,
         pos_embed_init: str = "trunc_normal",
-        use_checkpoint: bool = False,
+        use_act_checkpoint: bool = False,
         pe_cache_size: int = 8,
     ):
         """
@@ -61,7 +61,7 @@ class ViTWithDetTokens(nn.Module):
             pos_embed_init: how the learned patch position embeddings start: "trunc_normal"
                 (std 0.02, the original's) or "sincos" (MAE's 2-D sine-cosine table, with a zero
                 ``[CLS]`` entry), which lets a model trained from scratch localise far sooner.
-            use_checkpoint: recompute each block's activations in backward to save memory.
+            use_act_checkpoint: recompute each block's activations in backward to save memory.
             pe_cache_size: how many input grids keep their resized position embeddings
                 (used while no gradient is recorded, e.g. at inference).
         """
@@ -74,7 +74,7 @@ class ViTWithDetTokens(nn.Module):
         self.num_det_tokens = num_det_tokens
         self.init_grid = embedding_grid(init_pe_size, patch_size, "init_pe_size")
         self.mid_grid = embedding_grid(mid_pe_size, patch_size, "mid_pe_size") if mid_pe_size is not None else None
-        self.use_checkpoint = use_checkpoint
+        self.use_act_checkpoint = use_act_checkpoint
         self.pe_cache_size = pe_cache_size
         self._pe_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
 
@@ -179,7 +179,7 @@ class ViTWithDetTokens(nn.Module):
         x = x + pos
         for i, block in enumerate(self.blocks):
             num_queries = num_outputs if i == self.depth - 1 else None
-            if self.use_checkpoint and torch.is_grad_enabled():
+            if self.use_act_checkpoint and torch.is_grad_enabled():
                 x = checkpoint(block, x, num_queries, use_reentrant=False)
             else:
                 x = block(x, num_queries)
