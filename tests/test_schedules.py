@@ -1,5 +1,7 @@
 """Learning-rate schedules and the epoch arithmetic of the paper configs, against the original's loop."""
 import math
+import os
+import runpy
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from detectron2.solver import LRMultiplier
 from yolos_d2.config import load_config
 from yolos_d2.engine import EpochCosine, epochs_to_iters, iters_per_epoch, warmup_cosine
 
-from _helpers import config_path
+from _helpers import CONFIG_DIR, config_path
 
 COCO_TRAIN_IMAGES = 118287
 
@@ -109,3 +111,31 @@ def test_weight_decay_override_reaches_the_decayed_group():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
     assert "detector.backbone.blocks.0.attn.qkv.weight" in {names[id(p)] for p in decay["params"]}
+
+
+def _resolve_schedule():
+    """train_net.py's ``resolve_schedule``, which runs before the optimizer is built."""
+    return runpy.run_path(os.path.join(os.path.dirname(CONFIG_DIR), "train_net.py"))["resolve_schedule"]
+
+
+@pytest.mark.parametrize("scale_lr", [False, True])
+def test_another_total_batch_warns_once_and_scales_the_lr_only_when_asked(caplog, scale_lr):
+    resolve_schedule = _resolve_schedule()
+    overrides = ["dataloader.train.total_batch_size=8", f"train.schedule.scale_lr={scale_lr}"]
+    cfg = load_config(config_path("yolos_ti"), overrides)
+    with caplog.at_level("INFO", logger="yolos_d2"):
+        resolve_schedule(cfg)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert cfg.optimizer.lr == pytest.approx(2.5e-5 if scale_lr else 5e-5)
+    assert len(warnings) == (0 if scale_lr else 1)
+    if warnings:
+        assert "16 images per iteration" in warnings[0] and "train.schedule.scale_lr=True" in warnings[0]
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Schedule:")]
+    assert "300 epochs of 14786 iterations" in line and "train.max_iter 4435800" in line
+
+
+def test_the_paper_batch_does_not_warn(caplog):
+    cfg = load_config(config_path("yolos_ti"))
+    with caplog.at_level("INFO", logger="yolos_d2"):
+        _resolve_schedule()(cfg)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"] and cfg.optimizer.lr == 5e-5
