@@ -378,8 +378,8 @@ def test_16_bit_colour_images_keep_their_levels(tmp_path):
     assert np.abs(image - scaled).max() <= 1  # Pillow keeps each value's high byte
 
 
-@pytest.mark.parametrize("dtype, described", [(np.float32, "floating-point"), (np.int32, "32-bit integer")])
-def test_images_without_a_defined_range_are_refused_by_name(tmp_path, dtype, described):
+@pytest.mark.parametrize("dtype, described", [(np.float32, "F' (32-bit floating point)"), (np.int32, "I' (32-bit integers)")])
+def test_images_without_a_known_range_are_refused_by_name(tmp_path, dtype, described):
     from yolos_d2.data import read_image
     from yolos_d2.data.images import UnsupportedImageError
 
@@ -387,10 +387,9 @@ def test_images_without_a_defined_range_are_refused_by_name(tmp_path, dtype, des
     Image.fromarray(np.linspace(0, 1000, 32, dtype=dtype).reshape(4, 8)).save(path)
     with pytest.raises(UnsupportedImageError) as info:
         read_image(str(path), format="RGB")
-    mode = Image.open(path).mode
     assert str(info.value) == (
-        f"{path}: {described} images (PIL mode {mode!r}) are not supported: the range of their values is not "
-        "defined. Convert the image to 8 or 16 bits per channel"
+        f"{path}: images of PIL mode '{described} are not supported: only images of 8 or 16 bits per channel "
+        "have a known range. Convert the image to 8 or 16 bits per channel"
     )
 
 
@@ -446,3 +445,25 @@ def test_mapper_refuses_what_it_does_not_map(tmp_path):
         mapper({"file_name": path, "height": 32, "width": 48, "sem_seg_file_name": path})
     with pytest.raises(ValueError, match="does not load precomputed proposals"):
         YOLOSDatasetMapper(is_train=True, augmentations=[], image_format="RGB", precomputed_proposal_topk=100)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda coco: coco.pop("images"), "annotations.json has no 'images' list"),
+        (lambda coco: coco["annotations"][0].pop("image_id"),
+         ": 1 annotation without one of the required keys 'id', 'image_id', 'category_id', 'bbox': "
+         "annotation 1 of image None has no 'image_id'"),
+        (lambda coco: coco["categories"][1].pop("name"),
+         ": 1 category without one of the required keys 'id', 'name': category 2 has no 'name'"),
+        (lambda coco: coco["categories"].append({"id": 2, "name": "bird"}),
+         ": 1 category id used more than once (ids must be unique): 2 (dog, bird)"),
+    ],
+)
+def test_other_missing_keys_and_repeated_ids_are_named(tmp_path, change, expected):
+    coco = coco_with_images(tmp_path, [1], [annotation(1, [1, 1, 5, 5])])
+    coco["categories"] = [dict(c) for c in coco["categories"]]
+    change(coco)
+    with pytest.raises(ValueError) as info:
+        load(f"keys_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value).startswith(str(tmp_path / "annotations.json")) and expected in str(info.value)

@@ -11,11 +11,12 @@ from PIL import Image, ImageOps
 
 __all__ = ["UnsupportedImageError", "read_image"]
 
+# PIL modes of 8 bits per channel, which PIL converts to "RGB" and "L".
+_8_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 # PIL modes of 16-bit single-channel images. Pillow opens a 16-bit PNG as mode "I" (32-bit
 # integers) holding 0..65535: PNG has at most 16 bits per sample.
 _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
-# PIL modes whose values have no defined range, which cannot be mapped to 0..255.
-_UNDEFINED_RANGE = {"I": "32-bit integer", "F": "floating-point", "I;16S": "signed 16-bit integer"}
+_DESCRIPTIONS = {"I": "32-bit integers", "F": "32-bit floating point"}
 
 
 class UnsupportedImageError(OSError):
@@ -36,17 +37,18 @@ def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
         (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
 
     Raises:
-        UnsupportedImageError naming the file for 32-bit integer, signed 16-bit and
-        floating-point images, whose values have no defined range; OSError (from PIL) for a file
-        that cannot be decoded.
+        UnsupportedImageError naming the file for other images, e.g. of 32-bit integers or
+        floating point (PIL modes "I" and "F"), whose values have no known range; OSError (from
+        PIL) for a file that cannot be decoded.
     """
     with PathManager.open(file_name, "rb") as f:
         image = Image.open(f)
         sixteen_bit = image.mode in _16_BIT_MODES or (image.mode == "I" and image.format == "PNG")
-        if not sixteen_bit and image.mode in _UNDEFINED_RANGE:
+        if not sixteen_bit and image.mode not in _8_BIT_MODES:
+            described = f" ({_DESCRIPTIONS[image.mode]})" if image.mode in _DESCRIPTIONS else ""
             raise UnsupportedImageError(
-                f"{file_name}: {_UNDEFINED_RANGE[image.mode]} images (PIL mode {image.mode!r}) are not supported: "
-                "the range of their values is not defined. Convert the image to 8 or 16 bits per channel"
+                f"{file_name}: images of PIL mode {image.mode!r}{described} are not supported: only images of 8 "
+                "or 16 bits per channel have a known range. Convert the image to 8 or 16 bits per channel"
             )
         image = ImageOps.exif_transpose(image)
         if sixteen_bit:
