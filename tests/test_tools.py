@@ -267,7 +267,7 @@ def test_demo_refuses_to_replace_an_input_file(tiny, tmp_path, capsys, link):
 def test_demo_keeps_the_outputs_of_inputs_with_the_same_name_apart(tiny, tmp_path, caplog):
     a = copy_images(tiny, tmp_path / "a", names=["x.png"])
     b = copy_images(tiny, tmp_path / "b", names=["y.png", "x.png"])
-    inputs = [*a, *b, str(tmp_path / "a" / "x.png")]  # a/x.png twice: drawn once
+    inputs = [str(tmp_path / "a"), *b, str(tmp_path / "a" / "x.png")]  # a/x.png twice: drawn once
     output = tmp_path / "drawn"
     with caplog.at_level(logging.INFO, logger="yolos_d2"):
         assert run_demo(tiny, inputs, output, "--confidence-threshold", "2") == 0
@@ -336,3 +336,19 @@ def test_attention_maps_refuses_to_replace_its_input(tiny, tmp_path, capsys):
         assert exit_info.value.code == 2
         assert f"--output: writing {image} would replace the input {image}" in capsys.readouterr().err
     assert os.listdir(tmp_path) == ["det_token_2.png"] and open(image, "rb").read() == data
+
+
+def test_output_check_sees_through_links(tmp_path):
+    from yolos_d2.tools.outputs import OutputError, check_outputs
+
+    image = tmp_path / "image.png"
+    image.write_bytes(b"pixels")
+    os.link(image, tmp_path / "hard.png")
+    (tmp_path / "soft.png").symlink_to(image)
+    for link in ("hard.png", "soft.png"):
+        with pytest.raises(OutputError, match=f"writing {tmp_path / link} would replace the input {image}"):
+            check_outputs([str(tmp_path / link)], [str(image)])
+    check_outputs([str(tmp_path / "other.png"), str(tmp_path)], [str(image)])  # beside the input: allowed
+    with pytest.raises(OutputError, match="is or lies inside the input folder"):
+        check_outputs([str(tmp_path / "sub" / "deeper")], [], [str(tmp_path)])
+    check_outputs([str(tmp_path) + "_drawn"], [], [str(tmp_path)])  # a name that only starts like the folder
