@@ -7,13 +7,15 @@ does:
     python train_net.py --config-file configs/yolos_s.py --eval-only train.init_checkpoint=model.pth
     python train_net.py --config-file configs/quickstart.py    # a few minutes on a CPU
 
-``--resume`` continues from the last checkpoint in ``train.output_dir``. Without CUDA,
-``--num-gpus N`` runs N CPU processes with the gloo backend. A config file that does not exist,
-an override of a key that does not exist, sizes the model cannot use, values of the wrong type or
-range, a device that does not exist and a batch that does not divide among the processes end the
-command at start, before any process or file is created, with a message naming them (see
+``--resume`` continues from the last checkpoint in ``train.output_dir``; one run at a time may
+use that folder (a second one fails at start, naming the first). Without CUDA, ``--num-gpus N``
+runs N CPU processes with the gloo backend. A config file that does not exist, an override of a
+key that does not exist, sizes the model cannot use, values of the wrong type or range, a device
+that does not exist and a batch that does not divide among the processes end the command at
+start, before any process or file is created, with a message naming them (see
 ``yolos_d2.config``).
 """
+import contextlib
 import logging
 from functools import partial
 
@@ -27,6 +29,7 @@ from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import ConfigError, check_config, check_launch, load_config
 from yolos_d2.data import check_num_classes
 from yolos_d2.engine import SavePredictionImages, YOLOSTrainer, iters_per_epoch, launch, scaled_lr
+from yolos_d2.engine.run_lock import OutputDirError, RunLock
 
 logger = logging.getLogger("yolos_d2")
 
@@ -158,15 +161,21 @@ def main(args):
 if __name__ == "__main__":
     parser = default_argument_parser()
     args = parser.parse_args()
-    try:
-        load_checked_config(args)  # a mistake in the config ends the command here, before any process starts
-    except ConfigError as e:
-        parser.error(str(e))
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    with contextlib.ExitStack() as stack:
+        # A mistake in the config, or a folder another run uses, ends the command here, before any
+        # process starts or anything is written. The launching process holds the folder's lock for
+        # all the processes it starts (machine 0's, when several machines share the folder).
+        try:
+            cfg = load_checked_config(args)
+            if args.machine_rank == 0:
+                stack.enter_context(RunLock(cfg.train.output_dir))
+        except (ConfigError, OutputDirError) as e:
+            parser.error(str(e))
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
