@@ -310,14 +310,17 @@ def test_a_split_without_trainable_boxes_fails_training_but_not_evaluation(tmp_p
         dicts = get_detection_dataset_dicts(name, filter_empty=False)
     assert "Dataset 'all_crowd' has no box to train on: all of its 2 annotations are crowd (iscrowd=1)" in caplog.text
     # Evaluation reads it.
-    loader = build_detection_test_loader(dicts, mapper=DatasetMapper(is_train=False, augmentations=[], image_format="RGB"))
+    mapper = DatasetMapper(is_train=False, augmentations=[], image_format="RGB")
+    loader = build_detection_test_loader(dicts, mapper=mapper)
     assert [batch[0]["image_id"] for batch in loader] == [1, 2]
     # Training refuses it, saying why.
     with pytest.raises(ValueError) as info:
         build_train_loader(dicts, mapper=DatasetMapper(is_train=True, augmentations=[], image_format="RGB"),
                            total_batch_size=1)
     message = str(info.value)
-    assert message.startswith("The training dataset has no box to train on: 2 images, 2 annotations, all crowd (iscrowd=1)")
+    assert message.startswith(
+        "The training dataset has no box to train on: 2 images, 2 annotations, all crowd (iscrowd=1)"
+    )
     assert str(tmp_path) in message
     # With filter_empty=True (the quick start), detectron2 removes the images first and stops, naming the split.
     with pytest.raises(AssertionError, match="No valid data found in all_crowd"):
@@ -378,7 +381,9 @@ def test_16_bit_colour_images_keep_their_levels(tmp_path):
     assert np.abs(image - scaled).max() <= 1  # Pillow keeps each value's high byte
 
 
-@pytest.mark.parametrize("dtype, described", [(np.float32, "F' (32-bit floating point)"), (np.int32, "I' (32-bit integers)")])
+@pytest.mark.parametrize(
+    "dtype, described", [(np.float32, "F' (32-bit floating point)"), (np.int32, "I' (32-bit integers)")]
+)
 def test_images_without_a_known_range_are_refused_by_name(tmp_path, dtype, described):
     from yolos_d2.data import read_image
     from yolos_d2.data.images import UnsupportedImageError

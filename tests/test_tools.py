@@ -255,7 +255,8 @@ def test_demo_refuses_to_replace_an_input_file(tiny, tmp_path, capsys, link):
         run_demo(tiny, [str(inputs / "*.png")], output)
     assert exit_info.value.code == 2
     first = sorted(files)[0]
-    assert f"--output: writing {output / os.path.basename(first)} would replace the input {first}" in capsys.readouterr().err
+    replaced = f"--output: writing {output / os.path.basename(first)} would replace the input {first}"
+    assert replaced in capsys.readouterr().err
     assert_unchanged(files, inputs)
 
     (single,) = copy_images(tiny, tmp_path / "single", names=["photo.png"])

@@ -158,12 +158,17 @@ def test_malformed_voc_xml_names_the_file_and_line(tmp_path):
     "old, new, expected",
     [
         ("<width>48</width>", "", "000003.xml: no <size>/<width>"),
-        ("<height>32</height>", "<height>3.5</height>", "000003.xml: <size>/<height> is '3.5'; expected a positive whole number of pixels"),
+        ("<height>32</height>", "<height>3.5</height>",
+         "000003.xml: <size>/<height> is '3.5'; expected a positive whole number of pixels"),
         ("<name>triangle</name>", "", "000003.xml: object 2 has no <name>"),
         ("<xmin>3</xmin>", "", "000003.xml: object 1 has no <bndbox>/<xmin>"),
-        ("<ymax>30</ymax>", "<ymax>thirty</ymax>", "000003.xml: object 1 has <bndbox>/<ymax> 'thirty'; expected a finite number"),
-        ("<ymax>30</ymax>", "<ymax>nan</ymax>", "000003.xml: object 1 has <bndbox>/<ymax> 'nan'; expected a finite number"),
-        ("<name>ellipse</name>", "<name>elipse</name>", "000003.xml: object 1 has class 'elipse', which is not one of the dataset's 3 classes: rectangle, ellipse, triangle"),
+        ("<ymax>30</ymax>", "<ymax>thirty</ymax>",
+         "000003.xml: object 1 has <bndbox>/<ymax> 'thirty'; expected a finite number"),
+        ("<ymax>30</ymax>", "<ymax>nan</ymax>",
+         "000003.xml: object 1 has <bndbox>/<ymax> 'nan'; expected a finite number"),
+        ("<name>ellipse</name>", "<name>elipse</name>",
+         "000003.xml: object 1 has class 'elipse', which is not one of the dataset's 3 classes: rectangle, ellipse, "
+         "triangle"),
     ],
 )
 def test_missing_or_bad_voc_elements_are_named(tmp_path, old, new, expected):

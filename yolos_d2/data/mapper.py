@@ -27,7 +27,9 @@ class DatasetMapper(_DetectronDatasetMapper):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.proposal_topk is not None:
-            raise ValueError("yolos_d2.data.DatasetMapper does not load precomputed proposals: use load_proposals=False")
+            raise ValueError(
+                "yolos_d2.data.DatasetMapper does not load precomputed proposals: use load_proposals=False"
+            )
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         if "sem_seg_file_name" in dataset_dict:

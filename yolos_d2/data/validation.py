@@ -120,7 +120,8 @@ def check_coco_json(coco: Dict, json_file: str, image_root: str) -> None:
         for a in annotations
         if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4 and all(map(_is_number, a["bbox"])))
     ]
-    _raise_if_any(json_file, "annotation", "with a bbox that is not four finite numbers [x, y, width, height]", bad_boxes)
+    problem = "with a bbox that is not four finite numbers [x, y, width, height]"
+    _raise_if_any(json_file, "annotation", problem, bad_boxes)
 
 
 def _is_number(value) -> bool:
@@ -129,7 +130,8 @@ def _is_number(value) -> bool:
 
 
 def _check_keys(json_file: str, kind: str, items: List[Dict], keys: Sequence[str], describe: Callable) -> None:
-    lacking = [f"{describe(item)} has no {key!r}" for item in items for key in keys if key not in item]
+    missing = [(item, [key for key in keys if key not in item]) for item in items]
+    lacking = [f"{describe(item)} has no {', '.join(map(repr, absent))}" for item, absent in missing if absent]
     names = ", ".join(map(repr, keys))
     _raise_if_any(json_file, kind, f"without one of the required keys {names}", lacking)
 
@@ -167,8 +169,13 @@ def check_dataset_dicts(dataset_dicts: List[Dict], dataset_name: str) -> None:
         "(iscrowd=1), which training leaves out"
     )
     if crowd == len(annotations):
-        why = f"all of its {len(annotations)} annotations are crowd (iscrowd=1)" if annotations else "it has no annotations"
-        logger.warning(f"Dataset {dataset_name!r} has no box to train on: {why}. It can be evaluated on, not trained on")
+        if annotations:
+            why = f"all of its {len(annotations)} annotations are crowd (iscrowd=1)"
+        else:
+            why = "it has no annotations"
+        logger.warning(
+            f"Dataset {dataset_name!r} has no box to train on: {why}. It can be evaluated on, not trained on"
+        )
 
 
 def check_trainable_boxes(dataset_dicts: Sequence[Dict]) -> None:

@@ -52,7 +52,8 @@ def _load_annotation_file(dirname: str, file_id: str, class_names: List[str]) ->
         root = ET.parse(xml_file).getroot()
     except ET.ParseError as e:
         line, column = e.position
-        raise ValueError(f"{xml_file} is not valid XML: {ErrorString(e.code)} at line {line}, column {column}") from None
+        reason = ErrorString(e.code)
+        raise ValueError(f"{xml_file} is not valid XML: {reason} at line {line}, column {column}") from None
     record = {
         "file_name": os.path.join(dirname, "JPEGImages", file_id + ".jpg"),
         "image_id": file_id,

@@ -55,7 +55,12 @@ COCO_AREA_THRESHOLDS = (32**2, 96**2)
 SIZE_NAMES = ("small", "medium", "large")
 SIZE_COLOURS = ("tab:blue", "tab:green", "tab:red")
 # The files written into --output, in the order they are written.
-OUTPUT_FILES = ("token_predictions.json", "gt_class_distribution.json", "token_box_centres.png", "token_class_distribution.png")
+OUTPUT_FILES = (
+    "token_predictions.json",
+    "gt_class_distribution.json",
+    "token_box_centres.png",
+    "token_class_distribution.png",
+)
 
 
 @dataclasses.dataclass

@@ -32,7 +32,9 @@ def check_outputs(outputs: Sequence[str], input_files: Iterable[str] = (), input
     for output in existing:
         replaced = inputs.get(_file_identity(output))
         if replaced is not None:
-            raise OutputError(f"--output: writing {output} would replace the input {replaced}: write the outputs elsewhere")
+            raise OutputError(
+                f"--output: writing {output} would replace the input {replaced}: write the outputs elsewhere"
+            )
 
 
 def _file_identity(path: str):
