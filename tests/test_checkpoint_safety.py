@@ -65,9 +65,28 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     assert torch.equal(model.weight, expected.weight) and torch.equal(model.bias, expected.bias)
 
 
+class _FillingFile:
+    """A file on a disk with room for ``room`` more bytes: writing past them fails with ENOSPC."""
+
+    def __init__(self, f, room):
+        self.f, self.room = f, room
+
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self):
+        self.f.flush()
+
+
+_torch_save = torch.save
+
+
 def _disk_full_save(obj, f, *args, **kwargs):
-    f.write(b"the first bytes of a checkpoint")
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    """torch.save onto a disk that fills up after 500 bytes (torch then raises a RuntimeError of its own)."""
+    _torch_save(obj, _FillingFile(f, room=500), *args, **kwargs)
 
 
 def test_disk_full_while_saving_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -113,7 +113,11 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         try:
             save_checkpoint_atomic(data, save_file)
             self.tag_last_checkpoint(basename)
-        except OSError as e:
+        except (OSError, RuntimeError) as error:
+            # torch.save reports a failed write (e.g. ENOSPC) as a RuntimeError of its zip writer.
+            e = _os_error_in(error)
+            if e is None:
+                raise
             kept = (
                 f"The previous checkpoint, {previous}, is intact and tagged as the last one: "
                 "--resume continues from it."
@@ -121,7 +125,7 @@ class YOLOSCheckpointer(DetectionCheckpointer):
                 else f"No earlier checkpoint is in {self.save_dir}."
             )
             reason = f"{errno.errorcode.get(e.errno, 'error')} ({e.strerror})" if e.errno else str(e)
-            raise OSError(e.errno, f"Could not save checkpoint {save_file}: {reason}. {kept}") from e
+            raise OSError(e.errno, f"Could not save checkpoint {save_file}: {reason}. {kept}") from error
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         tag_file = os.path.join(self.save_dir, "last_checkpoint")
@@ -243,6 +247,13 @@ def check_finite(state: Dict[str, torch.Tensor], source: str, keys: Iterable[str
             f"Checkpoint {source!r} holds infinite or NaN values in {len(bad)} tensors: {_shorten(bad)}. "
             "It was saved by a run that diverged, or the file is damaged: load an earlier checkpoint."
         )
+
+
+def _os_error_in(error: BaseException) -> Optional[OSError]:
+    """``error`` if it is an ``OSError``, else the first one it was raised from or while handling."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def _tensors(count: int) -> str:
