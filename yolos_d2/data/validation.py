@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Callable, Dict, List, Sequence
 
 from detectron2.data.datasets import load_coco_json
@@ -130,18 +130,26 @@ def _is_number(value) -> bool:
 
 
 def _check_keys(json_file: str, kind: str, items: List[Dict], keys: Sequence[str], describe: Callable) -> None:
-    missing = [(item, [key for key in keys if key not in item]) for item in items]
-    lacking = [f"{describe(item)} has no {', '.join(map(repr, absent))}" for item, absent in missing if absent]
+    required = set(keys)
+    lacking = [
+        f"{describe(item)} has no {', '.join(repr(key) for key in keys if key not in item)}"
+        for item in items
+        if not required.issubset(item)
+    ]
     names = ", ".join(map(repr, keys))
     _raise_if_any(json_file, kind, f"without one of the required keys {names}", lacking)
 
 
 def _check_unique_ids(json_file: str, kind: str, items: List[Dict], describe: Callable) -> None:
     """Raise if an id is used twice, listing each such id with ``describe`` of the items having it."""
+    counts = Counter(item["id"] for item in items)
+    if len(counts) == len(items):
+        return
     by_id = defaultdict(list)
     for item in items:
-        by_id[item["id"]].append(describe(item))
-    repeated = [f"{id_} ({', '.join(map(str, described))})" for id_, described in by_id.items() if len(described) > 1]
+        if counts[item["id"]] > 1:
+            by_id[item["id"]].append(describe(item))
+    repeated = [f"{id_} ({', '.join(map(str, described))})" for id_, described in by_id.items()]
     _raise_if_any(json_file, f"{kind} id", "used more than once (ids must be unique)", repeated)
 
 
