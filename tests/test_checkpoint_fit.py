@@ -7,8 +7,12 @@ import pytest
 import torch
 
 from _helpers import build_model, config_path
+from _train_net import run_train_net
+from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images)
 from yolos_d2.checkpoint import YOLOSCheckpointer, compact_key_names, save_checkpoint_atomic
+from yolos_d2.config import load_config
 from yolos_d2.export import main as export_main
+from yolos_d2.tools.predictor import build_inference_model
 
 
 def depth(n):
@@ -151,6 +155,25 @@ def test_export_refuses_a_checkpoint_that_does_not_fit(tmp_path, capsys):
                      *depth(2), f"train.init_checkpoint={path}"])
     assert "missing from the checkpoint (12 tensors): detector.backbone.blocks.1" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_tools_refuse_a_checkpoint_that_does_not_fit(tmp_path):
+    path = save(build_model("yolos_ti", depth(1)).state_dict(), tmp_path / "depth1.pth")
+    cfg = load_config(config_path("yolos_ti"), [*depth(3), f"train.init_checkpoint={path}", "train.device=cpu"])
+    with pytest.raises(ValueError) as info:
+        build_inference_model(cfg)
+    assert "missing from the checkpoint (24 tensors): detector.backbone.blocks.1-2\n" in str(info.value)
+
+
+@pytest.mark.parametrize("args", [[], ["--eval-only"]], ids=["training", "eval-only"])
+def test_train_net_refuses_weights_that_do_not_fit(tiny_config, tmp_path, args):  # noqa: F811
+    """The tiny config's model has 2 blocks; weights of a 1-block model lack block 1."""
+    path = save(build_model("quickstart", depth(1)).state_dict(), tmp_path / "depth1.pth")
+    status, log = run_train_net(tiny_config, str(tmp_path / "out"), *args, f"train.init_checkpoint={path}")
+    assert status != 0
+    assert "ValueError: Checkpoint" in log
+    assert "missing from the checkpoint (12 tensors): detector.backbone.blocks.1\n" in log
+    assert "Starting training" not in log and "Start inference" not in log
 
 
 @pytest.mark.parametrize(

@@ -38,10 +38,11 @@ def test_lock_names_its_holder_and_is_released_at_exit(tmp_path):
 
 
 def test_lock_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path, caplog):
+    hold = f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import time; from yolos_d2.engine.run_lock import RunLock; "
-                               f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); time.sleep(600)"],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-c", f"import time; from yolos_d2.engine.run_lock import RunLock; {hold}"],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline() == "held\n"
@@ -53,7 +54,8 @@ def test_lock_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path, capl
     assert read_record(tmp_path)["pid"] == holder.pid  # the killed process left its file
     with caplog.at_level(logging.WARNING), RunLock(str(tmp_path)):
         assert read_record(tmp_path)["pid"] == os.getpid()
-    assert f"Taking over {tmp_path / LOCK_FILE}, left by process {holder.pid} on host {socket.gethostname()}" in caplog.text
+    left_by = f"left by process {holder.pid} on host {socket.gethostname()}"
+    assert f"Taking over {tmp_path / LOCK_FILE}, {left_by}" in caplog.text
 
 
 def test_lock_left_on_another_host_is_not_taken_over(tmp_path):
@@ -68,7 +70,7 @@ def test_lock_left_on_another_host_is_not_taken_over(tmp_path):
 
 def test_output_dir_that_is_a_file_is_not_writable(tmp_path):
     (tmp_path / "out").write_text("")
-    with pytest.raises(OutputDirError, match=r"train.output_dir='.*out' is not a writable folder: File exists \(EEXIST: "):
+    with pytest.raises(OutputDirError, match=r"output_dir='.*out' is not a writable folder: File exists \(EEXIST: "):
         RunLock(str(tmp_path / "out")).acquire()
 
 
@@ -82,7 +84,8 @@ def test_read_only_or_full_output_dir_is_named(tmp_path, monkeypatch, failing, e
         RunLock(str(tmp_path)).acquire()
     monkeypatch.undo()
     assert str(info.value).startswith(
-        f"train.output_dir={str(tmp_path)!r} is not a writable folder: {os.strerror(error)} ({errno.errorcode[error]}: "
+        f"train.output_dir={str(tmp_path)!r} is not a writable folder: "
+        f"{os.strerror(error)} ({errno.errorcode[error]}: "
     )
     assert os.listdir(tmp_path) == []
 
@@ -106,7 +109,7 @@ def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config
     try:
         wait_for_lock(out, first)
         first.send_signal(signal.SIGSTOP)
-        expected = f"train_net.py: error: train.output_dir={out!r} is in use by another run: process {first.pid} on host"
+        expected = f"train_net.py: error: train.output_dir={out!r} is in use by another run: process {first.pid} "
         for args in [(), ("--resume",), ("--num-gpus", "2")]:
             status, log = run_train_net(tiny_config, out, *args)
             assert status == 2 and expected in log, log[-3000:]
