@@ -9,10 +9,10 @@ them into ``<train.output_dir>/predictions``.
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from omegaconf import OmegaConf
 
-from yolos_d2.data import build_train_loader
+from yolos_d2.data import DatasetMapper, build_train_loader
 from yolos_d2.evaluation import FastCOCOEvaluator
 
 from .common.optim import lr_multiplier, optimizer

@@ -85,7 +85,7 @@ def voc_config(tmp_path_factory):
     cfg = LazyConfig.load(os.path.join(CONFIG_DIR, "common", "voc_data.py"))
     # The test-time resize follows the model's patch size.
     cfg.model = LazyConfig.load(os.path.join(CONFIG_DIR, "common", "yolos_model.py")).model
-    assert cfg.dataloader.test.dataset.names == "voc_2007_test"
+    assert cfg.dataloader.test.dataset.names == "voc_2007_test_checked"
     cfg.dataloader.test.dataset.names = name
     cfg.dataloader.test.num_workers = 0
     return cfg

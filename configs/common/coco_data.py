@@ -1,9 +1,9 @@
 """COCO 2017 data: training and evaluation loaders, and the COCO evaluator."""
 from detectron2.config import LazyCall as L
-from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from omegaconf import OmegaConf
 
-from yolos_d2.data import build_train_loader, detr_test_augmentations, detr_train_augmentations
+from yolos_d2.data import DatasetMapper, build_train_loader, detr_test_augmentations, detr_train_augmentations
 from yolos_d2.evaluation import FastCOCOEvaluator
 
 # Images in COCO train2017, the original's epoch (it keeps images without annotations).

@@ -5,11 +5,11 @@ from typing import Callable, Dict
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from PIL import Image
 
+from ..data import read_image
 from ..visualization import draw_predictions
 
 __all__ = ["SavePredictionImages"]
@@ -59,7 +59,7 @@ class SavePredictionImages(HookBase):
         for dataset_dict in DatasetCatalog.get(self.dataset_name)[: self.num_images]:
             with torch.no_grad():
                 instances = model([self.mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
-            image = utils.read_image(dataset_dict["file_name"], format="RGB")
+            image = read_image(dataset_dict["file_name"], format="RGB")
             drawn = draw_predictions(image, instances, metadata, self.score_threshold, self.scale)
             name = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
             Image.fromarray(drawn).save(os.path.join(self.output_dir, f"{name}.png"))
