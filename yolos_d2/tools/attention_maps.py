@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..data import read_image
-from ..modeling.attention import det_token_patch_attention, record_attention
+from .attention_recording import det_token_patch_attention, record_attention
 from .outputs import OutputError, check_outputs
 from .predictor import YOLOSPredictor, add_config_arguments, add_predictor_arguments, load_config_or_exit, parse_args
 

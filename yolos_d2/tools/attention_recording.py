@@ -1,5 +1,6 @@
 """
-Reading a ViT block's self-attention weights without changing how the model computes.
+Reading a ViT block's self-attention weights without changing how the model computes: an
+inspection aid for ``attention_maps``, not a part of the model.
 
 The blocks compute attention with fused kernels that never form the attention matrix, so
 :func:`record_attention` recomputes it, only while it is active, from the output of the block's
