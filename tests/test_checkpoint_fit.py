@@ -11,8 +11,8 @@ from _train_net import run_train_net
 from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images)
 from yolos_d2.checkpoint import YOLOSCheckpointer, compact_key_names, save_checkpoint_atomic
 from yolos_d2.config import load_config
+from yolos_d2.engine import build_inference_model
 from yolos_d2.export import main as export_main
-from yolos_d2.tools.predictor import build_inference_model
 
 
 def depth(n):

@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..config import load_config
 from ..data import register_coco_dataset
-from ..tools.predictor import build_inference_model
+from ..engine import build_inference_model
 from .timing import format_table
 
 __all__ = ["original_eval_pairs", "main"]

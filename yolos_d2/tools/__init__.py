@@ -1,9 +1,17 @@
 """
-Command-line tools that look at a trained YOLOS (each runs with ``python -m yolos_d2.tools.<name>``):
+yolos_d2's command-line tools. Each runs as ``python -m yolos_d2.tools.<name>`` and as the
+console script installed with the package:
 
-- ``demo``: draw its detections on images, folders of images or videos;
-- ``det_token_stats``: what each ``[DET]`` token predicts over a dataset, as JSON and figures;
-- ``attention_maps``: where chosen ``[DET]`` tokens attend in an image, per head.
+- ``train`` (``yolos-train``): train and evaluate, as detectron2's ``lazyconfig_train_net.py``;
+- ``demo`` (``yolos-demo``): draw a trained model's detections on images, folders or videos;
+- ``convert`` (``yolos-convert``): DeiT/ViT, original YOLOS and Hugging Face weights to yolos_d2's;
+- ``export`` (``yolos-export``): the detector as ONNX or TorchScript;
+- ``det_token_stats`` (``yolos-det-token-stats``): what each ``[DET]`` token predicts over a dataset;
+- ``attention_maps`` (``yolos-attention-maps``): where chosen ``[DET]`` tokens attend in an image;
+- ``model_info`` (``yolos-model-info``): size and FLOPs of the configs' models;
+- ``benchmark`` (``yolos-benchmark``): the benchmarks of :mod:`yolos_d2.benchmark`.
 
-Nothing is imported here, so that importing one tool does not load the others' dependencies.
+:mod:`.cli` gives them the same arguments (``--config-file``, ``KEY=VALUE`` overrides anywhere,
+``--weights``, ``--device``). Nothing is imported here, so that importing one tool does not load
+the others' dependencies.
 """

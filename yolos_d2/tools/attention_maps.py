@@ -2,8 +2,10 @@
 Where ``[DET]`` tokens look: the last block's self-attention from chosen ``[DET]`` tokens to the
 image patches, per head and averaged over the heads, over the image with the token's box::
 
-    python -m yolos_d2.tools.attention_maps --config-file configs/quickstart.py --input image.png \\
-        --output attention/ train.init_checkpoint=output/quickstart/model_final.pth
+    yolos-attention-maps --config-file configs/quickstart.py --input image.png --output attention/ \\
+        --weights output/quickstart/model_final.pth
+
+(also ``python -m yolos_d2.tools.attention_maps``).
 
 The tokens are ``--tokens 0 5 ...``, else the ``--top-k`` (default 3) highest scoring. For each,
 ``det_token_<index>.png`` shows the mean over the heads, then each head, over the image as the
@@ -16,7 +18,6 @@ import argparse
 import logging
 import math
 import os
-import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -26,11 +27,12 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..data import read_image
+from ..engine import YOLOSPredictor
+from . import cli
 from .attention_recording import det_token_patch_attention, record_attention
 from .outputs import OutputError, check_outputs
-from .predictor import YOLOSPredictor, add_config_arguments, add_predictor_arguments, load_config_or_exit, parse_args
 
-logger = logging.getLogger("yolos_d2.attention_maps")
+logger = logging.getLogger(__name__)
 
 
 def select_tokens(scores: torch.Tensor, tokens: Optional[Sequence[int]], top_k: int) -> List[int]:
@@ -115,17 +117,18 @@ def draw_token_attention(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    cli.add_config_arguments(parser)
     parser.add_argument("--input", required=True, help="an image file")
     parser.add_argument("--output", required=True, help="folder for the figures (created)")
     parser.add_argument("--tokens", type=int, nargs="+", help="[DET] token indices (default: the top-k by score)")
     parser.add_argument("--top-k", type=int, default=3, help="how many of the highest scoring tokens to draw")
-    add_predictor_arguments(parser)
-    args = parse_args(parser, argv)
+    cli.add_max_size_argument(parser)
+    args = cli.parse_args(parser, argv)
     if args.top_k < 1:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
 
-    cfg = load_config_or_exit(parser, args.config_file, args.opts)
+    with cli.usage_errors(parser):
+        cfg = cli.load_config(args)
     # Any token may be among the top k: no figure may replace the input.
     candidates = args.tokens or range(cfg.model.detector.backbone.num_det_tokens)
     try:
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
     except OSError as e:
         logger.error(f"Cannot read --input {args.input!r}: {e}")
         return 1
-    predictor = YOLOSPredictor(cfg, max_size=args.max_size)
+    with cli.usage_errors(parser):
+        predictor = YOLOSPredictor(cfg, max_size=args.max_size)
     image = predictor.resize(original)
     backbone = predictor.model.detector.backbone
     with record_attention(backbone, num_queries=backbone.num_det_tokens) as recorded:
@@ -165,8 +169,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from detectron2.utils.logger import setup_logger
+console_main = cli.console_script(main)
 
-    setup_logger(name="yolos_d2")
-    sys.exit(main())
+if __name__ == "__main__":
+    console_main()

@@ -1,10 +1,12 @@
 """
 Draw a trained YOLOS's detections (boxes, class names, scores) on images or videos::
 
-    python demo.py --config-file configs/quickstart.py --input photo.jpg --output photo_pred.png \\
-        train.init_checkpoint=output/quickstart/model_final.pth
-    python demo.py --config-file CONFIG --input images/ 'more/*.jpg' --output drawn/ train.init_checkpoint=...
-    python demo.py --config-file CONFIG --input clip.mp4 --output clip_pred.mp4 train.init_checkpoint=...
+    yolos-demo --config-file configs/quickstart.py --input photo.jpg --output photo_pred.png \\
+        --weights output/quickstart/model_final.pth
+    yolos-demo --config-file CONFIG --input images/ 'more/*.jpg' --output drawn/ --weights WEIGHTS
+    yolos-demo --config-file CONFIG --input clip.mp4 --output clip_pred.mp4 --weights WEIGHTS
+
+(also ``python -m yolos_d2.tools.demo`` or ``python demo.py``).
 
 ``--input`` takes image files, folders (their images), glob patterns (quoted) and video files; a
 file named twice is drawn once. ``--output`` is the file to write when there is one input and it
@@ -15,14 +17,14 @@ write that would replace an input, is refused before anything is done (exit stat
 
 Images are read at any bit depth (16-bit ones scaled to 8 bits), resized by the config's test
 mapper, then scaled down to at most ``--max-size`` pixels on their longer side, and the class
-names come from the config's test dataset. An input that cannot be read is reported and skipped;
-the exit status is then 1.
+names come from the config's test dataset. Predictions scoring at least ``--confidence-threshold``
+are drawn; the log gives their number per image. An input that cannot be read is reported and
+skipped; the exit status is then 1.
 """
 import argparse
 import glob
 import logging
 import os
-import sys
 import time
 from typing import List, Sequence
 
@@ -32,11 +34,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data import read_image
+from ..engine import YOLOSPredictor
 from ..visualization import draw_predictions
+from . import cli
 from .outputs import OutputError, check_outputs
-from .predictor import YOLOSPredictor, add_config_arguments, add_predictor_arguments, load_config_or_exit, parse_args
 
-logger = logging.getLogger("yolos_d2.demo")
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".webm")
@@ -90,7 +93,8 @@ def draw_image(predictor: YOLOSPredictor, path: str, output: str, threshold: flo
     start = time.perf_counter()
     instances = predictor(image)
     seconds = time.perf_counter() - start
-    logger.info(f"{path}: {int((instances.scores >= threshold).sum())} detections in {seconds:.3f} s")
+    detections = int((instances.scores >= threshold).sum())
+    logger.info(f"{path}: {detections} detections scoring >= {threshold} in {seconds:.3f} s")
     Image.fromarray(draw_predictions(image, instances, predictor.metadata, threshold, scale)).save(output)
 
 
@@ -101,7 +105,7 @@ def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: flo
         raise OSError(f"cannot open the video {path!r}")
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     writer = None
-    num_frames, seconds = 0, 0.0
+    num_frames, num_detections, seconds = 0, 0, 0.0
     try:
         with tqdm(total=int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc=path, unit="frame") as progress:
             while True:
@@ -112,6 +116,7 @@ def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: flo
                 start = time.perf_counter()
                 instances = predictor(image)
                 seconds += time.perf_counter() - start
+                num_detections += int((instances.scores >= threshold).sum())
                 drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale)
                 if writer is None:
                     size = (drawn.shape[1], drawn.shape[0])
@@ -127,18 +132,21 @@ def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: flo
             writer.release()
     if num_frames == 0:
         raise OSError(f"no frame of the video {path!r} could be read")
-    logger.info(f"{path}: {num_frames} frames in {seconds:.1f} s, {seconds / num_frames:.3f} s per frame")
+    logger.info(
+        f"{path}: {num_frames} frames, {num_detections} detections scoring >= {threshold}, in {seconds:.1f} s "
+        f"({seconds / num_frames:.3f} s per frame)"
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    cli.add_config_arguments(parser)
     parser.add_argument("--input", nargs="+", required=True, help="images, folders, quoted glob patterns or videos")
     parser.add_argument("--output", required=True, help="the output file for a single input, else a folder")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw predictions scoring at least it")
     parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
-    add_predictor_arguments(parser)
-    args = parse_args(parser, argv)
+    cli.add_max_size_argument(parser)
+    args = cli.parse_args(parser, argv)
 
     paths = expand_inputs(args.input)
     if not paths:
@@ -148,7 +156,8 @@ def main(argv=None) -> int:
         check_outputs([args.output, *outputs], paths, [folder for folder in args.input if os.path.isdir(folder)])
     except OutputError as e:
         parser.error(str(e))
-    predictor = YOLOSPredictor(load_config_or_exit(parser, args.config_file, args.opts), max_size=args.max_size)
+    with cli.usage_errors(parser):
+        predictor = YOLOSPredictor(cli.load_config(args), max_size=args.max_size)
 
     skipped = []
     for path, output in tqdm(zip(paths, outputs), total=len(paths), disable=len(paths) == 1, unit="input"):
@@ -168,8 +177,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from detectron2.utils.logger import setup_logger
+console_main = cli.console_script(main)
 
-    setup_logger(name="yolos_d2")
-    sys.exit(main())
+if __name__ == "__main__":
+    console_main()

@@ -1,8 +1,10 @@
 """
 What each ``[DET]`` token predicts over a dataset, as in the YOLOS paper's analysis::
 
-    python -m yolos_d2.tools.det_token_stats --config-file configs/quickstart.py --output stats/ \\
-        train.init_checkpoint=output/quickstart/model_final.pth
+    yolos-det-token-stats --config-file configs/quickstart.py --output stats/ \\
+        --weights output/quickstart/model_final.pth
+
+(also ``python -m yolos_d2.tools.det_token_stats``).
 
 Runs the model over a registered dataset (``--dataset``, default the config's test dataset) with
 the config's test mapper and writes into ``--output``:
@@ -27,7 +29,6 @@ import json
 import logging
 import math
 import os
-import sys
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
@@ -39,16 +40,11 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
+from ..engine import build_inference_model, metadata_of_test_dataset
+from . import cli
 from .outputs import OutputError, check_outputs
-from .predictor import (
-    add_config_arguments,
-    build_inference_model,
-    load_config_or_exit,
-    metadata_of_test_dataset,
-    parse_args,
-)
 
-logger = logging.getLogger("yolos_d2.det_token_stats")
+logger = logging.getLogger(__name__)
 
 # COCO's object sizes: a box area (in the image's pixels) below 32^2 is small, from 96^2 large.
 COCO_AREA_THRESHOLDS = (32**2, 96**2)
@@ -195,21 +191,22 @@ def draw_class_distribution(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
+    cli.add_config_arguments(parser)
     parser.add_argument("--output", required=True, help="folder for the JSON files and figures (created)")
     parser.add_argument("--dataset", help="a registered dataset (default: the config's test dataset)")
     parser.add_argument("--max-images", type=int, help="use only the first N images of the dataset")
-    args = parse_args(parser, argv)
+    args = cli.parse_args(parser, argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {args.max_images}")
 
     dataset_override = [f"dataloader.test.dataset.names={args.dataset}"] if args.dataset else []
-    cfg = load_config_or_exit(parser, args.config_file, args.opts + dataset_override)
+    with cli.usage_errors(parser):
+        cfg = cli.load_config(args, dataset_override)
+        dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
+        metadata = metadata_of_test_dataset(cfg)
     dataset_names = cfg.dataloader.test.dataset.names
-    dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
     if not dataset_dicts:
         parser.error(f"dataset {dataset_names} has no images")
-    metadata = metadata_of_test_dataset(cfg)
     outputs = [os.path.join(args.output, name) for name in OUTPUT_FILES]
     inputs = [d["file_name"] for d in dataset_dicts] + ([metadata.json_file] if metadata.get("json_file") else [])
     try:
@@ -218,7 +215,8 @@ def main(argv=None) -> int:
         parser.error(str(e))
     predictions_path, gt_path, centres_path, distribution_path = outputs
     class_names = metadata.thing_classes
-    model = build_inference_model(cfg)
+    with cli.usage_errors(parser):
+        model = build_inference_model(cfg)
     predictions = collect_token_predictions(model, instantiate(cfg.dataloader.test.mapper), dataset_dicts)
 
     num_tokens, num_classes = model.detector.backbone.num_det_tokens, len(class_names)
@@ -243,8 +241,7 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from detectron2.utils.logger import setup_logger
+console_main = cli.console_script(main)
 
-    setup_logger(name="yolos_d2")
-    sys.exit(main())
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,123 @@
+"""
+The command-line habits every yolos_d2 tool shares:
+
+- ``--config-file FILE``, a LazyConfig;
+- ``KEY=VALUE`` config overrides anywhere on the command line (``+KEY=VALUE`` adds a key),
+  applied strictly: a key the config does not have is an error naming it;
+- ``--weights FILE``, the same as ``train.init_checkpoint=FILE``, and ``--device``, the same as
+  ``train.device=DEVICE``, where the tool has weights to load or a model to run;
+- a config mistake, weights that do not fit the model or a file that does not exist end the
+  command at start with the usual usage error (exit status 2) naming them.
+
+The config is loaded and checked as training loads it (:func:`yolos_d2.config.load_config`,
+:func:`yolos_d2.config.check_config`), and models with weights are built by
+:func:`yolos_d2.engine.build_inference_model`.
+"""
+import argparse
+import contextlib
+import re
+import sys
+from typing import Callable, Iterator, NoReturn, Optional, Sequence
+
+from omegaconf import DictConfig
+
+from .. import config
+from ..engine.predictor import DEFAULT_MAX_SIZE
+
+__all__ = [
+    "OVERRIDE",
+    "add_config_arguments",
+    "add_max_size_argument",
+    "console_script",
+    "load_config",
+    "parse_args",
+    "usage_errors",
+]
+
+# A config override: an optional "+" or "++", a dotted key, "=", a value.
+OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, weights: bool = True, device: bool = True) -> None:
+    """``--config-file`` and, if asked for, ``--weights`` and ``--device``; see :func:`parse_args` for overrides."""
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a LazyConfig, e.g. configs/quickstart.py")
+    if weights:
+        parser.add_argument(
+            "--weights",
+            metavar="FILE",
+            help="a yolos_d2 checkpoint, e.g. output/quickstart/model_final.pth (sets train.init_checkpoint)",
+        )
+    if device:
+        parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (sets train.device)")
+    parser.epilog = (
+        (parser.epilog + "\n\n" if parser.epilog else "")
+        + "KEY=VALUE arguments, anywhere on the command line, override config keys, e.g. "
+        "model.detector.backbone.depth=6 (+KEY=VALUE adds a key)."
+    )
+
+
+def add_max_size_argument(parser: argparse.ArgumentParser) -> None:
+    """``--max-size``, the :class:`~yolos_d2.engine.YOLOSPredictor` argument of the same name."""
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_SIZE,
+        metavar="PIXELS",
+        help="scale images whose longer side is still longer than this after the config's test-time resize "
+        f"down to it (default {DEFAULT_MAX_SIZE}; 0: no limit)",
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """
+    Parse ``argv`` (default ``sys.argv[1:]``). Every argument that looks like ``KEY=VALUE`` (a
+    dotted key) goes to ``args.opts``, wherever it is, also after an option taking a list
+    (``--input a.png b.png train.seed=1``); the others are parsed by ``parser``.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args([a for a in argv if not OVERRIDE.match(a)])
+    args.opts = [a for a in argv if OVERRIDE.match(a)]
+    return args
+
+
+def load_config(args: argparse.Namespace, overrides: Sequence[str] = ()) -> DictConfig:
+    """
+    The config of ``args.config_file`` with ``args.opts`` and then ``overrides`` applied strictly,
+    ``args.weights`` and ``args.device`` set where given, checked by
+    :func:`yolos_d2.config.check_config`. Raises :class:`yolos_d2.config.ConfigError`.
+    """
+    cfg = config.load_config(args.config_file, [*args.opts, *overrides])
+    # Set directly rather than as override text: a path may hold characters the override grammar reads.
+    if getattr(args, "weights", None) is not None:
+        cfg.train.init_checkpoint = args.weights
+    if getattr(args, "device", None) is not None:
+        cfg.train.device = args.device
+    config.check_config(cfg)
+    return cfg
+
+
+@contextlib.contextmanager
+def usage_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
+    """
+    Inside, ``ValueError`` (a config mistake, weights that do not fit the model, an argument a
+    component refuses) and ``FileNotFoundError`` end the command with ``parser.error`` naming them.
+    """
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+
+
+def console_script(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], NoReturn]:
+    """
+    The function a console script (or ``python -m``) runs: yolos_d2's log output set up as
+    detectron2 sets it up, then ``main()`` on ``sys.argv``, whose return value is the exit status.
+    """
+
+    def run() -> NoReturn:
+        from detectron2.utils.logger import setup_logger
+
+        setup_logger(name="yolos_d2")
+        sys.exit(main())
+
+    return run
