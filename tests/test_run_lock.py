@@ -101,8 +101,9 @@ def wait_for_lock(folder, proc):
 def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config, tmp_path):  # noqa: F811
     """
     The first run is stopped (SIGSTOP) while it holds the lock, so that the others start while it
-    runs whatever the machine's speed: a second run, a --resume and a two-process run of the same
-    folder each fail before starting; then the first one continues and ends with its checkpoints.
+    runs whatever the machine's speed: a second run, a --resume, an --eval-only and a two-process
+    run of the same folder each fail before starting; then the first one continues and ends with
+    its checkpoints.
     """
     out = str(tmp_path / "out")
     first = start_train_net(tiny_config, out, "train.max_iter=12", "train.checkpointer.period=4")
@@ -110,7 +111,7 @@ def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config
         wait_for_lock(out, first)
         first.send_signal(signal.SIGSTOP)
         expected = f"train_net.py: error: train.output_dir={out!r} is in use by another run: process {first.pid} "
-        for args in [(), ("--resume",), ("--num-gpus", "2")]:
+        for args in [(), ("--resume",), ("--eval-only",), ("--num-gpus", "2")]:
             status, log = run_train_net(tiny_config, out, *args)
             assert status == 2 and expected in log, log[-3000:]
             assert "Command line arguments" not in log  # what detectron2's default_setup logs first

@@ -14,7 +14,7 @@ def compact_key_names(keys: Iterable[str], universe: Iterable[str]) -> List[str]
     ``["detector.backbone.blocks.1-3"]``; other tensors keep their full names.
 
     Returns:
-        the names in the order of ``universe``'s modules, numbers in numeric order.
+        the names, sorted by module name, numbered modules in numeric order.
     """
     return _compact((), {_split(k) for k in keys}, {_split(k) for k in universe})
 
