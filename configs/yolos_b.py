@@ -3,7 +3,7 @@ YOLOS-B: DeiT-B distilled (768-d, 12 layers, 12 heads) pre-trained 1000 epochs a
 as ``yolos_s.py`` with position embeddings defined at 800x1344. Paper: 42.0 AP at 800.
 
 The distillation token is not used; its position embedding becomes the [CLS] one, as in the
-original. Initialise from it: python -m yolos_d2.convert deit_base_distilled_patch16_384-d0272ac0.pth \
+original. Initialise from it: yolos-convert deit_base_distilled_patch16_384-d0272ac0.pth \
     deit_base_distilled_yolos_d2.pth --format deit --config-file configs/yolos_b.py
 """
 from .yolos_s import dataloader, lr_multiplier, model, optimizer, train

@@ -2,7 +2,7 @@
 YOLOS-Ti: DeiT-Ti (192-d, 12 layers, 3 heads) pre-trained 300 epochs at 224, fine-tuned 300
 epochs on COCO at 8 GPUs x 2 images, evaluated at 512. Paper: 28.7 AP.
 
-Initialise from DeiT-Ti: python -m yolos_d2.convert deit_tiny_patch16_224-a1311bcf.pth \
+Initialise from DeiT-Ti: yolos-convert deit_tiny_patch16_224-a1311bcf.pth \
     deit_tiny_yolos_d2.pth --format deit --config-file configs/yolos_ti.py
 """
 from .common.yolos import dataloader, lr_multiplier, model, optimizer, train

@@ -12,7 +12,7 @@ from test_training import tiny_config  # noqa: F401  (a fixture: a config traini
 from yolos_d2.checkpoint import YOLOSCheckpointer, compact_key_names, save_checkpoint_atomic
 from yolos_d2.config import load_config
 from yolos_d2.engine import build_inference_model
-from yolos_d2.export import main as export_main
+from yolos_d2.tools.export import main as export_main
 
 
 def depth(n):

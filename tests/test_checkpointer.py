@@ -7,7 +7,7 @@ import torch
 
 from _helpers import build_model, config_path
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file, save_checkpoint_atomic
-from yolos_d2.convert import main as convert_main
+from yolos_d2.tools.convert import main as convert_main
 
 SMALL = ["model.detector.backbone.depth=1"]
 

@@ -5,8 +5,8 @@ import pytest
 
 from _helpers import VARIANTS, config_path
 from yolos_d2.config import ConfigError, check_config, load_config
-from yolos_d2.convert import main as convert_main
 from yolos_d2.modeling import ViTWithDetTokens
+from yolos_d2.tools.convert import main as convert_main
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from _helpers import build_model, config_path, max_abs_diff
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
-from yolos_d2.convert import main as convert_main
+from yolos_d2.tools.convert import main as convert_main
 
 
 def _save_deit_release(model, path):

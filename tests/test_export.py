@@ -7,7 +7,7 @@ import torch
 
 from _helpers import build_model, config_path, max_abs_diff
 from yolos_d2.checkpoint import save_checkpoint_atomic
-from yolos_d2.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, main
+from yolos_d2.tools.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, main
 
 # Position embeddings on a 4x6 patch grid.
 SMALL = [

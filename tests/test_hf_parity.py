@@ -13,7 +13,7 @@ from _helpers import (
     random_hf_model,
 )
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.convert import main as convert_main
+from yolos_d2.tools.convert import main as convert_main
 
 # Two input sizes whose patch grids differ from each other and from every init_pe_size.
 INPUT_SIZES = [(320, 480), (224, 352)]

@@ -6,7 +6,7 @@ import torch
 
 from _helpers import build_model, coco_rows, config_path, hf_config_like, load_config, max_abs_diff, random_hf_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.convert import main as convert_main
+from yolos_d2.tools.convert import main as convert_main
 
 _HF_TO_ORIGINAL = [
     (r"^vit\.embeddings\.cls_token$", "backbone.cls_token"),

@@ -38,9 +38,18 @@ __all__ = [
 OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, weights: bool = True, device: bool = True) -> None:
-    """``--config-file`` and, if asked for, ``--weights`` and ``--device``; see :func:`parse_args` for overrides."""
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a LazyConfig, e.g. configs/quickstart.py")
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    required: bool = True,
+    config_help: str = "a LazyConfig, e.g. configs/quickstart.py",
+    weights: bool = True,
+    device: bool = True,
+) -> None:
+    """
+    ``--config-file`` (``required`` or not, described by ``config_help``) and, if asked for,
+    ``--weights`` and ``--device``; see :func:`parse_args` for the overrides.
+    """
+    parser.add_argument("--config-file", required=required, metavar="FILE", help=config_help)
     if weights:
         parser.add_argument(
             "--weights",

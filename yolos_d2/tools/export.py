@@ -1,11 +1,12 @@
 """
 Export the YOLOS detector to ONNX or TorchScript, for any batch size and image size::
 
-    python -m yolos_d2.export --config-file CONFIG --output yolos.onnx \
+    yolos-export --config-file CONFIG --output yolos.onnx [--weights WEIGHTS] \
         [--format {onnx,torchscript}] [--height H --width W] [KEY=VALUE ...]
 
-The graph is ``model.detector`` (:class:`~yolos_d2.modeling.YOLOSDetector`) with the weights of
-``train.init_checkpoint`` (random ones, with a warning, when it is empty):
+(also ``python -m yolos_d2.tools.export``). The graph is ``model.detector``
+(:class:`~yolos_d2.modeling.YOLOSDetector`) with the weights of ``--weights`` (or
+``train.init_checkpoint``; random ones, with a warning, when it is empty), traced on the CPU:
 
 - input ``images``: (B, 3, H, W) float32 RGB images, normalised as ``YOLOS`` does:
   ``(pixels - pixel_mean) / pixel_std`` in 0-255 units;
@@ -25,20 +26,16 @@ is checked against eager at a second batch size and patch grid.
 import argparse
 import logging
 import os
-import sys
 
 import torch
-from detectron2.config import instantiate
-from detectron2.utils.file_io import PathManager
-from detectron2.utils.logger import setup_logger
 
-from .checkpoint import YOLOSCheckpointer
-from .config import load_config
-from .modeling import YOLOSDetector
+from ..engine import build_inference_model
+from ..modeling import YOLOSDetector
+from . import cli
 
 __all__ = ["export_onnx", "export_torchscript", "main"]
 
-logger = logging.getLogger("yolos_d2.export")
+logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
@@ -90,35 +87,19 @@ EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="LazyConfig of the model")
+    cli.add_config_arguments(parser, device=False)
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write, e.g. yolos_ti.onnx")
     parser.add_argument("--format", choices=sorted(EXPORTERS), default="onnx", help="default: onnx")
     parser.add_argument("--height", type=int, default=512, help="example input height in pixels (default 512)")
     parser.add_argument("--width", type=int, default=512, help="example input width in pixels (default 512)")
-    parser.add_argument(
-        "opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. train.init_checkpoint=X.pth"
-    )
-    args = parser.parse_intermixed_args(argv)
+    args = cli.parse_args(parser, argv)
 
-    try:
-        cfg = load_config(args.config_file, args.opts)
-        model = instantiate(cfg.model).eval()
-    except ValueError as e:  # a ConfigError, or an argument the model refuses (e.g. init_pe_size)
-        parser.error(str(e))
+    # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
+    with cli.usage_errors(parser):
+        model = build_inference_model(cli.load_config(args, ["train.device=cpu"]), require_weights=False)
     patch = model.detector.backbone.patch_size
     if min(args.height, args.width) < patch:
         parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")
-
-    checkpoint = cfg.train.init_checkpoint
-    if not checkpoint:
-        logger.warning("train.init_checkpoint is empty: exporting randomly initialised weights")
-    elif not os.path.isfile(PathManager.get_local_path(checkpoint)):
-        parser.error(f"train.init_checkpoint={checkpoint!r}: file not found")
-    else:
-        try:
-            YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict).load(checkpoint)
-        except ValueError as e:  # weights that do not fit the model, or not converted to yolos_d2
-            parser.error(str(e))
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), args.output)
@@ -129,6 +110,7 @@ def main(argv=None) -> int:
     return 0
 
 
+console_main = cli.console_script(main)
+
 if __name__ == "__main__":
-    setup_logger(name="yolos_d2")
-    sys.exit(main())
+    console_main()
