@@ -244,7 +244,7 @@ def check_finite(state: Dict[str, torch.Tensor], source: str, keys: Iterable[str
             bad.append(f"{k} ({', '.join(f'{n} {what}' for n, what in counts if n)})")
     if bad:
         raise ValueError(
-            f"Checkpoint {source!r} holds infinite or NaN values in {len(bad)} tensors: {_shorten(bad)}. "
+            f"Checkpoint {source!r} holds infinite or NaN values in {_tensors(len(bad))}: {_shorten(bad)}. "
             "It was saved by a run that diverged, or the file is damaged: load an earlier checkpoint."
         )
 
