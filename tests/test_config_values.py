@@ -101,6 +101,7 @@ def run_train_net_main(argv, monkeypatch):
         ("yolos_ti", ["train.max_iters=10"], "Unknown config key 'train.max_iters'"),
         *BAD_VALUES,
         ("yolos_ti", ["--num-gpus", "3"], "dataloader.train.total_batch_size=16 is not divisible by the 3 processes"),
+        ("yolos_ti", ["--num-gpus", "0"], "--num-gpus 0 --num-machines 1: each must be at least 1"),
     ],
 )
 def test_train_net_stops_before_writing_anything(tmp_path, monkeypatch, capsys, name, args, message):
