@@ -1,4 +1,4 @@
-"""Running train.net.py in a subprocess whose output and exit status the test reads."""
+"""Running train_net.py in a subprocess whose output and exit status the test reads."""
 import os
 import subprocess
 import sys
