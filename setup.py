@@ -8,6 +8,17 @@ setup(
     python_requires=">=3.9",
     # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
     install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
+    entry_points={
+        "console_scripts": [
+            "yolos-demo = yolos_d2.tools.demo:console_main",
+            "yolos-convert = yolos_d2.tools.convert:console_main",
+            "yolos-export = yolos_d2.tools.export:console_main",
+            "yolos-det-token-stats = yolos_d2.tools.det_token_stats:console_main",
+            "yolos-attention-maps = yolos_d2.tools.attention_maps:console_main",
+            "yolos-model-info = yolos_d2.tools.model_info:console_main",
+            "yolos-benchmark = yolos_d2.tools.benchmark:console_main",
+        ]
+    },
     extras_require={
         "export": ["onnx", "onnxscript"],
         "test": ["pytest", "hypothesis", "transformers>=4.40", "onnx", "onnxruntime", "onnxscript"],

@@ -2,7 +2,7 @@
 Speed of :class:`yolos_d2.evaluation.FastCOCOeval` against pycocotools' ``COCOeval`` on a
 synthetic COCO-like problem, timed interleaved in one process::
 
-    python -m yolos_d2.benchmark.evaluation [--images 500 --dets 100 --repeats 3]
+    yolos-benchmark evaluation [--images 500 --dets 100 --repeats 3]
 
 Each timed call builds the evaluator and runs ``evaluate()`` and ``accumulate()`` on boxes;
 ``summarize()`` (a few milliseconds, the same code in both) is run once afterwards for the AP and
@@ -140,7 +140,3 @@ def main(argv=None) -> None:
     print(format_table(["implementation", "seconds", "ratio", "AP"], rows))
     difference = np.abs(stats["FastCOCOeval"] - stats["pycocotools COCOeval"]).max()
     print(f"max |difference| of the 12 summary numbers (AP, AR): {difference:.3g}")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,9 +2,9 @@
 Inference speed of yolos_d2's detector against transformers' ``YolosForObjectDetection`` with eager
 and SDPA attention, on the same (random) weights and input, timed interleaved in one process::
 
-    python -m yolos_d2.benchmark.inference                      # the CPU defaults below
-    python -m yolos_d2.benchmark.inference --device cuda --cases configs/yolos_s.py:800x1333:8
-    python -m yolos_d2.benchmark.inference --original-repo ../YOLOS   # also the original code
+    yolos-benchmark inference                      # the CPU defaults below
+    yolos-benchmark inference --device cuda --cases configs/yolos_s.py:800x1333:8
+    yolos-benchmark inference --original-repo ../YOLOS   # also the original code
 
 Each case is ``CONFIG:HxW:BATCH``. The table gives milliseconds per batch (median over
 ``--repeats`` rounds after warm-up), images per second, the model's FLOP rate and its fraction of
@@ -166,7 +166,3 @@ def main(argv=None) -> None:
         for dtype in dtypes:
             rows = run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo)
             print(format_table(header, rows), flush=True)
-
-
-if __name__ == "__main__":
-    main()

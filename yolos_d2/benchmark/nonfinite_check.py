@@ -2,7 +2,7 @@
 What the check for infinite or NaN predictions (run by :class:`SetCriterion` before matching)
 costs, as a share of a training step of :class:`YOLOSTrainer`::
 
-    python -m yolos_d2.benchmark.nonfinite_check [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
+    yolos-benchmark nonfinite-check [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Timed interleaved in one process: the check alone on a step's predictions, a whole training step
 (which runs the check), and the same step with the check replaced by nothing. The check's share
@@ -17,21 +17,16 @@ from detectron2.utils.events import EventStorage
 
 from ..modeling import criterion
 from .timing import format_table, time_interleaved
-from .training import build_trainer, synthetic_batch
+from .training import add_step_arguments, build_trainer, parse_step_arguments, synthetic_batch
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="configs/yolos_ti.py")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", default="512x688", help="HxW of the input images")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
-    args = parser.parse_args(argv)
-    size = tuple(int(v) for v in args.size.split("x"))
+    add_step_arguments(parser, repeats=10)
+    args, cfg = parse_step_arguments(parser, argv)
+    size, device = args.size, cfg.train.device
 
-    trainer = build_trainer(args.config_file, args.batch, size, args.device, args.opts)
+    trainer = build_trainer(cfg, args.batch, size)
     model = trainer.model
     with torch.no_grad():  # the predictions of the step's batch
         batch = synthetic_batch(args.batch, size, model.criterion.num_classes)
@@ -41,7 +36,7 @@ def main(argv=None) -> None:
         with mock.patch.object(criterion, "check_finite_predictions", lambda outputs: None):
             trainer.run_step()
 
-    on_cuda = args.device.startswith("cuda")
+    on_cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
     with EventStorage(0) as trainer.storage:
         times = time_interleaved(
@@ -55,7 +50,7 @@ def main(argv=None) -> None:
             sync=sync,
         )
 
-    device = f"{args.device} ({torch.cuda.get_device_name() if on_cuda else f'{torch.get_num_threads()} threads'})"
+    device = f"{device} ({torch.cuda.get_device_name() if on_cuda else f'{torch.get_num_threads()} threads'})"
     print(f"{args.config_file}, batch {args.batch} at {size[0]}x{size[1]}, {device}, amp {trainer.amp_dtype}")
     rows = [
         ["check alone", f"{times['check'] * 1e3:.4f}", f"{100 * times['check'] / times['step']:.4f}"],
@@ -64,7 +59,3 @@ def main(argv=None) -> None:
          f"{100 * times['step without check'] / times['step']:.2f}"],
     ]
     print(format_table(["", "ms", "% of a step"], rows))
-
-
-if __name__ == "__main__":
-    main()

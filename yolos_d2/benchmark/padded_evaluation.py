@@ -3,8 +3,8 @@ How much the original's batched evaluation moves AP: a trained model evaluated o
 time, and in pairs padded to a common size without a mask, as the original evaluates YOLOS-Ti
 (``--batch_size 2 --eval`` on 8 GPUs)::
 
-    python -m yolos_d2.benchmark.padded_evaluation --config-file configs/quickstart.py \\
-        train.init_checkpoint=output/quickstart/model_final.pth
+    yolos-benchmark padded-evaluation --config-file configs/quickstart.py \\
+        --weights output/quickstart/model_final.pth
 
 Pairs are formed as the original's ``DistributedSampler(shuffle=False)`` forms them on
 ``--processes`` processes: process r takes images r, r + P, r + 2P, ... (the list padded to whole
@@ -31,9 +31,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from ..config import load_config
 from ..data import register_coco_dataset
 from ..engine import build_inference_model
+from ..tools import cli
 from .timing import format_table
 
 __all__ = ["original_eval_pairs", "main"]
@@ -115,19 +115,19 @@ def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True)
+    cli.add_config_arguments(parser)
     parser.add_argument("--processes", type=int, default=8, help="the original's GPUs, which form the pairs")
     parser.add_argument("--crop-seed", type=int, help="crop the images to random sizes with this seed first")
     parser.add_argument("--work-dir", help="where the cropped dataset is written (default: a temporary folder)")
-    parser.add_argument("opts", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    args = parser.parse_args(argv)
+    args = cli.parse_args(parser, argv)
 
-    cfg = load_config(args.config_file, args.opts)
+    with cli.usage_errors(parser):
+        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        model = build_inference_model(cfg)
     name = cfg.dataloader.test.dataset.names
     if args.crop_seed is not None:
         name = crop_dataset(name, args.work_dir or tempfile.mkdtemp(prefix="padded_eval_"), args.crop_seed)
         cfg.dataloader.test.dataset.names = name
-    model = build_inference_model(cfg)
     mapper = instantiate(cfg.dataloader.test.mapper)
     inputs = [mapper(dict(record)) for record in DatasetCatalog.get(name)]
     evaluator = instantiate(cfg.dataloader.evaluator)
@@ -143,7 +143,3 @@ def main(argv=None) -> None:
         rows.append([label, f"{padded}/{len(inputs)}", *(f"{bbox[k]:.2f}" for k in ("AP", "AP50", "AP75"))])
     print(f"dataset {name}: {len(inputs)} images")
     print(format_table(["evaluation", "images padded", "AP", "AP50", "AP75"], rows))
-
-
-if __name__ == "__main__":
-    main()

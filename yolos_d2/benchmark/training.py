@@ -2,7 +2,7 @@
 Speed and peak memory of one training step (forward, matching, losses, backward, gradient
 clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpointing::
 
-    python -m yolos_d2.benchmark.training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
+    yolos-benchmark training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Steps per second are timed interleaved in one process (the same model switches
 ``use_act_checkpoint`` between steps). Peak memory is that of the tensors a step allocates and holds
@@ -18,9 +18,10 @@ import torch
 from detectron2.config import instantiate
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from omegaconf import DictConfig
 
-from ..config import load_config
 from ..engine import YOLOSTrainer
+from ..tools import cli
 from .memory import peak_allocated_bytes
 from .timing import format_table, time_interleaved
 
@@ -40,11 +41,13 @@ def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_p
     return inputs
 
 
-def build_trainer(config_file: str, batch: int, size: Tuple[int, int], device: str, overrides: List[str]):
-    """A :class:`YOLOSTrainer` of the config's model and optimizer fed the same synthetic batch."""
-    cfg = load_config(config_file, overrides)
+def build_trainer(cfg, batch: int, size: Tuple[int, int]) -> YOLOSTrainer:
+    """
+    A :class:`YOLOSTrainer` of the config's model and optimizer on ``cfg.train.device``, fed
+    ``batch`` synthetic images of ``size`` (H, W) at every step.
+    """
     torch.manual_seed(0)
-    model = instantiate(cfg.model).to(device).train()
+    model = instantiate(cfg.model).to(cfg.train.device).train()
     cfg.optimizer.params.model = model
     data = synthetic_batch(batch, size, cfg.model.detector.num_classes)
     trainer = YOLOSTrainer(
@@ -60,32 +63,44 @@ def build_trainer(config_file: str, batch: int, size: Tuple[int, int], device: s
     return trainer
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="configs/yolos_ti.py")
+def add_step_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The arguments of a benchmark of training steps: the config, the device, the batch, ``--repeats``."""
+    cli.add_config_arguments(parser, required=False, weights=False)
+    parser.set_defaults(config_file="configs/yolos_ti.py")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", default="512x688", help="HxW of the input images")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("opts", nargs="*", default=[], help="KEY=VALUE overrides of the config")
-    args = parser.parse_args(argv)
-    args.size = tuple(int(v) for v in args.size.split("x"))
+    parser.add_argument("--repeats", type=int, default=repeats)
 
-    trainer = build_trainer(args.config_file, args.batch, args.size, args.device, args.opts)
+
+def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argparse.Namespace, DictConfig]:
+    """The arguments of :func:`add_step_arguments` (``size`` as (H, W)) and the checked config."""
+    args = cli.parse_args(parser, argv)
+    args.size = tuple(int(v) for v in args.size.split("x"))
+    with cli.usage_errors(parser):
+        return args, cli.load_config(args.config_file, args.opts, device=args.device)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_step_arguments(parser, repeats=5)
+    args, cfg = parse_step_arguments(parser, argv)
+    device = cfg.train.device
+
+    trainer = build_trainer(cfg, args.batch, args.size)
     backbone = trainer.model.detector.backbone
 
     def step(use_act_checkpoint: bool):
         backbone.use_act_checkpoint = use_act_checkpoint
         trainer.run_step()
 
-    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     settings = (False, True)
     with EventStorage(0) as trainer.storage:
         times = time_interleaved({c: partial(step, c) for c in settings}, repeats=args.repeats, warmup=1, sync=sync)
-        memory = {c: peak_allocated_bytes(partial(step, c), args.device) for c in settings}
+        memory = {c: peak_allocated_bytes(partial(step, c), device) for c in settings}
 
     print(
-        f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {args.device} "
+        f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {device} "
         f"({torch.get_num_threads()} threads), amp {trainer.amp_dtype}"
     )
     rows = [
@@ -101,7 +116,3 @@ def main(argv=None) -> None:
     ]
     header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
     print(format_table(header, rows))
-
-
-if __name__ == "__main__":
-    main()

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
 
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args)
+        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
     # Any token may be among the top k: no figure may replace the input.
     candidates = args.tokens or range(cfg.model.detector.backbone.num_det_tokens)
     try:

@@ -89,18 +89,20 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     return args
 
 
-def load_config(args: argparse.Namespace, overrides: Sequence[str] = ()) -> DictConfig:
+def load_config(
+    config_file: str, overrides: Sequence[str] = (), weights: Optional[str] = None, device: Optional[str] = None
+) -> DictConfig:
     """
-    The config of ``args.config_file`` with ``args.opts`` and then ``overrides`` applied strictly,
-    ``args.weights`` and ``args.device`` set where given, checked by
-    :func:`yolos_d2.config.check_config`. Raises :class:`yolos_d2.config.ConfigError`.
+    The config of ``config_file`` with the ``KEY=VALUE`` ``overrides`` applied strictly,
+    ``train.init_checkpoint`` set to ``weights`` and ``train.device`` to ``device`` where given,
+    checked by :func:`yolos_d2.config.check_config`. Raises :class:`yolos_d2.config.ConfigError`.
     """
-    cfg = config.load_config(args.config_file, [*args.opts, *overrides])
+    cfg = config.load_config(config_file, overrides)
     # Set directly rather than as override text: a path may hold characters the override grammar reads.
-    if getattr(args, "weights", None) is not None:
-        cfg.train.init_checkpoint = args.weights
-    if getattr(args, "device", None) is not None:
-        cfg.train.device = args.device
+    if weights is not None:
+        cfg.train.init_checkpoint = weights
+    if device is not None:
+        cfg.train.device = device
     config.check_config(cfg)
     return cfg
 

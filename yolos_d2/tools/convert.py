@@ -50,7 +50,7 @@ def main(argv=None) -> int:
         model = None
     else:
         with cli.usage_errors(parser):  # a config mistake, or an argument the model refuses (e.g. init_pe_size)
-            model = instantiate(cli.load_config(args).model)
+            model = instantiate(cli.load_config(args.config_file, args.opts).model)
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
         state, dropped = convert_file(args.src, args.format, init_grid, args.keep_class_ids)

@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     except OutputError as e:
         parser.error(str(e))
     with cli.usage_errors(parser):
-        predictor = YOLOSPredictor(cli.load_config(args), max_size=args.max_size)
+        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        predictor = YOLOSPredictor(cfg, max_size=args.max_size)
 
     skipped = []
     for path, output in tqdm(zip(paths, outputs), total=len(paths), disable=len(paths) == 1, unit="input"):

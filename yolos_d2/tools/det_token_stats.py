@@ -201,7 +201,7 @@ def main(argv=None) -> int:
 
     dataset_override = [f"dataloader.test.dataset.names={args.dataset}"] if args.dataset else []
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args, dataset_override)
+        cfg = cli.load_config(args.config_file, args.opts + dataset_override, args.weights, args.device)
         dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
         metadata = metadata_of_test_dataset(cfg)
     dataset_names = cfg.dataloader.test.dataset.names

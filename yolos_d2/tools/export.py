@@ -96,7 +96,8 @@ def main(argv=None) -> int:
 
     # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
     with cli.usage_errors(parser):
-        model = build_inference_model(cli.load_config(args, ["train.device=cpu"]), require_weights=False)
+        cfg = cli.load_config(args.config_file, args.opts, args.weights, device="cpu")  # the graph is device-free
+        model = build_inference_model(cfg, require_weights=False)
     patch = model.detector.backbone.patch_size
     if min(args.height, args.width) < patch:
         parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")

@@ -1,0 +1,83 @@
+"""The tools' shared command line: overrides anywhere, --weights and --device, checked configs, console scripts."""
+import argparse
+from importlib.metadata import entry_points
+
+import pytest
+
+from _helpers import config_path
+from yolos_d2.config import ConfigError
+from yolos_d2.tools import benchmark, cli
+
+CONSOLE_SCRIPTS = {
+    "yolos-attention-maps": "yolos_d2.tools.attention_maps",
+    "yolos-benchmark": "yolos_d2.tools.benchmark",
+    "yolos-convert": "yolos_d2.tools.convert",
+    "yolos-demo": "yolos_d2.tools.demo",
+    "yolos-det-token-stats": "yolos_d2.tools.det_token_stats",
+    "yolos-export": "yolos_d2.tools.export",
+    "yolos-model-info": "yolos_d2.tools.model_info",
+}
+
+
+def parser_with_a_list_option():
+    parser = argparse.ArgumentParser()
+    cli.add_config_arguments(parser)
+    parser.add_argument("--input", nargs="+")
+    return parser
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train.seed=1", "--config-file", "c.py", "--input", "a.png", "b.png", "+train.note=x"],
+        ["--config-file", "c.py", "--input", "a.png", "train.seed=1", "b.png", "+train.note=x"],
+        ["--input", "a.png", "b.png", "train.seed=1", "+train.note=x", "--config-file", "c.py"],
+    ],
+)
+def test_overrides_are_found_anywhere(argv):
+    args = cli.parse_args(parser_with_a_list_option(), argv)
+    assert (args.config_file, args.input) == ("c.py", ["a.png", "b.png"])
+    assert args.opts == ["train.seed=1", "+train.note=x"]
+    assert (args.weights, args.device) == (None, None)
+
+
+def test_an_argument_that_is_neither_an_option_nor_an_override_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args(parser_with_a_list_option(), ["--config-file", "c.py", "stray"])
+    assert exit_info.value.code == 2
+    assert "unrecognized arguments: stray" in capsys.readouterr().err
+
+
+def test_weights_and_device_set_the_config_and_overrides_are_strict(tmp_path):
+    weights = str(tmp_path / "a path, with = signs.pth")
+    cfg = cli.load_config(config_path("yolos_ti"), ["train.seed=3"], weights=weights, device="cpu")
+    assert (cfg.train.init_checkpoint, cfg.train.device, cfg.train.seed) == (weights, "cpu", 3)
+    with pytest.raises(ConfigError, match="Unknown config key 'train.seedd'"):
+        cli.load_config(config_path("yolos_ti"), ["train.seedd=3"])
+    with pytest.raises(ConfigError, match=r"train\.device='tpu'"):  # checked as training checks it
+        cli.load_config(config_path("yolos_ti"), device="tpu")
+
+
+def test_usage_errors_end_the_command_with_status_2(capsys):
+    parser = argparse.ArgumentParser(prog="tool")
+    with pytest.raises(SystemExit) as exit_info, cli.usage_errors(parser):
+        raise FileNotFoundError("train.init_checkpoint='x.pth': file not found")
+    assert exit_info.value.code == 2
+    assert "tool: error: train.init_checkpoint='x.pth': file not found" in capsys.readouterr().err
+
+
+def test_console_scripts_run_the_tools():
+    scripts = {e.name: e for e in entry_points(group="console_scripts") if e.name.startswith("yolos-")}
+    assert {name: e.module for name, e in scripts.items()} == CONSOLE_SCRIPTS
+    for entry in scripts.values():
+        assert entry.attr == "console_main" and callable(entry.load())
+
+
+def test_benchmark_runs_the_subcommand_with_its_arguments(capsys):
+    assert benchmark.main(["evaluation", "--images", "6", "--categories", "3", "--dets", "10", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("6 images, 3 categories, ")
+    assert "| FastCOCOeval " in out and "| pycocotools COCOeval " in out
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["evaluation", "--imagez", "6"])
+    assert exit_info.value.code == 2
