@@ -2,7 +2,9 @@
 import itertools
 import logging
 import math
+import os
 import random
+import types
 
 import numpy as np
 import pytest
@@ -11,10 +13,11 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.data import ResumableTrainingSampler, build_train_loader
-from yolos_d2.engine import YOLOSTrainer
+from yolos_d2.data import DatasetMapper, ResumableTrainingSampler, build_train_loader, register_coco_dataset
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
+from yolos_d2.engine import SavePredictionImages, YOLOSTrainer
 
-from _helpers import build_model
+from _helpers import build_model, synthetic_splits
 
 TINY = ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=5"]
 
@@ -137,3 +140,21 @@ def test_checkpoint_with_another_class_count_reinitialises_only_the_class_head(t
     for k, v in mine.state_dict().items():
         if not k.startswith("detector.class_embed.layers.2."):
             assert torch.equal(v, coco.state_dict()[k]), k
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_prediction_images_log_the_threshold_and_the_boxes_drawn(tmp_path, caplog, threshold):
+    spec = SyntheticShapesSpec(3, seed=5, image_size=48)
+    ((json_file, image_root),) = synthetic_splits(str(tmp_path), {"hook": spec}).values()
+    name = register_coco_dataset(f"hook_images_{threshold}", json_file, image_root)
+    model = build_model("quickstart", ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=4"])
+    mapper = DatasetMapper(is_train=False, augmentations=[], image_format="RGB")
+    output = tmp_path / "drawn"
+    hook = SavePredictionImages(name, mapper, str(output), num_images=8, score_threshold=threshold)
+    hook.trainer = types.SimpleNamespace(iter=9, max_iter=10, model=model)
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        hook.after_train()
+    assert len(os.listdir(output)) == 3
+    drawn = 3 * 4 if threshold == 0.0 else 0  # every token's box, or none: scores lie in [0, 1]
+    expected = f"Saved predictions on 3 images to {output}: {drawn} boxes scoring >= {threshold} drawn (highest score 0."
+    assert expected in caplog.text

@@ -18,7 +18,9 @@ __all__ = ["SavePredictionImages"]
 class SavePredictionImages(HookBase):
     """
     When training ends, draw the model's predictions on the first images of a dataset with
-    detectron2's ``Visualizer`` and save them as PNGs (main process only).
+    detectron2's ``Visualizer`` and save them as PNGs (main process only). The log gives the
+    score threshold, how many predictions reached it and the highest score: after a short run,
+    drawings without a box mean that no prediction scored high enough yet.
     """
 
     def __init__(
@@ -56,12 +58,19 @@ class SavePredictionImages(HookBase):
         os.makedirs(self.output_dir, exist_ok=True)
         was_training = model.training
         model.eval()
-        for dataset_dict in DatasetCatalog.get(self.dataset_name)[: self.num_images]:
+        drawn_boxes, best_score = 0, 0.0
+        dataset_dicts = DatasetCatalog.get(self.dataset_name)[: self.num_images]
+        for dataset_dict in dataset_dicts:
             with torch.no_grad():
                 instances = model([self.mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
+            drawn_boxes += int((instances.scores >= self.score_threshold).sum())
+            best_score = max(best_score, instances.scores.max().item())
             image = read_image(dataset_dict["file_name"], format="RGB")
             drawn = draw_predictions(image, instances, metadata, self.score_threshold, self.scale)
             name = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
             Image.fromarray(drawn).save(os.path.join(self.output_dir, f"{name}.png"))
         model.train(was_training)
-        logging.getLogger(__name__).info(f"Saved predictions on {self.num_images} images to {self.output_dir}")
+        logging.getLogger(__name__).info(
+            f"Saved predictions on {len(dataset_dicts)} images to {self.output_dir}: {drawn_boxes} boxes scoring "
+            f">= {self.score_threshold} drawn (highest score {best_score:.3f})"
+        )
