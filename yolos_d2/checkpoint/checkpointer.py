@@ -20,7 +20,7 @@ _CLS_TOKEN = "detector.backbone.cls_token"
 _CLASS_LAYER = re.compile(r"^detector\.class_embed\.layers\.(\d+)\.")
 _BLOCK = re.compile(r"^detector\.backbone\.blocks\.(\d+)\.")
 
-# Key prefixes of checkpoints that must go through `python -m yolos_d2.convert` first.
+# Key prefixes of checkpoints that must go through `yolos-convert` (yolos_d2.tools.convert) first.
 _UNCONVERTED = [
     ("backbone.det_token", "an original YOLOS", "yolos"),
     ("vit.embeddings.cls_token", "a Hugging Face YOLOS", "hf"),
@@ -56,7 +56,7 @@ def check_checkpoint_fits(model: torch.nn.Module, state: Dict[str, torch.Tensor]
         f"Checkpoint {source!r} holds {describe_variant(state)} but the model is "
         f"{describe_variant(model_state)}; shapes that differ:\n  {shown}\n"
         "Use the config of the checkpoint's variant, or convert the source weights again with "
-        "this config (python -m yolos_d2.convert ... --config-file CONFIG)."
+        "this config (yolos-convert ... --config-file CONFIG)."
     )
 
 
@@ -81,7 +81,7 @@ class YOLOSCheckpointer(DetectionCheckpointer):
       and logs the others. Always allowed to be missing, and logged: the class head's output
       layer of a checkpoint trained for another number of classes (e.g. COCO weights fine-tuned
       on a user's dataset), which keeps its fresh initialisation, and the keys that
-      ``python -m yolos_d2.convert`` records as new in the file (under "new_keys");
+      ``yolos-convert`` (:mod:`yolos_d2.tools.convert`) records as new in the file (under "new_keys");
     - weights holding infinite or NaN values raise an error naming the tensors.
     Nothing is loaded into the model when one of these errors is raised.
     """
@@ -175,7 +175,7 @@ class YOLOSCheckpointer(DetectionCheckpointer):
                 what, name = fmt
                 raise ValueError(
                     f"{filename!r} looks like {what} checkpoint, not a yolos_d2 one. Convert it first: "
-                    f"python -m yolos_d2.convert {filename} OUT.pth --format {name} --config-file CONFIG"
+                    f"yolos-convert {filename} OUT.pth --format {name} --config-file CONFIG"
                 )
         check_checkpoint_fits(self.model, state, filename)
         self._check_keys(state, filename, new_keys, reinitialised)
