@@ -61,16 +61,29 @@ def test_missing_config_file_lists_the_available_configs():
 
 
 @pytest.mark.parametrize(
-    "key, value, shown",
+    "node, argument, value, shown",
     [
-        ("dataloader.test.mapper.augmentations.eval_size", "8", "8"),
-        ("dataloader.train.mapper.augmentations.scales", "[8,480]", "[8, 480]"),
-        ("dataloader.train.mapper.augmentations.max_size", "12", "12"),
+        ("dataloader.test.mapper.augmentations", "eval_size", "8", "8"),
+        ("dataloader.train.mapper.augmentations", "scales", "[8,480]", "[8, 480]"),
+        ("dataloader.train.mapper.augmentations", "max_size", "12", "12"),
     ],
 )
-def test_image_sizes_below_a_patch_fail_at_start(key, value, shown):
-    cfg = load_config(config_path("yolos_ti"), [f"{key}={value}"])
-    with pytest.raises(ConfigError, match=f"^{re.escape(f'{key}={shown}')} has sizes smaller than one 16-pixel patch"):
+def test_image_sizes_below_a_patch_fail_at_start(node, argument, value, shown):
+    """The augmentations' own checks, run by check_config: sizes are floored to whole 16-pixel patches."""
+    cfg = load_config(config_path("yolos_ti"), [f"{node}.{argument}={value}"])
+    message = f"{node}: {argument}={shown} must be"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)} .*at least size_multiple=16 pixels$"):
+        check_config(cfg)
+
+
+def test_size_checks_follow_the_patch_size():
+    patch_32 = ["model.detector.backbone.patch_size=32", "model.detector.backbone.init_pe_size=[800,1344]"]
+    check_config(load_config(config_path("yolos_ti"), patch_32))
+    cfg = load_config(config_path("yolos_ti"), [*patch_32, "dataloader.test.mapper.augmentations.eval_size=16"])
+    with pytest.raises(ConfigError, match=r"eval_size=16 must be at least size_multiple=32 pixels$"):
+        check_config(cfg)
+    cfg = load_config(config_path("yolos_ti"), ["model.detector.backbone.patch_size=32"])  # (800, 1328): 41.5 patches
+    with pytest.raises(ConfigError, match=r"init_pe_size=\(800, 1328\) must be .* patch_size=32"):
         check_config(cfg)
 
 

@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any, Callable, Optional, Sequence, Set, Tuple
 
-from detectron2.config import LazyConfig
+from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.utils.registry import locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -29,12 +29,8 @@ __all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides_strict", "check_config"
 # The project's configs (one per variant), listed when a config file is not found.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
-# Image sizes in pixels given to detr_test_augmentations and detr_train_augmentations.
-_IMAGE_SIZE_KEYS = (
-    "dataloader.test.mapper.augmentations.eval_size",
-    "dataloader.train.mapper.augmentations.scales",
-    "dataloader.train.mapper.augmentations.max_size",
-)
+# Config nodes cheap to build whose constructors check their arguments: built by check_config.
+_BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations")
 
 
 class ConfigError(ValueError):
@@ -102,49 +98,76 @@ def _settable_keys(node) -> Optional[Set[str]]:
     if isinstance(node, ListConfig):
         return {str(i) for i in range(len(node))}
     keys = {k for k in node.keys() if k != "_target_"}
-    target = node.get("_target_")
-    if target is None:
+    if node.get("_target_") is None:
         return keys
+    params = _call_parameters(node)
+    if params is None or any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return keys | {p.name for p in params.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _call_parameters(node: DictConfig):
+    """The parameters of the callable of the ``LazyCall`` node ``node``; None if it cannot be inspected."""
+    target = node["_target_"]
     try:
-        params = inspect.signature(locate(target) if isinstance(target, str) else target).parameters.values()
+        return inspect.signature(locate(target) if isinstance(target, str) else target).parameters
     except (TypeError, ValueError):  # a callable without an inspectable signature
         return None
-    if any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params):
+
+
+def _call_argument(cfg: DictConfig, node_key: str, name: str):
+    """
+    The argument ``name`` the ``LazyCall`` node at ``node_key`` calls its callable with: its value
+    in the config, else the callable's default; None where there is neither.
+    """
+    node = _select(cfg, node_key)
+    if not isinstance(node, DictConfig):
         return None
-    return keys | {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if name in node:
+        return _value(cfg, f"{node_key}.{name}")
+    params = _call_parameters(node) if node.get("_target_") is not None else None
+    param = params.get(name) if params is not None else None
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def check_config(cfg: DictConfig) -> None:
     """
     Raise :class:`ConfigError` naming the key, its value and what is allowed for settings that
-    would fail later in a run (checked before anything is built): values of the wrong type or
-    range (:data:`_VALUE_RULES`), a learning-rate schedule that does not fit the run, a device
-    that does not exist, position-embedding sizes that are not whole patches, evaluation or
-    training sizes smaller than a patch, datasets that are not registered. Values are read
-    resolved, as the run will see them; one that cannot be computed is named with its expression.
-    Keys a config does not have are not checked.
+    would fail later in a run (checked before anything large is built): values of the wrong type
+    or range (:data:`_VALUE_RULES`), a learning-rate schedule that does not fit the run, a device
+    that does not exist, position-embedding sizes that are not whole patches (the backbone's own
+    check), augmentations whose constructors refuse their arguments (e.g. sizes smaller than a
+    patch; they are built here), datasets that are not registered. Values are read resolved, as
+    the run will see them; one that cannot be computed is named with its expression. Keys a
+    config does not have are not checked.
     """
     _check_values(cfg)
     _check_schedule(cfg)
     _check_device(cfg)
-    patch_size = _select(cfg, "model.detector.backbone.patch_size") or 16  # ViTWithDetTokens' default
-    for key in ("model.detector.backbone.init_pe_size", "model.detector.backbone.mid_pe_size"):
-        size = _select(cfg, key)
-        if size is not None:
+    backbone = "model.detector.backbone"
+    patch_size = _call_argument(cfg, backbone, "patch_size")
+    for name in ("init_pe_size", "mid_pe_size"):
+        size = _call_argument(cfg, backbone, name)
+        if size is not None and patch_size is not None:
             try:
-                embedding_grid(size, patch_size, key)
+                embedding_grid(size, patch_size, f"{backbone}.{name}")
             except ValueError as e:
                 raise ConfigError(str(e)) from None
-    for key in _IMAGE_SIZE_KEYS:
-        value = _select(cfg, key)
-        too_small = [v for v in (value if OmegaConf.is_list(value) else [value]) if v is not None and v < patch_size]
-        if too_small:
-            raise ConfigError(
-                f"{key}={value} has sizes smaller than one {patch_size}-pixel patch "
-                f"(model.detector.backbone.patch_size): use at least {patch_size}"
-            )
+    for key in _BUILT_AT_START:
+        _check_builds(cfg, key)
     for key in ("dataloader.train.dataset.names", "dataloader.test.dataset.names"):
         _check_datasets_registered(key, _select(cfg, key))
+
+
+def _check_builds(cfg: DictConfig, key: str) -> None:
+    """Build the config node at ``key``, if any: an argument its constructor refuses is a ConfigError naming ``key``."""
+    node = _value(cfg, key)
+    if node is None:
+        return
+    try:
+        instantiate(node)
+    except (ValueError, TypeError, OmegaConfBaseException) as e:
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
 
 
 def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int = 1, training: bool = True) -> None:

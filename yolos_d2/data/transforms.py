@@ -41,7 +41,7 @@ class DETRResizeShortestEdge(T.Augmentation):
         """
         Args:
             short_edge_length: shorter-side lengths in pixels to choose from.
-            max_size: the cap on the longer side in pixels; None for no cap.
+            max_size: the cap on the longer side in pixels, at least ``size_multiple``; None for no cap.
             size_multiple: each output side is floored to a multiple of it, in pixels (and is at
                 least one multiple); 1 gives DETR's sizes.
         """
@@ -49,10 +49,10 @@ class DETRResizeShortestEdge(T.Augmentation):
         short_edge_length = (short_edge_length,) if isinstance(short_edge_length, int) else tuple(short_edge_length)
         if len(short_edge_length) == 0 or min(short_edge_length) <= 0:
             raise ValueError(f"short_edge_length must be positive lengths, got {short_edge_length}")
-        if max_size is not None and max_size <= 0:
-            raise ValueError(f"max_size must be positive or None, got {max_size}")
         if size_multiple <= 0:
             raise ValueError(f"size_multiple must be a positive number of pixels, got {size_multiple}")
+        if max_size is not None and max_size < size_multiple:
+            raise ValueError(f"max_size={max_size} must be None or at least size_multiple={size_multiple} pixels")
         self._init(locals())
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
@@ -121,12 +121,12 @@ def detr_train_augmentations(
 
     Args:
         scales: shorter-side lengths in pixels, each at least ``size_multiple``.
-        max_size: the cap on the longer side in pixels after the resize to ``scales``;
-            by default ``max(scales) * 1333 // 800``.
+        max_size: the cap on the longer side in pixels after the resize to ``scales``, at least
+            ``size_multiple``; by default ``max(scales) * 1333 // 800``.
         size_multiple: see :class:`DETRResizeShortestEdge`; the model's patch size.
     """
     if len(scales) == 0 or min(scales) < size_multiple:
-        raise ValueError(f"scales must be lengths of at least size_multiple={size_multiple} pixels, got {scales}")
+        raise ValueError(f"scales={scales} must be lengths of at least size_multiple={size_multiple} pixels")
     if max_size is None:
         max_size = max(scales) * 1333 // 800
     resize = DETRResizeShortestEdge(scales, max_size, size_multiple)
@@ -149,5 +149,5 @@ def detr_test_augmentations(eval_size: int, size_multiple: int = DEFAULT_SIZE_MU
     side at most ``eval_size * 1333 // 800``, each side floored to a multiple of ``size_multiple``.
     """
     if eval_size < size_multiple:
-        raise ValueError(f"eval_size must be at least size_multiple={size_multiple} pixels, got {eval_size}")
+        raise ValueError(f"eval_size={eval_size} must be at least size_multiple={size_multiple} pixels")
     return [DETRResizeShortestEdge(eval_size, eval_size * 1333 // 800, size_multiple)]
