@@ -60,7 +60,8 @@ BAD_VALUES = [
         "yolos_ti",
         ["train.schedule.epochs=abc"],
         "train.max_iter=${yolos_d2.epochs_to_iters:${train.schedule.epochs},${train.schedule.epoch_size},"
-        "${dataloader.train.total_batch_size}} gives 'abcabcabc",
+        "${dataloader.train.total_batch_size}} cannot be computed: ValueError raised while resolving "
+        "interpolation: epochs must be an integer > 0, got 'abc'",
     ),
     ("yolos_ti", ["train.device=gpu"], "train.device='gpu': not a device"),
     pytest.param(

@@ -63,6 +63,8 @@ def test_iterations_per_epoch_are_the_original_samplers():
     assert epochs_to_iters(300, COCO_TRAIN_IMAGES, 16) == 300 * 7393
     with pytest.raises(ValueError, match="total_batch_size"):
         iters_per_epoch(COCO_TRAIN_IMAGES, 0)
+    with pytest.raises(ValueError, match="epochs must be an integer > 0, got 'abc'"):
+        epochs_to_iters("abc", COCO_TRAIN_IMAGES, 16)
 
 
 @pytest.mark.parametrize("variant, epochs, batch", [("yolos_ti", 300, 16), ("yolos_s", 150, 8), ("yolos_b", 150, 8)])

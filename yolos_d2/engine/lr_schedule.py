@@ -22,16 +22,20 @@ def iters_per_epoch(epoch_size: int, total_batch_size: int) -> int:
     epoch to whole batches (118,287 COCO images at 8 x 2: 7,393 iterations). It is exact when
     every process takes one image per iteration, and at YOLOS-Ti's 8 x 2.
     """
-    if epoch_size <= 0 or total_batch_size <= 0:
-        raise ValueError(
-            f"an epoch needs epoch_size > 0 images and total_batch_size > 0, got {epoch_size} and {total_batch_size}"
-        )
+    _check_positive_ints(epoch_size=epoch_size, total_batch_size=total_batch_size)
     return math.ceil(epoch_size / total_batch_size)
 
 
 def epochs_to_iters(epochs: int, epoch_size: int, total_batch_size: int) -> int:
     """Iterations of ``epochs`` passes, each of :func:`iters_per_epoch` iterations."""
+    _check_positive_ints(epochs=epochs)
     return epochs * iters_per_epoch(epoch_size, total_batch_size)
+
+
+def _check_positive_ints(**values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be an integer > 0, got {value!r}")
 
 
 def scaled_lr(lr: float, total_batch_size: int, reference_batch_size: int) -> float:
