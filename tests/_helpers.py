@@ -2,9 +2,10 @@
 import os
 
 import torch
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
 from yolos_d2.checkpoint.converters import huggingface_config as hf_config_like  # noqa: F401
+from yolos_d2.config import load_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 VARIANTS = ["yolos_ti", "yolos_s", "yolos_s_200ep", "yolos_s_dwr", "yolos_b"]
@@ -14,13 +15,10 @@ def config_path(name: str) -> str:
     return os.path.join(CONFIG_DIR, f"{name}.py")
 
 
-def load_config(name: str, overrides=()):
-    return LazyConfig.apply_overrides(LazyConfig.load(config_path(name)), list(overrides))
-
-
 def build_model(name: str, overrides=()):
+    """The model of ``configs/<name>.py`` with the overrides (strictly applied), seeded, in eval mode."""
     torch.manual_seed(0)
-    return instantiate(load_config(name, overrides).model).eval()
+    return instantiate(load_config(config_path(name), overrides).model).eval()
 
 
 def random_hf_model(hf_config, seed: int = 0):

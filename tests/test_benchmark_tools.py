@@ -1,18 +1,21 @@
 """The benchmarks' measuring tools: analytic FLOP counts and interleaved timing."""
+from functools import partial
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import config_path, hf_config_like, load_config, random_hf_model
+from _helpers import config_path, hf_config_like, random_hf_model
 from detectron2.config import instantiate
-from yolos_d2.benchmark import inference, training
+from yolos_d2.benchmark import inference, timing, training
 from yolos_d2.benchmark.flops import detector_flops
 from yolos_d2.benchmark.memory import peak_allocated_bytes
 from yolos_d2.benchmark.timing import format_table, time_interleaved
+from yolos_d2.config import load_config
 
 
 def test_flops_equal_torch_count_of_transformers_eager_model():
     overrides = ["model.detector.backbone.depth=2", "model.detector.backbone.init_pe_size=[128,192]"]
-    cfg = load_config("yolos_ti", overrides)
+    cfg = load_config(config_path("yolos_ti"), overrides)
     peer = random_hf_model(hf_config_like(cfg.model.detector.backbone)).eval()
     peer.set_attn_implementation("eager")  # torch's counter has no formula for CPU flash attention
     cfg.model.detector.num_classes = 91
@@ -23,7 +26,7 @@ def test_flops_equal_torch_count_of_transformers_eager_model():
 
 
 def test_det_only_last_block_counts_fewer_queries():
-    backbone = instantiate(load_config("yolos_ti", ["model.detector.backbone.depth=2"]).model.detector.backbone)
+    backbone = instantiate(load_config(config_path("yolos_ti"), ["model.detector.backbone.depth=2"]).model.detector.backbone)
     full = detector_flops(backbone, 80, (64, 64))
     det_only = detector_flops(backbone, 80, (64, 64), det_only_last_block=True)
     num_tokens, dim, hidden, queries = 1 + 16 + 100, 192, 768, 100
@@ -31,11 +34,23 @@ def test_det_only_last_block_counts_fewer_queries():
     assert full - det_only == skipped
 
 
-def test_interleaved_timing_calls_each_function_per_round():
+def test_interleaved_timing_gives_the_median_of_the_timed_rounds(monkeypatch):
+    """On a clock that each call advances by a scripted duration: warm-up rounds left out, then the median."""
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    durations = {"a": [100.0, 1.0, 5.0, 3.0], "b": [100.0, 2.0, 2.0, 8.0]}
     calls = []
-    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+
+    def call(name):
+        calls.append(name)
+        clock[0] += durations[name].pop(0)
+
+    times = time_interleaved({name: partial(call, name) for name in durations}, repeats=3, warmup=1)
     assert calls == ["a", "b"] * 4
-    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    assert times == {"a": 3.0, "b": 2.0}
+
+
+def test_format_table_pads_the_columns():
     table = format_table(["name", "ms"], [["a", "1.0"], ["bb", "22.5"]])
     assert table.splitlines()[0] == "| name | ms   |" and table.splitlines()[3] == "| bb   | 22.5 |"
 
@@ -52,7 +67,7 @@ def test_peak_allocated_bytes_follows_live_tensors():
 
 def test_activation_checkpointing_lowers_peak_training_memory():
     overrides = ["model.detector.backbone.depth=6", "model.detector.backbone.init_pe_size=[256,256]"]
-    backbone = instantiate(load_config("yolos_ti", overrides).model.detector.backbone)
+    backbone = instantiate(load_config(config_path("yolos_ti"), overrides).model.detector.backbone)
     images = torch.randn(1, 3, 384, 384)
 
     def step(use_act_checkpoint):

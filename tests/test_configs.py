@@ -1,8 +1,9 @@
 """Each variant LazyConfig states the seed's settings and builds its model."""
 import pytest
-from detectron2.config import LazyConfig, instantiate
+from detectron2.config import instantiate
 
-from _helpers import VARIANTS, load_config
+from _helpers import VARIANTS, config_path
+from yolos_d2.config import load_config
 
 EXPECTED = {
     # variant: (embed_dim, depth, heads, init_pe_size, mid_pe_size, eval_size, ims/GPU, lr, epochs)
@@ -17,7 +18,7 @@ EXPECTED = {
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_variant_settings(variant):
     dim, depth, heads, init_pe, mid_pe, eval_size, per_gpu, lr, epochs = EXPECTED[variant]
-    cfg = load_config(variant)
+    cfg = load_config(config_path(variant))
     backbone = cfg.model.detector.backbone
     assert (backbone.embed_dim, backbone.depth, backbone.num_heads) == (dim, depth, heads)
     assert (backbone.patch_size, backbone.mlp_ratio, backbone.qkv_bias, backbone.norm_eps) == (16, 4.0, True, 1e-6)
@@ -41,17 +42,30 @@ def test_variant_settings(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_variant_builds_with_overrides(variant):
-    cfg = LazyConfig.apply_overrides(load_config(variant), ["model.detector.backbone.depth=1"])
-    model = instantiate(cfg.model)
-    assert len(model.detector.backbone.blocks) == 1
+def test_variant_builds_the_papers_model(variant):
+    """Built one block deep (fast): the paper's width, heads, 100 [DET] tokens and COCO's 80 classes + no-object."""
+    dim, _, heads, *_ = EXPECTED[variant]
+    model = instantiate(load_config(config_path(variant), ["model.detector.backbone.depth=1"]).model)
+    backbone = model.detector.backbone
+    assert backbone.det_token.shape == (1, 100, dim)
+    assert backbone.blocks[0].attn.num_heads == heads and backbone.blocks[0].mlp.fc1.out_features == 4 * dim
     assert model.detector.class_embed.layers[-1].out_features == 81
+    assert model.detector.bbox_embed.layers[-1].out_features == 4
+
+
+def test_yolos_s_200ep_differs_from_yolos_s_only_in_its_weights_and_output_folder():
+    yolos_s, yolos_s_200ep = (load_config(config_path(name)) for name in ("yolos_s", "yolos_s_200ep"))
+    for key in ("model", "dataloader", "optimizer", "lr_multiplier"):
+        assert yolos_s[key] == yolos_s_200ep[key], key
+    differing = {key for key in yolos_s.train if yolos_s.train[key] != yolos_s_200ep.train[key]}
+    assert differing == {"init_checkpoint", "output_dir"}
+    assert yolos_s_200ep.train.init_checkpoint == "deit_small_200ep_yolos_d2.pth"
 
 
 def test_parameter_groups_follow_the_original():
     from yolos_d2.engine import get_param_groups
 
-    model = instantiate(load_config("yolos_s", ["model.detector.backbone.depth=2"]).model)
+    model = instantiate(load_config(config_path("yolos_s"), ["model.detector.backbone.depth=2"]).model)
     decay, no_decay = get_param_groups(model)
     names = {id(p): n for n, p in model.named_parameters()}
     no_decay_names = {names[id(p)] for p in no_decay["params"]}

@@ -8,6 +8,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, check_num_classes, register_coco_dataset
+from yolos_d2.data import synthetic_shapes
 from yolos_d2.data.synthetic_shapes import SYNTHETIC_SHAPES_SPLITS, SyntheticShapesSpec, generate_synthetic_shapes
 
 SPEC = SyntheticShapesSpec(num_images=20, seed=11)
@@ -51,11 +52,30 @@ def test_objects_match_the_spec_and_their_class_colour(tmp_path):
     assert len(per_image) == SPEC.num_images
 
 
-def test_quickstart_splits_are_registered_without_being_generated():
+def test_quickstart_splits_are_registered_without_being_generated(tmp_path, monkeypatch):
+    """Registering writes nothing; a split is generated when its dataset dicts are first asked for."""
+    generated = []
+
+    def generator(spec, root):
+        generated.append((spec, root))
+        raise RuntimeError("generation asked for")
+
+    monkeypatch.setattr(synthetic_shapes, "generate_synthetic_shapes", generator)
+    for name in SYNTHETIC_SHAPES_SPLITS:  # registered again below; the catalogs are restored afterwards
+        monkeypatch.delitem(DatasetCatalog.data, name)
+        monkeypatch.delitem(MetadataCatalog.data, name)
+    synthetic_shapes.register_synthetic_shapes(str(tmp_path))
     for name, spec in SYNTHETIC_SHAPES_SPLITS.items():
         assert name in DatasetCatalog.list()
-        assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
-    assert (SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_train"].num_images, SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_val"].num_images) == (4000, 300)
+        metadata = MetadataCatalog.get(name)
+        assert metadata.thing_classes == list(SYNTHETIC_SHAPES_CLASSES)
+        assert metadata.json_file == synthetic_shapes.split_files(spec, str(tmp_path))[0]
+    assert generated == [] and os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError, match="generation asked for"):
+        DatasetCatalog.get("synthetic_shapes_val")
+    assert generated == [(SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_val"], str(tmp_path))]
+    assert SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_train"].num_images == 4000
+    assert SYNTHETIC_SHAPES_SPLITS["synthetic_shapes_val"].num_images == 300
 
 
 def test_register_coco_dataset_is_idempotent_and_checks_class_count(tmp_path):

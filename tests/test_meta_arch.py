@@ -175,11 +175,12 @@ def test_config_test_mapper_feeds_the_model(tmp_path, variant, expected_size):
     from detectron2.config import instantiate
     from PIL import Image
 
-    from _helpers import load_config
+    from _helpers import config_path
+    from yolos_d2.config import load_config
 
     path = tmp_path / "image.jpg"
     Image.fromarray(torch.randint(0, 256, (480, 640, 3), dtype=torch.uint8).numpy()).save(path)
-    cfg = load_config(variant, SMALL)
+    cfg = load_config(config_path(variant), SMALL)
     mapper = instantiate(cfg.dataloader.test.mapper)
     inputs = mapper({"file_name": str(path), "height": 480, "width": 640, "image_id": 1})
     assert tuple(inputs["image"].shape[-2:]) == expected_size
