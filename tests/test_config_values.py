@@ -82,8 +82,8 @@ def test_value_that_cannot_be_computed_names_the_key_its_expression_and_the_erro
         check_config(load_config(config_path("yolos_ti"), ["train.schedule.epoch_size=abc"]))
     assert str(info.value) == (
         "train.max_iter=${yolos_d2.epochs_to_iters:${train.schedule.epochs},${train.schedule.epoch_size},"
-        "${dataloader.train.total_batch_size}} cannot be computed: TypeError raised while resolving interpolation: "
-        "'<=' not supported between instances of 'str' and 'int'"
+        "${dataloader.train.total_batch_size}} cannot be computed: ValueError raised while resolving interpolation: "
+        "epoch_size must be an integer > 0, got 'abc'"
     )
 
 
