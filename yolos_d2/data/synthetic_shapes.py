@@ -20,6 +20,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from ..checkpoint.io import write_atomic
 from .validation import load_checked_coco_json
 
 __all__ = [
@@ -153,10 +154,7 @@ def generate_synthetic_shapes(spec: SyntheticShapesSpec, root: str) -> str:
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SYNTHETIC_SHAPES_CLASSES)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     # Write the annotation file last and atomically: its presence marks a complete split.
-    tmp_file = json_file + ".tmp"
-    with open(tmp_file, "w") as f:
-        json.dump(coco, f)
-    os.replace(tmp_file, json_file)
+    write_atomic(json_file, lambda f: f.write(json.dumps(coco).encode()))
     return json_file
 
 
