@@ -22,9 +22,18 @@ PATCH = 16
 STAGES = [
     # (x, y of the lower left corner, (H, W) pixels, colour, title, note)
     (0.2, 4.6, (224, 224), "#9ecae1", "DeiT-S checkpoint", "pos_embed: 14×14 patches\n(224×224 pixels)"),
-    (4.6, 4.6, (512, 864), "#a1d99b", "init_pe_size 512×864", "pos_embed: 32×54 patches,\nin the yolos_d2 checkpoint"),
-    (4.6, 0.4, (512, 864), "#fdd0a2", "mid_pe_size 512×864", "mid_pos_embed: 32×54 patches,\none per block but the last"),
-    (10.6, 2.0, (800, 1056), "#fcbba1", "input at eval size 800", "800×1056 pixels: 50×66 patches\n(a 640×480 image)"),
+    (
+        4.6, 4.6, (512, 864), "#a1d99b", "init_pe_size 512×864",
+        "pos_embed: 32×54 patches,\nin the yolos_d2 checkpoint",
+    ),
+    (
+        4.6, 0.4, (512, 864), "#fdd0a2", "mid_pe_size 512×864",
+        "mid_pos_embed: 32×54 patches,\none per block but the last",
+    ),
+    (
+        10.6, 2.0, (800, 1056), "#fcbba1", "input at eval size 800",
+        "800×1056 pixels: 50×66 patches\n(a 640×480 image)",
+    ),
 ]
 SCALE = 1 / 260  # drawing units per pixel
 
