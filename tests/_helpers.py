@@ -4,7 +4,6 @@ import os
 import torch
 from detectron2.config import instantiate
 
-from yolos_d2.checkpoint.converters import huggingface_config as hf_config_like  # noqa: F401
 from yolos_d2.config import load_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -19,19 +18,6 @@ def build_model(name: str, overrides=()):
     """The model of ``configs/<name>.py`` with the overrides (strictly applied), seeded, in eval mode."""
     torch.manual_seed(0)
     return instantiate(load_config(config_path(name), overrides).model).eval()
-
-
-def random_hf_model(hf_config, seed: int = 0):
-    """A randomly initialised ``YolosForObjectDetection`` whose position and det tokens are not zero."""
-    from transformers import YolosForObjectDetection
-
-    torch.manual_seed(seed)
-    model = YolosForObjectDetection(hf_config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "position_embeddings" in name or "tokens" in name or "cls_token" in name:
-                param.normal_(std=0.02)
-    return model
 
 
 def coco_rows():

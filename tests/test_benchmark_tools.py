@@ -4,10 +4,11 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import config_path, hf_config_like, random_hf_model
+from _helpers import config_path
 from detectron2.config import instantiate
 from yolos_d2.benchmark import inference, timing, training
 from yolos_d2.benchmark.flops import detector_flops
+from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.benchmark.memory import peak_allocated_bytes
 from yolos_d2.benchmark.timing import format_table, time_interleaved
 from yolos_d2.config import load_config
@@ -16,7 +17,7 @@ from yolos_d2.config import load_config
 def test_flops_equal_torch_count_of_transformers_eager_model():
     overrides = ["model.detector.backbone.depth=2", "model.detector.backbone.init_pe_size=[128,192]"]
     cfg = load_config(config_path("yolos_ti"), overrides)
-    peer = random_hf_model(hf_config_like(cfg.model.detector.backbone)).eval()
+    peer = random_huggingface_model(cfg.model.detector.backbone)
     peer.set_attn_implementation("eager")  # torch's counter has no formula for CPU flash attention
     cfg.model.detector.num_classes = 91
     backbone = instantiate(cfg.model.detector.backbone)
@@ -26,7 +27,8 @@ def test_flops_equal_torch_count_of_transformers_eager_model():
 
 
 def test_det_only_last_block_counts_fewer_queries():
-    backbone = instantiate(load_config(config_path("yolos_ti"), ["model.detector.backbone.depth=2"]).model.detector.backbone)
+    cfg = load_config(config_path("yolos_ti"), ["model.detector.backbone.depth=2"])
+    backbone = instantiate(cfg.model.detector.backbone)
     full = detector_flops(backbone, 80, (64, 64))
     det_only = detector_flops(backbone, 80, (64, 64), det_only_last_block=True)
     num_tokens, dim, hidden, queries = 1 + 16 + 100, 192, 768, 100

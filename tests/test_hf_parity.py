@@ -2,14 +2,8 @@
 import pytest
 import torch
 
-from _helpers import (
-    build_model,
-    coco_rows,
-    config_path,
-    hf_config_like,
-    max_abs_diff,
-    random_hf_model,
-)
+from _helpers import build_model, coco_rows, config_path, max_abs_diff
+from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
 from yolos_d2.tools.convert import main as convert_main
@@ -58,20 +52,20 @@ def _assert_same_outputs(model, hf_model):
 @pytest.mark.parametrize("variant", ARCHITECTURES)
 def test_variant_matches_transformers(tmp_path, variant):
     overrides = ["model.detector.backbone.depth=2"]
-    hf_model = random_hf_model(hf_config_like(load_config(config_path(variant), overrides).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path(variant), overrides).model.detector.backbone)
     model = _convert_and_load(tmp_path, variant, overrides, hf_model)
     _assert_same_outputs(model, hf_model)
 
 
 def test_full_depth_tiny_matches_transformers(tmp_path):
-    hf_model = random_hf_model(hf_config_like(load_config(config_path("yolos_ti")).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path("yolos_ti")).model.detector.backbone)
     model = _convert_and_load(tmp_path, "yolos_ti", [], hf_model)
     _assert_same_outputs(model, hf_model)
 
 
 def test_hub_style_pytorch_bin_matches_transformers(tmp_path):
     overrides = ["model.detector.backbone.depth=3"]
-    hf_model = random_hf_model(hf_config_like(load_config(config_path("yolos_s"), overrides).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path("yolos_s"), overrides).model.detector.backbone)
     model = _convert_and_load(tmp_path, "yolos_s", overrides, hf_model, hub_bin=True)
     assert not (tmp_path / "hf" / "model.safetensors").exists()
     _assert_same_outputs(model, hf_model)
@@ -80,7 +74,7 @@ def test_hub_style_pytorch_bin_matches_transformers(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["yolos_s", "yolos_s_dwr", "yolos_b"])
 def test_full_depth_at_eval_size_matches_transformers(tmp_path, variant):
-    hf_model = random_hf_model(hf_config_like(load_config(config_path(variant)).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path(variant)).model.detector.backbone)
     model = _convert_and_load(tmp_path, variant, [], hf_model)
     images = torch.randn(1, 3, 800, 1216)
     with torch.no_grad():

@@ -4,7 +4,8 @@ import re
 
 import torch
 
-from _helpers import build_model, coco_rows, config_path, hf_config_like, max_abs_diff, random_hf_model
+from _helpers import build_model, coco_rows, config_path, max_abs_diff
+from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
 from yolos_d2.tools.convert import main as convert_main
@@ -44,7 +45,7 @@ def original_state_dict(hf_model):
 
 def test_original_checkpoint_with_args_namespace_matches_reference(tmp_path):
     overrides = ["model.detector.backbone.depth=2"]
-    hf_model = random_hf_model(hf_config_like(load_config(config_path("yolos_s"), overrides).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path("yolos_s"), overrides).model.detector.backbone)
     src = tmp_path / "yolos_s_original.pth"
     torch.save(
         {
@@ -68,7 +69,7 @@ def test_original_checkpoint_with_args_namespace_matches_reference(tmp_path):
 
 def test_keep_class_ids_keeps_all_92_outputs(tmp_path):
     overrides = ["model.detector.backbone.depth=1"]
-    hf_model = random_hf_model(hf_config_like(load_config(config_path("yolos_ti"), overrides).model.detector.backbone))
+    hf_model = random_huggingface_model(load_config(config_path("yolos_ti"), overrides).model.detector.backbone)
     src = tmp_path / "original.pth"
     torch.save({"model": original_state_dict(hf_model)}, src)
     out = tmp_path / "converted.pth"

@@ -22,10 +22,11 @@ import torch
 from detectron2.config import instantiate
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from ..checkpoint.converters import coco_class_head_rows, convert_huggingface, huggingface_config
+from ..checkpoint.converters import coco_class_head_rows, convert_huggingface
 from ..config import load_config
 from ..modeling import YOLOSDetector
 from .flops import detector_flops
+from .huggingface import random_huggingface_model
 from .original import original_detector
 from .timing import format_table, time_interleaved
 
@@ -46,19 +47,12 @@ def parse_case(case: str) -> Tuple[str, Tuple[int, int], int]:
 def build_models(config_file: str, device: str, original_repo: Optional[str] = None) -> Dict[str, torch.nn.Module]:
     """
     yolos_d2's detector and transformers' eager and SDPA models holding the same random weights:
-    transformers' model is initialised (position embeddings and tokens made non-zero, as trained
-    ones are), converted with ``convert_huggingface`` and loaded into ours. With ``original_repo``
-    (a checkout of hustvl/YOLOS), also the original implementation's backbone with our heads.
+    transformers' (:func:`random_huggingface_model`), converted with ``convert_huggingface`` and
+    loaded into ours. With ``original_repo`` (a checkout of hustvl/YOLOS), also the original
+    implementation's backbone with our heads.
     """
-    from transformers import YolosForObjectDetection
-
     cfg = load_config(config_file)
-    torch.manual_seed(0)
-    peer = YolosForObjectDetection(huggingface_config(cfg.model.detector.backbone))
-    with torch.no_grad():
-        for name, param in peer.named_parameters():
-            if "position_embeddings" in name or "tokens" in name:
-                param.normal_(std=0.02)
+    peer = random_huggingface_model(cfg.model.detector.backbone)
     ours: YOLOSDetector = instantiate(cfg.model.detector)
     state, _ = convert_huggingface(peer.state_dict(), cfg.model.detector.backbone.num_det_tokens)
     consume_prefix_in_state_dict_if_present(state, "detector.")

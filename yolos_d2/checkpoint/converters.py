@@ -156,35 +156,6 @@ def convert_huggingface(state: StateDict, num_det_tokens: int, keep_class_ids: b
     return remap_coco_class_head(out, keep_class_ids), sorted(dropped)
 
 
-def huggingface_config(backbone_cfg, num_labels: int = 91):
-    """
-    The transformers ``YolosConfig`` of the model a ``ViTWithDetTokens`` config describes (the
-    LazyConfig node ``model.detector.backbone``), e.g. to build a ``YolosForObjectDetection`` peer.
-    transformers has one image size for both position embeddings, so ``mid_pe_size`` must be None
-    or equal ``init_pe_size``.
-    """
-    from transformers import YolosConfig
-
-    if backbone_cfg.mid_pe_size is not None and tuple(backbone_cfg.mid_pe_size) != tuple(backbone_cfg.init_pe_size):
-        raise ValueError(
-            f"transformers' YOLOS needs mid_pe_size == init_pe_size, got {backbone_cfg.mid_pe_size} "
-            f"and {backbone_cfg.init_pe_size}"
-        )
-    return YolosConfig(
-        hidden_size=backbone_cfg.embed_dim,
-        num_hidden_layers=backbone_cfg.depth,
-        num_attention_heads=backbone_cfg.num_heads,
-        intermediate_size=int(backbone_cfg.embed_dim * backbone_cfg.mlp_ratio),
-        image_size=list(backbone_cfg.init_pe_size),
-        patch_size=backbone_cfg.patch_size,
-        num_detection_tokens=backbone_cfg.num_det_tokens,
-        use_mid_position_embeddings=backbone_cfg.mid_pe_size is not None,
-        layer_norm_eps=backbone_cfg.norm_eps,
-        qkv_bias=backbone_cfg.qkv_bias,
-        num_labels=num_labels,
-    )
-
-
 def load_huggingface_folder(folder: str) -> Tuple[StateDict, dict]:
     """Read the weights and ``config.json`` of a folder written by ``save_pretrained``."""
     config_path = os.path.join(folder, "config.json")
