@@ -10,6 +10,7 @@ setup(
     install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
     entry_points={
         "console_scripts": [
+            "yolos-train = yolos_d2.tools.train:console_main",
             "yolos-demo = yolos_d2.tools.demo:console_main",
             "yolos-convert = yolos_d2.tools.convert:console_main",
             "yolos-export = yolos_d2.tools.export:console_main",

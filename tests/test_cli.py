@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = {
     "yolos-det-token-stats": "yolos_d2.tools.det_token_stats",
     "yolos-export": "yolos_d2.tools.export",
     "yolos-model-info": "yolos_d2.tools.model_info",
+    "yolos-train": "yolos_d2.tools.train",
 }
 
 
@@ -81,3 +82,23 @@ def test_benchmark_runs_the_subcommand_with_its_arguments(capsys):
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["evaluation", "--imagez", "6"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        # An override before --config-file (detectron2's parser read it as the end of the options).
+        (["train.max_iters=10", "--config-file", "CONFIG", "--num-gpus", "1"], "Unknown config key 'train.max_iters'"),
+        (["--eval-only", "--config-file", "CONFIG", "train.init_checkpoint="], "--eval-only needs the weights"),
+        (["--config-file", "CONFIG", "--device", "tpu"], "train.device='tpu': not a device"),
+    ],
+)
+def test_train_reads_the_whole_command_line_and_stops_at_start(tmp_path, capsys, argv, message):
+    from yolos_d2.tools import train
+
+    argv = [config_path("quickstart") if a == "CONFIG" else a for a in argv] + [f"train.output_dir={tmp_path / 'out'}"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

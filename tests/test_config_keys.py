@@ -1,10 +1,8 @@
 """
 No dead config keys: overriding any numeric value of a paper config changes something built from
 it (the model, the optimizer, the schedule, the data loaders, the trainer or its hooks), as
-train_net.py builds them. The exceptions are DOCUMENTED_NO_EFFECT, each with its reason.
+the training command (yolos_d2.tools.train) builds them. The exceptions are DOCUMENTED_NO_EFFECT, each with its reason.
 """
-import os
-import runpy
 import tempfile
 
 import pytest
@@ -17,11 +15,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
 from yolos_d2.engine import YOLOSTrainer
+from yolos_d2.tools import train as train_tool
 
 from _helpers import VARIANTS, config_path
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_NET = runpy.run_path(os.path.join(REPO, "train_net.py"))
 
 # Keys that change nothing that is built, and why (also listed in docs/training.md).
 DOCUMENTED_NO_EFFECT = {
@@ -69,11 +65,11 @@ def _augmentation_state(aug):
 
 def fingerprint(cfg, output_dir, model=None):
     """
-    What train_net.py builds from ``cfg``, reduced to comparable values; ``model``, when given,
+    What the training command builds from ``cfg``, reduced to comparable values; ``model``, when given,
     stands for ``cfg.model`` (a config whose model part is unchanged).
     """
     cfg = cfg.copy()
-    TRAIN_NET["resolve_schedule"](cfg)
+    train_tool.resolve_schedule(cfg)
     if model is None:
         torch.manual_seed(0)
         model = instantiate(cfg.model)
@@ -89,7 +85,7 @@ def fingerprint(cfg, output_dir, model=None):
         clip_grad_norm=cfg.train.clip_grad_norm, seed=cfg.train.seed,
     )
     cfg.train.output_dir = str(output_dir)
-    hooks = [h for h in TRAIN_NET["build_hooks"](cfg, model, YOLOSCheckpointer(model, str(output_dir))) if h]
+    hooks = [h for h in train_tool.build_hooks(cfg, model, YOLOSCheckpointer(model, str(output_dir))) if h]
     schedule = instantiate(cfg.lr_multiplier)
     augmentations = [
         _augmentation_state(T.AugmentationList(instantiate(cfg.dataloader[split].mapper.augmentations)))

@@ -111,7 +111,7 @@ def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config
         wait_for_lock(out, first)
         first.send_signal(signal.SIGSTOP)
         expected = f"train_net.py: error: train.output_dir={out!r} is in use by another run: process {first.pid} "
-        for args in [(), ("--resume",), ("--eval-only",), ("--num-gpus", "2")]:
+        for args in [(), ("--resume",), ("--eval-only", "--weights", "model.pth"), ("--num-gpus", "2")]:
             status, log = run_train_net(tiny_config, out, *args)
             assert status == 2 and expected in log, log[-3000:]
             assert "Command line arguments" not in log  # what detectron2's default_setup logs first

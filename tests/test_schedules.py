@@ -1,7 +1,5 @@
 """Learning-rate schedules and the epoch arithmetic of the paper configs, against the original's loop."""
 import math
-import os
-import runpy
 
 import pytest
 import torch
@@ -10,8 +8,9 @@ from detectron2.solver import LRMultiplier
 
 from yolos_d2.config import load_config
 from yolos_d2.engine import EpochCosine, epochs_to_iters, iters_per_epoch, warmup_cosine
+from yolos_d2.tools.train import resolve_schedule
 
-from _helpers import CONFIG_DIR, config_path
+from _helpers import config_path
 
 COCO_TRAIN_IMAGES = 118287
 
@@ -115,14 +114,8 @@ def test_weight_decay_override_reaches_the_decayed_group():
     assert "detector.backbone.blocks.0.attn.qkv.weight" in {names[id(p)] for p in decay["params"]}
 
 
-def _resolve_schedule():
-    """train_net.py's ``resolve_schedule``, which runs before the optimizer is built."""
-    return runpy.run_path(os.path.join(os.path.dirname(CONFIG_DIR), "train_net.py"))["resolve_schedule"]
-
-
 @pytest.mark.parametrize("scale_lr", [False, True])
 def test_another_total_batch_warns_once_and_scales_the_lr_only_when_asked(caplog, scale_lr):
-    resolve_schedule = _resolve_schedule()
     overrides = ["dataloader.train.total_batch_size=8", f"train.schedule.scale_lr={scale_lr}"]
     cfg = load_config(config_path("yolos_ti"), overrides)
     with caplog.at_level("INFO", logger="yolos_d2"):
@@ -139,5 +132,5 @@ def test_another_total_batch_warns_once_and_scales_the_lr_only_when_asked(caplog
 def test_the_paper_batch_does_not_warn(caplog):
     cfg = load_config(config_path("yolos_ti"))
     with caplog.at_level("INFO", logger="yolos_d2"):
-        _resolve_schedule()(cfg)
+        resolve_schedule(cfg)
     assert not [r for r in caplog.records if r.levelname == "WARNING"] and cfg.optimizer.lr == 5e-5

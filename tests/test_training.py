@@ -146,19 +146,18 @@ def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
     script.write_text(
         textwrap.dedent(
             f"""
-            import os, sys, torch
-            sys.path.insert(0, {REPO!r})
-            import train_net
+            import os, torch
             from detectron2.utils import comm
             from yolos_d2.engine import launch
+            from yolos_d2.tools import cli, train
 
             def main(args):
-                trainer = train_net.main(args)
+                trainer = train.worker_main(args)
                 model = trainer.model.module
                 torch.save(model.state_dict(), os.path.join({str(tmp_path)!r}, f"rank{{comm.get_rank()}}.pth"))
 
             if __name__ == "__main__":
-                args = train_net.default_argument_parser().parse_args()
+                args = cli.parse_args(train.argument_parser())
                 launch(main, args.num_gpus, dist_url="auto", args=(args,))
             """
         )

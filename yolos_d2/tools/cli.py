@@ -119,16 +119,20 @@ def usage_errors(parser: argparse.ArgumentParser) -> Iterator[None]:
         parser.error(str(e))
 
 
-def console_script(main: Callable[[Optional[Sequence[str]]], int]) -> Callable[[], NoReturn]:
+def console_script(
+    main: Callable[[Optional[Sequence[str]]], int], setup_logging: bool = True
+) -> Callable[[], NoReturn]:
     """
     The function a console script (or ``python -m``) runs: yolos_d2's log output set up as
-    detectron2 sets it up, then ``main()`` on ``sys.argv``, whose return value is the exit status.
+    detectron2 sets it up (if ``setup_logging``), then ``main()`` on ``sys.argv``, whose return
+    value is the exit status.
     """
 
     def run() -> NoReturn:
-        from detectron2.utils.logger import setup_logger
+        if setup_logging:
+            from detectron2.utils.logger import setup_logger
 
-        setup_logger(name="yolos_d2")
+            setup_logger(name="yolos_d2")
         sys.exit(main())
 
     return run

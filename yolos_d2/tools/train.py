@@ -1,0 +1,220 @@
+"""
+Train and evaluate YOLOS with a LazyConfig, the way detectron2's ``tools/lazyconfig_train_net.py``
+does::
+
+    yolos-train --config-file configs/yolos_s.py --num-gpus 8
+    yolos-train --config-file configs/yolos_s.py --eval-only --weights model.pth
+    yolos-train --config-file configs/quickstart.py    # a few minutes on a CPU
+
+(also ``python -m yolos_d2.tools.train`` or ``python train_net.py``). ``--resume`` continues from
+the last checkpoint in ``train.output_dir``; one run at a time may use that folder (a second one
+fails at start, naming the first). Without CUDA, ``--num-gpus N`` runs N CPU processes with the
+gloo backend. A config file that does not exist, an override of a key that does not exist, sizes
+the model cannot use, values of the wrong type or range, a device that does not exist, a batch
+that does not divide among the processes and ``--eval-only`` without weights end the command at
+start, before any process or file is created, with a message naming them (see
+``yolos_d2.config``).
+"""
+import argparse
+import contextlib
+import logging
+from functools import partial
+
+from detectron2.config import instantiate
+from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint import YOLOSCheckpointer
+from ..config import ConfigError, check_launch
+from ..data import check_num_classes
+from ..engine import (
+    SavePredictionImages,
+    YOLOSTrainer,
+    build_inference_model,
+    iters_per_epoch,
+    launch,
+    scaled_lr,
+)
+from ..engine.run_lock import OutputDirError, RunLock
+from . import cli
+
+logger = logging.getLogger("yolos_d2")
+
+
+def do_test(cfg, model):
+    """Evaluate ``model`` on ``cfg.dataloader.test`` with ``cfg.dataloader.evaluator``."""
+    data_loader = instantiate(cfg.dataloader.test)
+    check_num_classes(cfg.dataloader.test.dataset.names, cfg.model.detector.num_classes)
+    results = inference_on_dataset(model, data_loader, instantiate(cfg.dataloader.evaluator))
+    if comm.is_main_process():
+        print_csv_format(results)
+    return results
+
+
+def build_train_loader(cfg, start_iter: int, seed: int):
+    """``cfg.dataloader.train`` starting at batch ``start_iter`` of the image order of ``seed``."""
+    cfg.dataloader.train.update(start_iter=start_iter, seed=seed)
+    data_loader = instantiate(cfg.dataloader.train)
+    check_num_classes(cfg.dataloader.train.dataset.names, cfg.model.detector.num_classes)
+    return data_loader
+
+
+def build_hooks(cfg, model, checkpointer):
+    main = comm.is_main_process()
+    train_hooks = [
+        hooks.IterationTimer(),
+        hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), cfg.train.log_period)
+        if main
+        else None,
+    ]
+    if main and cfg.train.get("prediction_images"):
+        train_hooks.append(
+            SavePredictionImages(
+                dataset_name=cfg.dataloader.test.dataset.names,
+                mapper=instantiate(cfg.dataloader.test.mapper),
+                **cfg.train.prediction_images,
+            )
+        )
+    return train_hooks
+
+
+def wrap_ddp(cfg, model):
+    """DistributedDataParallel when there are several workers; CPU models take no device ids."""
+    device_ids = {} if cfg.train.device.startswith("cuda") else {"device_ids": None}
+    return create_ddp_model(model, **cfg.train.ddp, **device_ids)
+
+
+def resolve_schedule(cfg) -> None:
+    """
+    Log the schedule in one line. A recipe stated in epochs (``train.schedule``) run at another
+    total batch than its own warns, and with ``train.schedule.scale_lr`` scales ``optimizer.lr``
+    linearly (in ``cfg``, before the optimizer and its schedule are built).
+    """
+    total_batch = cfg.dataloader.train.total_batch_size
+    schedule = cfg.train.get("schedule")
+    if schedule is None:
+        logger.info(f"Schedule: {cfg.train.max_iter} iterations of {total_batch} images, lr {cfg.optimizer.lr:g}")
+        return
+    reference = schedule.reference_batch_size
+    if total_batch != reference:
+        if schedule.scale_lr:
+            lr = scaled_lr(cfg.optimizer.lr, total_batch, reference)
+            logger.info(f"train.schedule.scale_lr: lr {cfg.optimizer.lr:g} at {reference} images -> {lr:g} at {total_batch}")
+            cfg.optimizer.lr = lr
+        else:
+            logger.warning(
+                f"The recipe is for {reference} images per iteration; this run has {total_batch}. The lr stays "
+                f"{cfg.optimizer.lr:g}, as the original keeps it; train.schedule.scale_lr=True scales it linearly "
+                f"(to {scaled_lr(cfg.optimizer.lr, total_batch, reference):g})."
+            )
+    per_epoch = iters_per_epoch(schedule.epoch_size, total_batch)
+    logger.info(
+        f"Schedule: {schedule.epochs} epochs of {per_epoch} iterations ({schedule.epoch_size} images at "
+        f"{total_batch} per iteration); train.max_iter {cfg.train.max_iter}; lr {cfg.optimizer.lr:g}"
+    )
+
+
+def do_train(args, cfg):
+    resolve_schedule(cfg)
+    model = instantiate(cfg.model).to(cfg.train.device)
+    logger.info(f"Model:\n{model}")
+    cfg.optimizer.params.model = model
+    optimizer = instantiate(cfg.optimizer)
+    model = wrap_ddp(cfg, model)
+
+    trainer = YOLOSTrainer(
+        model,
+        partial(build_train_loader, cfg),
+        optimizer,
+        amp_dtype=cfg.train.amp.dtype,
+        clip_grad_norm=cfg.train.clip_grad_norm,
+        seed=cfg.train.seed,
+    )
+    checkpointer = YOLOSCheckpointer(
+        model, cfg.train.output_dir, strict=cfg.train.init_checkpoint_strict, trainer=trainer
+    )
+    trainer.register_hooks(build_hooks(cfg, model, checkpointer))
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """
+    The tools' ``--config-file``, ``--weights`` and ``--device`` and detectron2's training flags
+    (those of ``detectron2.engine.default_argument_parser``); parse with :func:`cli.parse_args`,
+    which takes ``KEY=VALUE`` overrides anywhere on the command line.
+    """
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cli.add_config_arguments(parser)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.output_dir")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the weights (--weights) and end")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (CPU processes without CUDA)")
+    parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
+    parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)")
+    parser.add_argument(
+        "--dist-url",
+        # detectron2's default: a port derived from the user id, so that users of one machine differ.
+        default=default_argument_parser().get_default("dist_url"),
+        help="initialization URL for pytorch distributed backend; 'auto' picks a free port on one machine",
+    )
+    return parser
+
+
+def load_checked_config(args: argparse.Namespace):
+    """
+    The config of ``args`` (see :func:`argument_parser`) with its overrides, ``--weights`` and
+    ``--device`` applied and checked, also against the processes to launch; raises ``ConfigError``.
+    """
+    cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+    check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
+    if args.eval_only and not cfg.train.init_checkpoint:
+        raise ConfigError("--eval-only needs the weights to evaluate: --weights FILE (or train.init_checkpoint=FILE)")
+    return cfg
+
+
+def worker_main(args: argparse.Namespace):
+    """Train, or with ``--eval-only`` evaluate, in one of the processes :func:`main` launches."""
+    cfg = load_checked_config(args)
+    default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
+    if args.eval_only:
+        return do_test(cfg, wrap_ddp(cfg, build_inference_model(cfg)))
+    return do_train(args, cfg)
+
+
+def main(argv=None) -> int:
+    parser = argument_parser()
+    args = cli.parse_args(parser, argv)
+    with contextlib.ExitStack() as stack:
+        # A mistake in the config, or a folder another run uses, ends the command here, before any
+        # process starts or anything is written. The launching process holds the folder's lock for
+        # all the processes it starts (machine 0's, when several machines share the folder).
+        try:
+            cfg = load_checked_config(args)
+            if args.machine_rank == 0:
+                stack.enter_context(RunLock(cfg.train.output_dir))
+        except (ConfigError, OutputDirError) as e:
+            parser.error(str(e))
+        launch(
+            worker_main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    return 0
+
+
+# Each process sets up its own log output (with its rank, into train.output_dir).
+console_main = cli.console_script(main, setup_logging=False)
+
+if __name__ == "__main__":
+    console_main()
