@@ -173,7 +173,7 @@ def _check_builds(cfg: DictConfig, key: str) -> None:
 def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int = 1, training: bool = True) -> None:
     """
     Raise :class:`ConfigError` if ``cfg`` (checked by :func:`check_config`) cannot run in
-    ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``train_net.py``'s
+    ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``yolos-train``'s
     ``--num-gpus`` and ``--num-machines``): a training batch that does not divide among the
     processes, more processes than GPUs on a CUDA device.
     """
