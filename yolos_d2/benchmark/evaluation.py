@@ -108,7 +108,9 @@ def evaluate_and_accumulate(cls, coco_gt: COCO, coco_dt: COCO) -> COCOeval:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--categories", type=int, default=80)
     parser.add_argument("--gts", type=float, default=7.0, help="mean ground truths per image")

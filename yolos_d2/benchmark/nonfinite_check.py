@@ -21,7 +21,9 @@ from .training import add_step_arguments, build_trainer, parse_step_arguments, s
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark nonfinite-check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_step_arguments(parser, repeats=10)
     args, cfg = parse_step_arguments(parser, argv)
     size, device = args.size, cfg.train.device

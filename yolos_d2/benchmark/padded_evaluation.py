@@ -114,7 +114,9 @@ def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], 
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark padded-evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     cli.add_config_arguments(parser)
     parser.add_argument("--processes", type=int, default=8, help="the original's GPUs, which form the pairs")
     parser.add_argument("--crop-seed", type=int, help="crop the images to random sizes with this seed first")

@@ -81,7 +81,9 @@ def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argpars
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_step_arguments(parser, repeats=5)
     args, cfg = parse_step_arguments(parser, argv)
     device = cfg.train.device
