@@ -36,6 +36,7 @@ import re
 import runpy
 import shlex
 import sys
+import warnings
 from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Tuple
 from unittest import mock
@@ -272,13 +273,20 @@ def is_ours(command: Command) -> bool:
 def runner(command: Command) -> Callable[[], object]:
     """A function that runs the command's program in this process, as its command line would."""
     if command.kind == "module":
-        return lambda: runpy.run_module(command.program, run_name="__main__", alter_sys=True)
+        return lambda: _run_module(command.program)
     if command.kind == "script":
         return lambda: runpy.run_path(os.path.join(REPO, command.program), run_name="__main__")
     if command.kind == "console":
         module, function = console_scripts()[command.argv0].split(":")
         return getattr(importlib.import_module(module), function)
     raise ValueError(f"{command.kind} commands are not run in this process")
+
+
+def _run_module(name: str):
+    """``python -m name``: the module's code run as ``__main__``, also when an earlier test imported it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".* found in sys.modules after import", category=RuntimeWarning)
+        return runpy.run_module(name, run_name="__main__", alter_sys=True)
 
 
 @contextlib.contextmanager
