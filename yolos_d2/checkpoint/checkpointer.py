@@ -11,6 +11,13 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .io import load_weights_file, save_checkpoint_atomic, state_dict_of, write_atomic
 from .keys import compact_key_names
+from .position_embeddings import (
+    GRIDS_KEY,
+    grids_record,
+    position_embedding_grids,
+    read_grids,
+    resize_position_embeddings,
+)
 
 __all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "check_finite", "describe_variant"]
 
@@ -25,6 +32,7 @@ _UNCONVERTED = [
     ("backbone.det_token", "an original YOLOS", "yolos"),
     ("vit.embeddings.cls_token", "a Hugging Face YOLOS", "hf"),
     ("cls_token", "a DeiT/ViT ImageNet", "deit"),
+    ("embedding/kernel", "a JAX ViT (AugReg)", "augreg"),
 ]
 
 
@@ -71,8 +79,12 @@ class YOLOSCheckpointer(DetectionCheckpointer):
     - checkpoints and the ``last_checkpoint`` tag are written atomically: a run killed while
       saving leaves the previous checkpoint and tag intact, and ``--resume`` loads them; a save
       that fails (e.g. a full disk) says so, naming the file and the intact previous checkpoint;
-    - weights of another variant (or another ``init_pe_size``) raise an error naming the variant
-      and the shapes that differ, instead of being skipped with a warning;
+    - checkpoints record the patch grids of their position embeddings (under
+      "position_embedding_grids"); one made for another ``init_pe_size`` or ``mid_pe_size`` has
+      them resized to the model's as the model resizes them at run time (bicubic), logged per
+      tensor;
+    - weights of another variant (or of another ``init_pe_size`` with no grids recorded) raise an
+      error naming the variant and the shapes that differ, instead of being skipped with a warning;
     - unconverted DeiT, original YOLOS or Hugging Face checkpoints raise an error that gives the
       conversion command;
     - a checkpoint that lacks tensors of the model or holds tensors the model does not have
@@ -103,7 +115,7 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         """
         if not self.save_dir or not self.save_to_disk:
             return
-        data = {"model": self.model.state_dict()}
+        data = {"model": self.model.state_dict(), GRIDS_KEY: grids_record(position_embedding_grids(self.model))}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
         basename = f"{name}.pth"
@@ -136,6 +148,9 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         state = state_dict_of(loaded, filename)
         consume_prefix_in_state_dict_if_present(state, "module.")
         reinitialised = self._drop_other_class_head(state, filename)
+        state = resize_position_embeddings(
+            state, read_grids(loaded, filename), position_embedding_grids(self.model), filename
+        )
         self._check(state, filename, new_keys=list(loaded.get("new_keys", [])), reinitialised=reinitialised)
         return {**loaded, "model": state}
 
