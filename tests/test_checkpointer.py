@@ -76,7 +76,7 @@ def test_convert_cli_reports_bad_input(tmp_path, caplog):
     torch.save({"model": {"foo": torch.zeros(1)}}, tmp_path / "foo.pth")
     assert convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "deit",
                          "--config-file", config_path("yolos_ti")]) == 1
-    assert "is not a DeiT/ViT checkpoint: it has no pos_embed" in caplog.text
+    assert "is not a DeiT checkpoint: it has no pos_embed" in caplog.text
     with pytest.raises(SystemExit):
         convert_main([str(tmp_path / "foo.pth"), str(tmp_path / "o.pth"), "--format", "deit"])
     with pytest.raises(SystemExit):

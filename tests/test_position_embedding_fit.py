@@ -5,8 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _helpers import build_model, max_abs_diff
+from _helpers import build_model, config_path, max_abs_diff
+from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file, save_checkpoint_atomic
+from yolos_d2.config import load_config
+from yolos_d2.tools.convert import main as convert_main
 
 TI = ["model.detector.backbone.depth=1"]  # init_pe_size 800x1328: a 50x83 grid
 TI_512 = [*TI, "model.detector.backbone.init_pe_size=[512,864]"]  # 32x54
@@ -31,7 +34,7 @@ def save_ours(model, folder):
     return str(folder / "ours.pth")
 
 
-def test_tiny_at_800x1328_loads_into_512x864(tmp_path, caplog):
+def test_tiny_at_800x1328_loads_into_512x864_as_the_converter_resizes_it(tmp_path, caplog):
     source = build_model("yolos_ti", TI)
     checkpoint = save_ours(source, tmp_path)
     assert load_weights_file(checkpoint)["position_embedding_grids"] == {"detector.backbone.pos_embed": [50, 83]}
@@ -48,15 +51,32 @@ def test_tiny_at_800x1328_loads_into_512x864(tmp_path, caplog):
         if name != "detector.backbone.pos_embed":
             assert torch.equal(model.state_dict()[name], value), name
 
+    # The converter resizes an original-format file of the same weights to the same tensor.
+    config = ["--config-file", config_path("yolos_ti")]
+    assert convert_main([checkpoint, str(tmp_path / "original.pth"), "--to", "yolos", *config, *TI]) == 0
+    assert convert_main([str(tmp_path / "original.pth"), str(tmp_path / "converted.pth"), "--format", "yolos",
+                         *config, *TI_512]) == 0
+    converted = load_weights_file(str(tmp_path / "converted.pth"))
+    assert torch.equal(converted["model"]["detector.backbone.pos_embed"], pos)
+    assert converted["position_embedding_grids"] == {"detector.backbone.pos_embed": [32, 54]}
+
     with torch.no_grad():
         outputs = model([{"image": torch.randint(0, 256, (3, 200, 300), dtype=torch.uint8)}])
     assert len(outputs[0]["instances"]) == 100
 
 
-def test_mid_layer_embeddings_are_resized_too(tmp_path, caplog):
-    """YOLOS-S's 512x864 position embeddings into 800x1344."""
-    source = build_model("yolos_s", S)
-    weights, checkpoint = source.state_dict(), save_ours(source, tmp_path)
+@pytest.mark.parametrize("source", ["ours", "hf"])
+def test_mid_layer_embeddings_are_resized_too(tmp_path, source, caplog):
+    """YOLOS-S's 512x864 position embeddings, from our checkpoint or a transformers folder, into 800x1344."""
+    if source == "ours":
+        model = build_model("yolos_s", S)
+        weights, checkpoint = model.state_dict(), save_ours(model, tmp_path)
+    else:
+        hf_model = random_huggingface_model(load_config(config_path("yolos_s"), S).model.detector.backbone)
+        hf_model.save_pretrained(tmp_path / "hf")
+        assert convert_main([str(tmp_path / "hf"), str(tmp_path / "hf.pth"), "--format", "hf"]) == 0
+        checkpoint = str(tmp_path / "hf.pth")
+        weights = load_weights_file(checkpoint)["model"]
     model = build_model("yolos_s", S_800)
     with caplog.at_level(logging.INFO, logger="yolos_d2.checkpoint"):
         YOLOSCheckpointer(model).load(checkpoint)

@@ -1,39 +1,13 @@
 """
 transformers' ``YolosForObjectDetection`` as a peer of a yolos_d2 config's model, for comparisons
-of outputs and speed (transformers is needed only here).
+of outputs and speed; its config is the one ``yolos-convert --to hf`` writes
+(:func:`~yolos_d2.checkpoint.converters.huggingface_config`).
 """
 import torch
 
-__all__ = ["huggingface_config", "random_huggingface_model"]
+from ..checkpoint.converters import huggingface_config
 
-
-def huggingface_config(backbone_cfg, num_labels: int = 91):
-    """
-    The transformers ``YolosConfig`` of the model a ``ViTWithDetTokens`` config describes (the
-    LazyConfig node ``model.detector.backbone``), e.g. to build a ``YolosForObjectDetection`` peer.
-    transformers has one image size for both position embeddings, so ``mid_pe_size`` must be None
-    or equal ``init_pe_size``.
-    """
-    from transformers import YolosConfig
-
-    if backbone_cfg.mid_pe_size is not None and tuple(backbone_cfg.mid_pe_size) != tuple(backbone_cfg.init_pe_size):
-        raise ValueError(
-            f"transformers' YOLOS needs mid_pe_size == init_pe_size, got {backbone_cfg.mid_pe_size} "
-            f"and {backbone_cfg.init_pe_size}"
-        )
-    return YolosConfig(
-        hidden_size=backbone_cfg.embed_dim,
-        num_hidden_layers=backbone_cfg.depth,
-        num_attention_heads=backbone_cfg.num_heads,
-        intermediate_size=int(backbone_cfg.embed_dim * backbone_cfg.mlp_ratio),
-        image_size=list(backbone_cfg.init_pe_size),
-        patch_size=backbone_cfg.patch_size,
-        num_detection_tokens=backbone_cfg.num_det_tokens,
-        use_mid_position_embeddings=backbone_cfg.mid_pe_size is not None,
-        layer_norm_eps=backbone_cfg.norm_eps,
-        qkv_bias=backbone_cfg.qkv_bias,
-        num_labels=num_labels,
-    )
+__all__ = ["random_huggingface_model"]
 
 
 def random_huggingface_model(backbone_cfg, seed: int = 0):

@@ -1,5 +1,5 @@
 from .checkpointer import YOLOSCheckpointer, check_checkpoint_fits, describe_variant
-from .converters import convert_file
+from .formats import convert_file
 from .io import load_weights_file, save_checkpoint_atomic
 from .keys import compact_key_names
 

@@ -3,6 +3,7 @@ import argparse
 import os
 import pickle
 import uuid
+import zipfile
 from typing import IO, Any, Callable, Dict
 
 import numpy as np
@@ -36,8 +37,9 @@ class _WeightsUnpickler(pickle.Unpickler):
 def load_weights_file(path: str) -> Dict[str, Any]:
     """
     Load a ``.pth``/``.pt``/``.bin`` file with ``torch.load(weights_only=True)``, a ``.safetensors``
-    file, or a ``.pkl`` file (detectron2's model-zoo format) with an unpickler that builds only
-    numpy arrays and builtin containers; tensors go to the CPU.
+    file, a ``.pkl`` file (detectron2's model-zoo format) with an unpickler that builds only
+    numpy arrays and builtin containers, or a ``.npz`` file (numpy arrays, e.g. the JAX ViT
+    releases) without pickled objects; tensors go to the CPU.
 
     The original YOLOS training code stores its ``argparse.Namespace`` under "args"; that one class
     is allowed, nothing else that would need code to run.
@@ -63,6 +65,12 @@ def _load(path: str) -> Any:
             return load_file(path, device="cpu")
         except SafetensorError as e:
             raise ValueError(f"{path!r} is not a readable checkpoint: safetensors says {e}") from None
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                return dict(arrays)
+        except (ValueError, OSError, zipfile.BadZipFile) as e:
+            raise ValueError(f"{path!r} is not a readable checkpoint: numpy says {e}") from None
     try:
         if path.endswith(".pkl"):
             with open(path, "rb") as f:  # latin1 reads Python 2 pickles, as detectron2 does

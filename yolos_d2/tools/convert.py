@@ -1,26 +1,49 @@
 """
-Convert DeiT/ViT, original YOLOS or Hugging Face YOLOS weights into a yolos_d2 checkpoint::
+Convert weights into yolos_d2 checkpoints, and yolos_d2 checkpoints into other formats::
 
-    yolos-convert SRC DST --format {deit,yolos,hf} [--config-file CONFIG] [KEY=VALUE ...]
+    yolos-convert SRC DST --format FORMAT [--config-file CONFIG] [--keep-class-ids] [KEY=VALUE ...]
+    yolos-convert SRC DST --to {hf,yolos} --config-file CONFIG [--keep-class-ids] [KEY=VALUE ...]
 
 (also ``python -m yolos_d2.tools.convert``).
 
-SRC is a checkpoint file (for ``hf``, the folder written by ``save_pretrained``); DST is written
-atomically as ``{"model": state_dict, "new_keys": [...]}``, loadable with ``DetectionCheckpointer``
-or as ``train.init_checkpoint``. "new_keys" names the model's tensors the source format does not
-have (for ``deit``: the ``[DET]`` tokens, their and the mid-layer position embeddings, the heads);
-``YOLOSCheckpointer`` leaves them to the model's initialisation. With ``--config-file`` (required
-for ``deit``, whose position embedding is resized to the config's ``init_pe_size``) the result is
-checked against the model the config builds and the keys it leaves to the model's initialisation
-are listed; the config is loaded and checked as training checks it.
+In (``--format``): SRC is an original YOLOS checkpoint (``yolos``), a transformers
+``save_pretrained`` folder (``hf``) or a ViT release to initialise the backbone from (``deit``,
+``deit3``, ``augreg``, ``mae``, ``mocov3``, ``dino``; see docs/weights.md). DST is written
+atomically as ``{"model": state_dict, "new_keys": [...], "position_embedding_grids": {...}}``,
+loadable with ``DetectionCheckpointer`` or as ``train.init_checkpoint``. "new_keys" names the
+model's tensors the source format does not have (for the ViT releases: the ``[DET]`` tokens, their
+and the mid-layer position embeddings, the heads); ``YOLOSCheckpointer`` leaves them to the
+model's initialisation. With ``--config-file`` (required for the ViT releases, whose position
+embedding is resized to the config's ``init_pe_size``) the position embeddings are resized to
+the config's sizes, the result is checked against the model the config builds and the keys it
+leaves to the model's initialisation are listed; the config is loaded and checked as training
+checks it.
+
+Out (``--to``): SRC is a yolos_d2 checkpoint of the config's model, loaded as training loads it.
+``hf`` writes the folder DST for transformers' ``YolosForObjectDetection.from_pretrained``
+(config.json, labelled with the class names of the config's test dataset, and
+model.safetensors); ``yolos`` writes the original code's checkpoint DST, ``{"model": its
+Detector's state dict, "args": the init_pe_size, mid_pe_size and det_token_num to build it with}``.
 """
 import argparse
+import dataclasses
 import logging
+from typing import List
 
+import torch
 from detectron2.config import instantiate
 
-from ..checkpoint import check_checkpoint_fits, convert_file, save_checkpoint_atomic
-from ..checkpoint.converters import NEW_KEYS
+from ..checkpoint import YOLOSCheckpointer, check_checkpoint_fits, convert_file, save_checkpoint_atomic
+from ..checkpoint.converters import Converted
+from ..checkpoint.formats import FORMATS_IN, FORMATS_OUT, save_huggingface, save_original_yolos
+from ..checkpoint.position_embeddings import (
+    GRIDS_KEY,
+    grids_record,
+    position_embedding_grids,
+    resize_position_embeddings,
+)
+from ..checkpoint.vit_families import FAMILIES
+from ..engine import metadata_of_test_dataset
 from . import cli
 
 logger = logging.getLogger(__name__)
@@ -29,22 +52,35 @@ logger = logging.getLogger(__name__)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("src", help="checkpoint file, or Hugging Face model folder for --format hf")
-    parser.add_argument("dst", help="output .pth file")
-    parser.add_argument("--format", required=True, choices=["deit", "yolos", "hf"], help="format of SRC")
+    parser.add_argument("dst", help="output .pth file, or folder for --to hf")
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--format", choices=FORMATS_IN, help="convert SRC, in this format, to a yolos_d2 checkpoint")
+    direction.add_argument("--to", choices=FORMATS_OUT, help="convert the yolos_d2 checkpoint SRC to this format")
     cli.add_config_arguments(
-        parser, required=False, config_help="the target model's config (required for deit)", weights=False, device=False
+        parser,
+        required=False,
+        config_help="the model's config (required for the ViT releases and for --to)",
+        weights=False,
+        device=False,
     )
     parser.add_argument(
         "--keep-class-ids",
         action="store_true",
-        help="keep a 92-output COCO class head (91 category ids + no-object) instead of mapping it "
-        "to detectron2's 80 contiguous classes",
+        help="keep a class head over COCO's category ids (92 outputs: 91 ids + no-object) as it is: "
+        "do not map it to detectron2's 80 contiguous classes, nor these back to COCO's ids for --to yolos",
     )
     args = cli.parse_args(parser, argv)
+    if args.to is not None:
+        return _convert_out(parser, args)
+    return _convert_in(parser, args)
 
+
+def _convert_in(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.config_file is None:
-        if args.format == "deit":
-            parser.error("--format deit needs --config-file: the position embedding is resized to its init_pe_size")
+        if args.format in FAMILIES:
+            parser.error(
+                f"--format {args.format} needs --config-file: the position embedding is resized to its init_pe_size"
+            )
         if args.opts:
             parser.error(f"KEY=VALUE overrides ({' '.join(args.opts)}) need --config-file")
         model = None
@@ -53,22 +89,86 @@ def main(argv=None) -> int:
             model = instantiate(cli.load_config(args.config_file, args.opts).model)
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
-        state, dropped = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
+        converted = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
         if model is not None:
-            check_checkpoint_fits(model, state, args.src)
+            converted = _fit(converted, model, args.src)
     except (FileNotFoundError, KeyError, ValueError) as e:
         logger.error("%s", e.args[0] if e.args else e)
         return 1
-    if dropped:
+    if converted.dropped:
+        dropped = converted.dropped
         logger.info("Left out %d source keys not used by YOLOS: %s", len(dropped), ", ".join(dropped))
     if model is not None:
-        new = sorted(set(model.state_dict()) - set(state))
+        new = sorted(set(model.state_dict()) - set(converted.state))
         if new:
             logger.info("Left to the model's initialisation (%d): %s", len(new), ", ".join(new))
-    checkpoint = {"model": state, "__author__": "yolos_d2.tools.convert", "new_keys": NEW_KEYS[args.format]}
+    checkpoint = {
+        "model": converted.state,
+        "__author__": "yolos_d2.tools.convert",
+        "new_keys": converted.new_keys,
+        GRIDS_KEY: grids_record(converted.grids),
+    }
     save_checkpoint_atomic(checkpoint, args.dst)
-    logger.info("Wrote %d tensors to %s", len(state), args.dst)
+    logger.info("Wrote %d tensors to %s", len(converted.state), args.dst)
     return 0
+
+
+def _fit(converted: Converted, model: torch.nn.Module, src: str) -> Converted:
+    """
+    ``converted`` with its position embeddings resized to ``model``'s grids, checked to fit
+    ``model``; its LayerNorm epsilon, if it states one, compared with the model's.
+    """
+    grids = position_embedding_grids(model)
+    state = resize_position_embeddings(converted.state, converted.grids, grids, src)
+    check_checkpoint_fits(model, state, src)
+    _compare_layer_norm_eps(converted.layer_norm_eps, model.detector.backbone.norm.eps)
+    return dataclasses.replace(converted, state=state, grids={k: g for k, g in grids.items() if k in state})
+
+
+def _compare_layer_norm_eps(source_eps, model_eps: float) -> None:
+    if source_eps is None or source_eps == model_eps:
+        return
+    logger.warning(
+        "config.json says layer_norm_eps %g, the config's model uses %g (model.detector.backbone.norm_eps). "
+        "The original YOLOS was trained with 1e-6, as yolos_d2's configs use; with %g the outputs differ from "
+        "transformers' (by up to about 1e-3 on logits and 2e-4 on boxes for random weights). To reproduce "
+        "transformers' outputs exactly, add model.detector.backbone.norm_eps=%g.",
+        source_eps, model_eps, model_eps, source_eps,
+    )
+
+
+def _convert_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.config_file is None:
+        parser.error(f"--to {args.to} needs --config-file: the config of the model SRC holds")
+    with cli.usage_errors(parser):  # a config mistake, a checkpoint that does not fit
+        cfg = cli.load_config(args.config_file, args.opts)
+        model = instantiate(cfg.model)
+        YOLOSCheckpointer(model).load(args.src)
+    class_names = _class_names(cfg)
+    state = model.state_dict()
+    try:
+        if args.to == "hf":
+            save_huggingface(state, cfg.model.detector.backbone, class_names, args.dst)
+        else:
+            save_original_yolos(state, position_embedding_grids(model), args.dst, class_names, args.keep_class_ids)
+    except ValueError as e:  # e.g. a model transformers' YOLOS cannot hold
+        logger.error("%s", e)
+        return 1
+    logger.info("Wrote %s in the %s format", args.dst, {"hf": "Hugging Face", "yolos": "original YOLOS"}[args.to])
+    return 0
+
+
+def _class_names(cfg) -> List[str]:
+    """The thing_classes of the config's test dataset, or class_0, class_1, ... if it has none."""
+    try:
+        return list(metadata_of_test_dataset(cfg).thing_classes)
+    except (AttributeError, KeyError, FileNotFoundError, ValueError) as e:
+        num_classes = cfg.model.detector.num_classes
+        logger.info(
+            "No class names from the config's test dataset (%s): naming the classes class_0 ... class_%d.",
+            e, num_classes - 1,
+        )
+        return [f"class_{i}" for i in range(num_classes)]
 
 
 console_main = cli.console_script(main)
