@@ -156,6 +156,24 @@ def test_augreg_npz_gives_the_tokens_timm_reads_from_it(tmp_path):
     assert_same_tokens(model, vit)
 
 
+def test_patch_32_model_detects_at_another_size():
+    """
+    The whole detector at patch size 32: images padded to whole 32-pixel patches, the position
+    embedding resized to the 32-pixel grid of each input.
+    """
+    model = build_model("yolos_ti", ["model.detector.backbone.patch_size=32", "model.detector.backbone.depth=1",
+                                     "model.detector.backbone.init_pe_size=[512,864]"])
+    assert model.detector.backbone.init_grid == (16, 27) and model.size_divisibility == 32
+    image = torch.randint(0, 256, (3, 300, 470), dtype=torch.uint8)
+    with torch.no_grad():
+        (output,) = model([{"image": image}])
+        padded = model.preprocess_image([{"image": image}]).tensor
+        tokens = model.detector.backbone.forward_features(padded)
+    assert len(output["instances"]) == 100
+    assert padded.shape[-2:] == (320, 480)
+    assert tokens.shape == (1, 1 + 10 * 15 + 100, 192)
+
+
 def test_layer_scale_outside_deit3_is_refused_naming_it(tmp_path, caplog):
     vit = timm.create_model("deit3_small_patch16_224", pretrained=False, depth=2)
     torch.save(deit3_release(vit), tmp_path / "deit3.pth")

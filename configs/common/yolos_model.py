@@ -25,7 +25,8 @@ model = L(YOLOS)(
     pixel_mean=[123.675, 116.280, 103.530],
     pixel_std=[58.395, 57.120, 57.375],
     input_format="RGB",
-    size_divisibility=16,
+    # Padding in whole patches (the augmentations already make each image so).
+    size_divisibility="${.detector.backbone.patch_size}",
     # Boxes reaching past the image are kept as predicted: the original's COCO AP is of
     # unclipped boxes, so converted paper weights reproduce it only this way.
     clip_boxes=False,
