@@ -4,7 +4,7 @@ console script installed with the package:
 
 - ``train`` (``yolos-train``): train and evaluate, as detectron2's ``lazyconfig_train_net.py``;
 - ``demo`` (``yolos-demo``): draw a trained model's detections on images, folders or videos;
-- ``convert`` (``yolos-convert``): DeiT/ViT, original YOLOS and Hugging Face weights to yolos_d2's;
+- ``convert`` (``yolos-convert``): ViT releases, original YOLOS and Hugging Face weights to yolos_d2's, and back;
 - ``export`` (``yolos-export``): the detector as ONNX or TorchScript;
 - ``det_token_stats`` (``yolos-det-token-stats``): what each ``[DET]`` token predicts over a dataset;
 - ``attention_maps`` (``yolos-attention-maps``): where chosen ``[DET]`` tokens attend in an image;
