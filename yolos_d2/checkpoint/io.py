@@ -2,12 +2,13 @@
 import argparse
 import os
 import pickle
-import uuid
 import zipfile
-from typing import IO, Any, Callable, Dict
+from typing import Any, Dict
 
 import numpy as np
 import torch
+
+from ..utils.file_io import write_atomic
 
 # What a detectron2 model-zoo ``.pkl`` file ({"model": numpy arrays, "__author__": ...}) needs to
 # be unpickled; nothing here can run code of the file's choosing.
@@ -112,37 +113,6 @@ def state_dict_of(checkpoint: Dict[str, Any], path: str) -> Dict[str, Any]:
 def save_checkpoint_atomic(obj: Dict[str, Any], path: str) -> None:
     """``torch.save(obj)`` to ``path`` atomically (see :func:`write_atomic`)."""
     write_atomic(path, lambda f: torch.save(obj, f))
-
-
-def write_atomic(path: str, write: Callable[[IO[bytes]], Any]) -> None:
-    """
-    Create or replace the local file ``path`` with what ``write(file)`` writes, so that a reader,
-    or a process restarted after a crash, finds either the previous file or the complete new one.
-
-    The data goes to a hidden temporary file in the same folder (``.<name>.<random>.tmp``), is
-    flushed to disk and renamed over ``path``. The temporary file is removed if ``write`` fails; a
-    process killed while writing leaves it behind, and nothing reads it.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    # Not tempfile.mkstemp, whose files only their owner can read: the usual permissions.
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if os.name == "posix":  # make the rename itself durable
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _refused_global(error: Exception):

@@ -20,7 +20,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from ..checkpoint.io import write_atomic
+from ..utils.file_io import write_atomic
 from .validation import load_checked_coco_json
 
 __all__ = [
