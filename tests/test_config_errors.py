@@ -4,7 +4,7 @@ import re
 import pytest
 
 from _helpers import VARIANTS, config_path
-from yolos_d2.config import ConfigError, check_config, load_config
+from yolos_d2.config import ConfigError, check_config, load_config, prepare_config
 from yolos_d2.modeling import ViTWithDetTokens
 from yolos_d2.tools.convert import main as convert_main
 
@@ -49,6 +49,17 @@ def test_existing_keys_call_arguments_and_explicit_additions_are_set():
     assert cfg.model.detector.backbone.drop_path_rate == 0.1
     assert list(cfg.dataloader.train.mapper.augmentations.scales) == [320, 352]
     assert cfg.train.note == "hello"
+
+
+def test_a_config_object_is_prepared_on_a_copy():
+    cfg = load_config(config_path("yolos_ti"))
+    prepared = prepare_config(cfg, ["train.seed=3"], weights="w.pth", device="cpu")
+    assert (prepared.train.seed, prepared.train.init_checkpoint, prepared.train.device) == (3, "w.pth", "cpu")
+    assert (cfg.train.seed, cfg.train.init_checkpoint) == (-1, "deit_tiny_yolos_d2.pth")
+    with pytest.raises(ConfigError, match="Unknown config key 'train.seedd'"):
+        prepare_config(cfg, ["train.seedd=3"])
+    with pytest.raises(ConfigError, match=r"train\.device='tpu'"):
+        prepare_config(cfg, device="tpu")
 
 
 def test_missing_config_file_lists_the_available_configs():

@@ -6,12 +6,13 @@ a batch that does not divide among the processes.
 
 LazyConfig files are Python code, run when loaded: load only configs you trust.
 """
+import copy
 import difflib
 import glob
 import inspect
 import math
 import os
-from typing import Any, Callable, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
@@ -21,13 +22,24 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .engine.trainer import AMP_DTYPES
 from .modeling.position_embedding import embedding_grid
 
-__all__ = ["CONFIG_DIR", "ConfigError", "apply_overrides_strict", "check_config", "check_launch", "load_config"]
+__all__ = [
+    "AMP_DTYPES",
+    "CONFIG_DIR",
+    "ConfigError",
+    "apply_overrides_strict",
+    "check_config",
+    "check_launch",
+    "load_config",
+    "prepare_config",
+]
 
 # The project's configs (one per variant), listed when a config file is not found.
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+# train.amp.dtype -> the autocast dtype; None is full precision.
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Config nodes cheap to build whose constructors check their arguments: built by check_config.
 _BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations")
@@ -46,6 +58,32 @@ def load_config(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
     if not os.path.isfile(config_file):
         raise ConfigError(f"Config file {config_file!r} does not exist.{_available_configs(config_file)}")
     return apply_overrides_strict(LazyConfig.load(config_file), overrides)
+
+
+def prepare_config(
+    config: Union[str, os.PathLike, DictConfig],
+    overrides: Sequence[str] = (),
+    weights: Optional[str] = None,
+    device: Optional[str] = None,
+) -> DictConfig:
+    """
+    A config to build a model from: the file ``config`` loaded by :func:`load_config` with the
+    ``key=value`` ``overrides``, or a copy of the config object ``config`` (left unchanged) with
+    them applied by :func:`apply_overrides_strict`; ``train.init_checkpoint`` set to ``weights``
+    and ``train.device`` to ``device`` where given; checked by :func:`check_config`. Raises
+    :class:`ConfigError`.
+    """
+    if isinstance(config, DictConfig):
+        cfg = apply_overrides_strict(copy.deepcopy(config), overrides)
+    else:
+        cfg = load_config(os.fspath(config), overrides)
+    # Set directly rather than as override text: a path may hold characters the override grammar reads.
+    if weights is not None:
+        cfg.train.init_checkpoint = weights
+    if device is not None:
+        cfg.train.device = device
+    check_config(cfg)
+    return cfg
 
 
 def _available_configs(missing: str) -> str:

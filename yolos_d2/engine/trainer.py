@@ -10,12 +10,10 @@ from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import get_event_storage
 
+from ..config import AMP_DTYPES
 from ..modeling.criterion import NonFinitePredictionError
 
-__all__ = ["AMP_DTYPES", "YOLOSTrainer"]
-
-# train.amp.dtype -> the autocast dtype; None is full precision.
-AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+__all__ = ["YOLOSTrainer"]
 
 
 class YOLOSTrainer(TrainerBase):

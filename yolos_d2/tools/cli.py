@@ -95,16 +95,9 @@ def load_config(
     """
     The config of ``config_file`` with the ``KEY=VALUE`` ``overrides`` applied strictly,
     ``train.init_checkpoint`` set to ``weights`` and ``train.device`` to ``device`` where given,
-    checked by :func:`yolos_d2.config.check_config`. Raises :class:`yolos_d2.config.ConfigError`.
+    checked (:func:`yolos_d2.config.prepare_config`). Raises :class:`yolos_d2.config.ConfigError`.
     """
-    cfg = config.load_config(config_file, overrides)
-    # Set directly rather than as override text: a path may hold characters the override grammar reads.
-    if weights is not None:
-        cfg.train.init_checkpoint = weights
-    if device is not None:
-        cfg.train.device = device
-    config.check_config(cfg)
-    return cfg
+    return config.prepare_config(config_file, overrides, weights, device)
 
 
 @contextlib.contextmanager
