@@ -1,5 +1,5 @@
 from .build import ResumableTrainingSampler, build_train_loader
-from .images import read_image
+from .images import image_to_array, read_image
 from .mapper import DatasetMapper
 from .datasets import check_num_classes, register_coco_dataset, register_voc_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
@@ -18,6 +18,7 @@ __all__ = [
     "detr_test_augmentations",
     "detr_train_augmentations",
     "generate_synthetic_shapes",
+    "image_to_array",
     "read_image",
     "register_coco_dataset",
     "register_synthetic_shapes",

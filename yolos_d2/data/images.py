@@ -9,7 +9,7 @@ from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
 from PIL import Image, ImageOps
 
-__all__ = ["UnsupportedImageError", "read_image"]
+__all__ = ["UnsupportedImageError", "image_to_array", "read_image"]
 
 # PIL modes of 8 bits per channel, which PIL converts to "RGB" and "L".
 _8_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
@@ -30,28 +30,42 @@ def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
     """
     Read an image file as detectron2's ``read_image`` does (turned by its EXIF orientation, then
     converted to ``format``: "RGB", "BGR", "L", any PIL mode, "YUV-BT.601" or None to keep the
-    file's), but with 16-bit images scaled to 8 bits: value * 255 / 65535, rounded. 16-bit
-    colour PNGs are read by Pillow with the high byte of each value.
+    file's), but with 16-bit images scaled to 8 bits: see :func:`image_to_array`.
 
     Returns:
         (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
 
     Raises:
-        UnsupportedImageError naming the file for other images, e.g. of 32-bit integers or
-        floating point (PIL modes "I" and "F"), whose values have no known range; OSError (from
-        PIL) for a file that cannot be decoded.
+        UnsupportedImageError naming the file for images whose values have no known range;
+        OSError (from PIL) for a file that cannot be decoded.
     """
     with PathManager.open(file_name, "rb") as f:
-        image = Image.open(f)
-        sixteen_bit = image.mode in _16_BIT_MODES or (image.mode == "I" and image.format == "PNG")
-        if not sixteen_bit and image.mode not in _8_BIT_MODES:
-            described = f" ({_DESCRIPTIONS[image.mode]})" if image.mode in _DESCRIPTIONS else ""
-            raise UnsupportedImageError(
-                f"{file_name}: images of PIL mode {image.mode!r}{described} are not supported: only images of 8 "
-                "or 16 bits per channel have a known range. Convert the image to 8 or 16 bits per channel"
-            )
-        image = ImageOps.exif_transpose(image)
-        if sixteen_bit:
-            levels = np.asarray(image, dtype=np.uint32)
-            image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
-        return convert_PIL_to_numpy(image, format)
+        return image_to_array(Image.open(f), format, name=file_name)
+
+
+def image_to_array(image: Image.Image, format: Optional[str] = "RGB", name: str = "image") -> np.ndarray:
+    """
+    A PIL image as :func:`read_image` returns the file's: turned by its EXIF orientation (an
+    image already turned has no orientation left), converted to ``format``, 16-bit images scaled
+    to 8 bits: value * 255 / 65535, rounded. 16-bit colour PNGs are read by Pillow with the high
+    byte of each value.
+
+    Returns:
+        (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
+
+    Raises:
+        UnsupportedImageError naming ``name`` for other images, e.g. of 32-bit integers or
+        floating point (PIL modes "I" and "F"), whose values have no known range.
+    """
+    sixteen_bit = image.mode in _16_BIT_MODES or (image.mode == "I" and image.format == "PNG")
+    if not sixteen_bit and image.mode not in _8_BIT_MODES:
+        described = f" ({_DESCRIPTIONS[image.mode]})" if image.mode in _DESCRIPTIONS else ""
+        raise UnsupportedImageError(
+            f"{name}: images of PIL mode {image.mode!r}{described} are not supported: only images of 8 "
+            "or 16 bits per channel have a known range. Convert the image to 8 or 16 bits per channel"
+        )
+    image = ImageOps.exif_transpose(image)
+    if sixteen_bit:
+        levels = np.asarray(image, dtype=np.uint32)
+        image = Image.fromarray(((levels * 255 + 32767) // 65535).astype(np.uint8), "L")
+    return convert_PIL_to_numpy(image, format)
