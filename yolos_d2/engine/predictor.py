@@ -1,10 +1,11 @@
 """
-A trained YOLOS described by a LazyConfig, and running it on single images the way detectron2's
-``DefaultPredictor`` does for yacs configs.
+A trained YOLOS described by a LazyConfig, and running it on images (one, or a list at a time)
+the way detectron2's ``DefaultPredictor`` does for yacs configs.
 """
 import logging
 import os
-from typing import Optional, Tuple
+from collections import defaultdict
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -14,18 +15,25 @@ from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_first_n
+from omegaconf import DictConfig
+from PIL import Image
 
 from ..checkpoint import YOLOSCheckpointer
-from ..data import check_num_classes
-from ..modeling import YOLOS
+from ..config import prepare_config
+from ..data import check_num_classes, image_to_array, read_image
+from ..modeling import YOLOS, select_detections
 
-__all__ = ["DEFAULT_MAX_SIZE", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
+__all__ = ["DEFAULT_MAX_SIZE", "ImageInput", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
 
 logger = logging.getLogger(__name__)
 
 # Longest image side, in pixels, the predictor gives the model by default: DETR's test-time
 # maximum. The attention's memory grows with the square of the pixel count.
 DEFAULT_MAX_SIZE = 1333
+
+# An image the predictor reads: a file path, an (H, W, 3) uint8 array in the model's input format
+# (``model.input_format``), or a PIL image.
+ImageInput = Union[str, os.PathLike, np.ndarray, Image.Image]
 
 
 def build_inference_model(cfg, require_weights: bool = True) -> YOLOS:
@@ -75,26 +83,92 @@ def metadata_of_test_dataset(cfg) -> Metadata:
 
 class YOLOSPredictor:
     """
-    Runs a trained YOLOS on one image at a time: the weights of ``cfg.train.init_checkpoint``,
-    the test-time resize of ``cfg.dataloader.test.mapper.augmentations``, on ``cfg.train.device``.
-    An image whose longer side exceeds ``max_size`` after that resize (a config without one, such
-    as the quick start's, keeps the image's size) is scaled down to it, and this is logged.
+    Runs a trained YOLOS on images: the weights of ``cfg.train.init_checkpoint``, the test-time
+    resize of ``cfg.dataloader.test.mapper.augmentations``, on ``cfg.train.device``. An image
+    whose longer side exceeds ``max_size`` after that resize (a config without one, such as the
+    quick start's, keeps the image's size) is scaled down to it, and this is logged.
+
+    Called on one image it returns its ``Instances``; on a list, one ``Instances`` per image.
+    The images of a list that have the same size after the resize run in one forward, those of
+    other sizes in forwards of their own: no image is padded to another's size, so an image's
+    detections do not depend on the others in the list (they equal those of the image alone
+    to float rounding). Memory grows with the number of images of one size: give lists of a
+    length the device affords.
 
     Attributes:
         model: the :class:`YOLOS` in eval mode.
         metadata: of the config's test dataset; its ``thing_classes`` name the predicted classes.
+        input_format: channel order of the arrays given, ``model.input_format`` ("RGB" or "BGR").
         max_size: longest side, in pixels, of the images given to the model; None or 0: no limit.
+        score_threshold, top_k, nms_iou: which detections are returned, see :meth:`__init__`.
     """
 
-    def __init__(self, cfg, max_size: Optional[int] = DEFAULT_MAX_SIZE):
+    def __init__(
+        self,
+        cfg: Union[DictConfig, str, os.PathLike],
+        max_size: Optional[int] = DEFAULT_MAX_SIZE,
+        *,
+        overrides: Sequence[str] = (),
+        weights: Optional[str] = None,
+        device: Optional[str] = None,
+        score_threshold: float = 0.0,
+        top_k: Optional[int] = None,
+        nms_iou: Optional[float] = None,
+    ):
+        """
+        Args:
+            cfg: a LazyConfig object (not changed) or file, prepared by
+                :func:`yolos_d2.config.prepare_config` with ``overrides`` (``key=value``),
+                ``weights`` (sets ``train.init_checkpoint``) and ``device`` (sets ``train.device``).
+            max_size: see the class description.
+            score_threshold: return the detections scoring at least this, in [0, 1]; 0 keeps
+                every ``[DET]`` token's.
+            top_k: return at most this many detections, the highest scoring; None: no limit.
+            nms_iou: if set, in (0, 1], drop a detection that overlaps one of the same class
+                scoring higher by more than this IoU (YOLOS is trained not to need it).
+
+        Raises:
+            ValueError (:class:`yolos_d2.config.ConfigError` for the config) for a setting that
+            cannot work; FileNotFoundError for weights that do not exist.
+        """
+        if not 0 <= score_threshold <= 1:
+            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be None or at least 1, got {top_k}")
+        if nms_iou is not None and not 0 < nms_iou <= 1:
+            raise ValueError(f"nms_iou must be None or in (0, 1], got {nms_iou}")
+        cfg = prepare_config(cfg, overrides, weights, device)
         self.model = build_inference_model(cfg)
         self.metadata = metadata_of_test_dataset(cfg)
         self.augmentations = T.AugmentationList(list(instantiate(cfg.dataloader.test.mapper.augmentations)))
+        self.input_format = self.model.input_format
         self.max_size = max_size
+        self.score_threshold = score_threshold
+        self.top_k = top_k
+        self.nms_iou = nms_iou
+
+    def image_array(self, image: ImageInput) -> np.ndarray:
+        """
+        The (H, W, 3) uint8 pixels, in ``input_format``, of a file (read by
+        :func:`yolos_d2.data.read_image`), a PIL image (converted as that reads files) or an
+        array (checked). Raises OSError for a file that cannot be read, ValueError for an array
+        of another shape or type.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(os.fspath(image), format=self.input_format)
+        if isinstance(image, Image.Image):
+            return image_to_array(image, format=self.input_format)
+        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            return image
+        if isinstance(image, np.ndarray):
+            raise ValueError(
+                f"Expected an (H, W, 3) uint8 {self.input_format} array, got shape {image.shape} and type {image.dtype}"
+            )
+        raise ValueError(f"Expected an image file, a PIL image or an array, got {type(image).__name__}")
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """
-        (H, W, 3) uint8 RGB -> (H', W', 3), resized as the config's test mapper resizes images,
+        (H, W, 3) uint8 -> (H', W', 3), resized as the config's test mapper resizes images,
         then scaled (bilinear, sides rounded, aspect ratio kept) so that max(H', W') <= ``max_size``.
         """
         aug_input = T.AugInput(image)
@@ -117,19 +191,60 @@ class YOLOSPredictor:
     def predict(self, resized: np.ndarray, output_size: Optional[Tuple[int, int]] = None) -> Instances:
         """
         Args:
-            resized: (H', W', 3) uint8 RGB, already resized (see :meth:`resize`).
+            resized: (H', W', 3) uint8 in ``input_format``, already resized (see :meth:`resize`).
             output_size: (height, width) in pixels the boxes are returned in; default (H', W').
 
         Returns:
-            ``Instances`` on the CPU, one per ``[DET]`` token in token order: ``pred_boxes``
-            (absolute XYXY in ``output_size``), ``scores`` and ``pred_classes``.
+            ``Instances`` on the CPU, see :meth:`__call__`.
         """
-        pixels = resized if self.model.input_format == "RGB" else resized[:, :, ::-1]
-        tensor = torch.as_tensor(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
-        height, width = output_size or resized.shape[:2]
-        outputs = self.model([{"image": tensor, "height": height, "width": width}])
-        return outputs[0]["instances"].to("cpu")
+        return self._forward([resized], [output_size or resized.shape[:2]])[0]
 
-    def __call__(self, image: np.ndarray) -> Instances:
-        """(H, W, 3) uint8 RGB -> the predictions of :meth:`predict`, boxes in the image's pixels."""
-        return self.predict(self.resize(image), image.shape[:2])
+    def __call__(self, images: Union[ImageInput, Sequence[ImageInput]]) -> Union[Instances, List[Instances]]:
+        """
+        Args:
+            images: an image or a list of images, each a file path, an (H, W, 3) uint8 array in
+                ``input_format`` or a PIL image.
+
+        Returns:
+            For an image its ``Instances``, for a list a list of them, on the CPU, in the image's
+            pixels: ``pred_boxes`` (absolute XYXY, clipped to the image if ``model.clip_boxes``),
+            ``scores``, ``pred_classes`` and ``det_tokens`` (the index of the ``[DET]`` token that
+            made each detection). With the default settings, one detection per token in token
+            order; with a ``score_threshold`` above 0, a ``top_k`` or an ``nms_iou``, those kept
+            (:func:`yolos_d2.modeling.select_detections`) in decreasing score order.
+        """
+        if not isinstance(images, (list, tuple)):
+            return self([images])[0]
+        arrays = [self.image_array(image) for image in images]
+        resized = [self.resize(array) for array in arrays]
+        same_size = defaultdict(list)  # resized (H', W') -> indices of its images
+        for i, image in enumerate(resized):
+            same_size[image.shape[:2]].append(i)
+        results: List[Optional[Instances]] = [None] * len(images)
+        for indices in same_size.values():
+            outputs = self._forward([resized[i] for i in indices], [arrays[i].shape[:2] for i in indices])
+            for i, instances in zip(indices, outputs):
+                results[i] = instances
+        return results
+
+    def _forward(self, resized: Sequence[np.ndarray], output_sizes: Sequence[Tuple[int, int]]) -> List[Instances]:
+        """One forward of the model on ``resized`` images (of one size): their detections, as :meth:`__call__` says."""
+        inputs = [
+            {"image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))), "height": h, "width": w}
+            for image, (h, w) in zip(resized, output_sizes)
+        ]
+        results = []
+        for output in self.model(inputs):
+            instances = output["instances"]
+            keep = select_detections(
+                instances.scores,
+                instances.pred_classes,
+                instances.pred_boxes.tensor,
+                self.score_threshold,
+                self.top_k,
+                self.nms_iou,
+            )
+            selected = instances[keep]
+            selected.det_tokens = keep
+            results.append(selected.to("cpu"))
+        return results

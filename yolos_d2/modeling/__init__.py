@@ -3,5 +3,15 @@ from .criterion import SetCriterion
 from .detector import MLP, YOLOSDetector
 from .matcher import HungarianMatcher
 from .meta_arch import YOLOS
+from .postprocessing import select_detections, token_detections
 
-__all__ = ["MLP", "HungarianMatcher", "SetCriterion", "ViTWithDetTokens", "YOLOS", "YOLOSDetector"]
+__all__ = [
+    "MLP",
+    "HungarianMatcher",
+    "SetCriterion",
+    "ViTWithDetTokens",
+    "YOLOS",
+    "YOLOSDetector",
+    "select_detections",
+    "token_detections",
+]

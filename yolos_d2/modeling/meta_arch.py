@@ -10,6 +10,7 @@ from torchvision.ops import box_convert
 
 from .criterion import SetCriterion
 from .detector import YOLOSDetector
+from .postprocessing import token_detections
 
 __all__ = ["YOLOS"]
 
@@ -133,7 +134,8 @@ class YOLOS(nn.Module):
     @staticmethod
     def postprocess(logits: torch.Tensor, boxes: torch.Tensor, output_size, clip_boxes: bool = True) -> Instances:
         """
-        DETR's post-processing: softmax, drop the no-object class, one detection per token.
+        DETR's post-processing (:func:`token_detections`): softmax, drop the no-object class, one
+        detection per token.
 
         Args:
             logits: (K, C + 1) class logits of one image.
@@ -141,14 +143,9 @@ class YOLOS(nn.Module):
             output_size: (height, width) of the image the boxes are returned in, in pixels.
             clip_boxes: clip the boxes to ``output_size``.
         """
-        scores, classes = logits.softmax(-1)[:, :-1].max(-1)
-        height, width = output_size
-        xyxy = box_convert(boxes, "cxcywh", "xyxy") * boxes.new_tensor([width, height, width, height])
-        pred_boxes = Boxes(xyxy)
-        if clip_boxes:
-            pred_boxes.clip((height, width))
-        instances = Instances((height, width))
-        instances.pred_boxes = pred_boxes
+        scores, classes, xyxy = token_detections(logits, boxes, output_size, clip_boxes)
+        instances = Instances(tuple(output_size))
+        instances.pred_boxes = Boxes(xyxy)
         instances.scores = scores
         instances.pred_classes = classes
         return instances
