@@ -19,6 +19,10 @@ from yolos_d2.tools import train as train_tool
 
 from _helpers import VARIANTS, config_path
 
+# Every numeric key of two paper configs, each building a model, optimizer, loaders and hooks:
+# about 40 s on 2 CPU cores (-m slow).
+pytestmark = pytest.mark.slow
+
 # Keys that change nothing that is built, and why (also listed in docs/training.md).
 DOCUMENTED_NO_EFFECT = {
     # Compared with the total batch to warn; it scales the lr only with train.schedule.scale_lr=True.

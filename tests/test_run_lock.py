@@ -98,6 +98,7 @@ def wait_for_lock(folder, proc):
     assert read_record(folder)["pid"] == proc.pid
 
 
+@pytest.mark.slow  # a training run and four refused ones, in subprocesses: about 45 s on 2 CPU cores
 def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config, tmp_path):  # noqa: F811
     """
     The first run is stopped (SIGSTOP) while it holds the lock, so that the others start while it

@@ -17,6 +17,9 @@ from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_NET = os.path.join(REPO, "train_net.py")
 
+# Whole training runs in subprocesses: about two minutes together on 2 CPU cores (-m slow).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
