@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from detectron2.data import DatasetMapper
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
@@ -71,6 +72,16 @@ def test_resize_arithmetic_is_the_originals(max_size, mod):
     for (h, w), size in itertools.product(itertools.product(sides, sides), [256, 400, 512, 608, 800]):
         expected = detr_size(h, w, size, max_size, mod)
         assert DETRResizeShortestEdge.get_output_shape(h, w, size, max_size, mod) == expected
+
+
+def test_resize_arithmetic_on_tensor_sizes_gives_tensors_of_the_same_sides():
+    # As while exporting the whole pipeline. 1x2 capped: 853 * 1 / 2 = 426.5 rounds half to even.
+    for h, w, size, max_size in [(480, 640, 512, 853), (1000, 200, 512, 853), (512, 700, 512, None), (1, 2, 512, 853)]:
+        expected = detr_size(h, w, size, max_size, 16)
+        sides = DETRResizeShortestEdge.get_output_shape(torch.tensor(h), torch.tensor(w), size, max_size, 16)
+        assert all(side.dtype == torch.int64 and side.dim() == 0 for side in sides)
+        assert tuple(int(side) for side in sides) == expected
+    assert DETRResizeShortestEdge.get_output_shape(1, 2, 512, 853) == (426, 852)
 
 
 def test_resize_transform_has_the_chosen_size():

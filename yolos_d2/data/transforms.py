@@ -9,6 +9,7 @@ image, drops empty boxes and, in training, crowd annotations, as DETR's dataset 
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import torch
 from detectron2.data import transforms as T
 from PIL import Image
 
@@ -65,26 +66,36 @@ class DETRResizeShortestEdge(T.Augmentation):
 
     @staticmethod
     def get_output_shape(
-        oldh: int, oldw: int, short_edge_length: int, max_size: Optional[int], size_multiple: int = 1
-    ) -> Tuple[int, int]:
+        oldh: Union[int, torch.Tensor],
+        oldw: Union[int, torch.Tensor],
+        short_edge_length: int,
+        max_size: Optional[int],
+        size_multiple: int = 1,
+    ) -> Tuple[Union[int, torch.Tensor], Union[int, torch.Tensor]]:
         """
         The (height, width) in pixels of an (oldh, oldw) image resized: DETR's
         ``get_size_with_aspect_ratio`` (the capped shorter side rounded, the longer side floored,
         where :meth:`ResizeShortestEdge.get_output_shape` rounds both: 480x640 to 512 is 512x682,
         not 683), then, as the original YOLOS's ``resize``, each side floored to a multiple of
         ``size_multiple`` (512x682 becomes 512x672 with 16). A side never goes below one multiple.
+
+        ``oldh`` and ``oldw`` may be 0-d tensors, e.g. an image's symbolic size while exporting:
+        the sides are then 0-d int64 tensors. The rule is computed in float64 tensor operations
+        in either case, which give the results of DETR's Python floats (IEEE double arithmetic,
+        rounding half to even), without branching on the sizes.
         """
-        size = short_edge_length
-        short, long = min(oldh, oldw), max(oldh, oldw)
-        if max_size is not None and long / short * size > max_size:
-            size = int(round(max_size * short / long))
-        if short == size:
-            newh, neww = oldh, oldw
-        elif oldw < oldh:
-            newh, neww = int(size * oldh / oldw), size
-        else:
-            newh, neww = size, int(size * oldw / oldh)
-        return tuple(max(size_multiple, side - side % size_multiple) for side in (newh, neww))
+        h, w = (torch.as_tensor(side, dtype=torch.float64) for side in (oldh, oldw))
+        short, long = torch.minimum(h, w), torch.maximum(h, w)
+        size = torch.tensor(float(short_edge_length), dtype=torch.float64)
+        if max_size is not None:
+            size = torch.where(long / short * size > max_size, torch.round(max_size * short / long), size)
+        # The shorter side becomes `size`, the longer one size * long / short floored; a shorter
+        # side already of length `size` keeps both sides (size * side / short is then side).
+        sides = [torch.floor(size * side / short).long() for side in (h, w)]
+        sides = [torch.clamp(side - side % size_multiple, min=size_multiple) for side in sides]
+        if isinstance(oldh, torch.Tensor) or isinstance(oldw, torch.Tensor):
+            return sides[0], sides[1]
+        return int(sides[0]), int(sides[1])
 
 
 class RandomSelect(T.Augmentation):
