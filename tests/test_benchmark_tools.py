@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _helpers import config_path
 from detectron2.config import instantiate
-from yolos_d2.benchmark import inference, timing, training
+from yolos_d2.benchmark import batch_prediction, inference, timing, training
 from yolos_d2.benchmark.flops import detector_flops
 from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.benchmark.memory import peak_allocated_bytes
@@ -93,3 +93,23 @@ def test_training_benchmark_reports_both_settings(capsys):
     training.main(args + ["model.detector.backbone.depth=2"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| off", "| on"))]
     assert len(rows) == 2
+
+
+def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
+    # YOLOS-S has mid-layer position embeddings: the masked forward gives each image its own too.
+    small = [
+        "model.detector.backbone.depth=2",
+        "model.detector.backbone.num_det_tokens=10",
+        "model.detector.backbone.init_pe_size=[64,96]",
+        "model.detector.backbone.mid_pe_size=[64,96]",
+        "dataloader.test.mapper.augmentations.eval_size=64",
+    ]
+    args = ["--config-file", config_path("yolos_s"), "--sizes", "48x64", "64x48", "60x80", "30x100"]
+    batch_prediction.main(args + ["--batch-sizes", "1", "2", "--repeats", "1", *small])
+    out = capsys.readouterr().out
+    assert "4 images resized to 3 sizes (32x96, 64x80, 80x64); padded to 80x96" in out
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in out.splitlines() if line.startswith("| ")}
+    for way in ("one at a time", "grouped by size", "padded and masked"):
+        score_difference, box_difference = (float(cell) for cell in rows[way][3:5])
+        assert score_difference < 1e-5 and box_difference < 1e-3, way
+    assert "1 x 48x64" in rows and "2 x 48x64" in rows

@@ -1,0 +1,194 @@
+"""
+Predicting on a list of images of mixed sizes, three ways, timed interleaved in one process::
+
+    yolos-benchmark batch-prediction [--config-file configs/yolos_ti.py] [--sizes 480x640 640x480 ...] [KEY=VALUE ...]
+
+- one image at a time;
+- grouped by size, what :class:`~yolos_d2.engine.YOLOSPredictor` does with a list: one forward
+  per resized size, nothing padded;
+- padded and masked: one forward of all images zero-padded to the largest resized size, each
+  given the position embeddings of its own patch grid, its padding patches masked out of every
+  attention (so that, unlike the original's padded batches, its detections are its own).
+
+Each way resizes the images as the predictor does (the config's test resize) and returns their
+detections. The model has random weights; ``--sizes`` are the images' sizes before the resize
+(default: a COCO-like mix at five resized sizes). The largest difference of each way's logits and
+boxes from one image at a time is printed, then, for ``--batch-sizes``, the throughput of lists
+of one image size.
+"""
+import argparse
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from detectron2.config import instantiate
+from detectron2.structures import Instances
+
+from ..checkpoint import save_checkpoint_atomic
+from ..config import load_config
+from ..engine import YOLOSPredictor
+from ..modeling import YOLOS
+from ..modeling.transformer import Block
+from ..tools import cli
+from .timing import format_table, time_interleaved
+
+__all__ = ["masked_padded_forward", "random_predictor"]
+
+# COCO-like image sizes, (height, width): at YOLOS-Ti's eval size 512, five resized sizes.
+DEFAULT_SIZES = [(480, 640), (640, 480), (427, 640), (480, 640), (640, 427), (375, 500), (640, 640), (480, 640)]
+
+
+def random_predictor(config_file: str, overrides: Sequence[str] = (), **kwargs) -> YOLOSPredictor:
+    """A :class:`YOLOSPredictor` on the CPU for ``config_file`` with ``overrides``, random weights (seed 0)."""
+    cfg = load_config(config_file, overrides)
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as folder:
+        weights = os.path.join(folder, "random.pth")
+        save_checkpoint_atomic({"model": instantiate(cfg.model).state_dict()}, weights)
+        return YOLOSPredictor(cfg, weights=weights, device="cpu", **kwargs)
+
+
+def _masked_block(
+    block: Block, x: torch.Tensor, attn_mask: torch.Tensor, num_queries: Optional[int] = None
+) -> torch.Tensor:
+    """
+    ``block`` on (B, N, D) tokens with an attention mask (B, 1, 1, N), True where a key counts:
+    (B, Q, D) outputs of the last Q = ``num_queries`` (default N) tokens.
+    """
+    attn = block.attn
+    batch, num_tokens, dim = x.shape
+    qkv = attn.qkv(block.norm1(x)).view(batch, num_tokens, 3, attn.num_heads, attn.head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    if num_queries is not None:
+        q, x = q[:, :, -num_queries:], x[:, -num_queries:]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    x = x + attn.proj(out.transpose(1, 2).reshape(batch, q.shape[2], dim))
+    return x + block.mlp(block.norm2(x))
+
+
+def _scatter_patches(
+    sequence: torch.Tensor, grid: Tuple[int, int], padded: Tuple[int, int], num_det: int
+) -> torch.Tensor:
+    """
+    (..., 1 + r * c + K, D) tokens of an r x c patch grid -> (..., 1 + R * C + K, D) of the R x C
+    ``padded`` grid, the patches at its top left, zeros elsewhere.
+    """
+    rows, cols = grid
+    patches = sequence[..., 1 : 1 + rows * cols, :].unflatten(-2, (rows, cols))
+    placed = F.pad(patches, (0, 0, 0, padded[1] - cols, 0, padded[0] - rows)).flatten(-3, -2)
+    return torch.cat([sequence[..., :1, :], placed, sequence[..., sequence.shape[-2] - num_det :, :]], dim=-2)
+
+
+@torch.no_grad()
+def masked_padded_forward(model: YOLOS, images: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """
+    The detector on ``images`` ((3, h, w) uint8 each, sides multiples of the patch size) in one
+    forward: zero-padded to the largest size, each image's tokens given the position embeddings
+    of its own patch grid, its padding patches masked out of the attention.
+
+    Returns:
+        "pred_logits" (B, K, C + 1) and "pred_boxes" (B, K, 4), boxes normalised by each image's size.
+    """
+    backbone = model.detector.backbone
+    patch, num_det = backbone.patch_size, backbone.num_det_tokens
+    padded_images = model.preprocess_image([{"image": image} for image in images])
+    padded = tuple(side // patch for side in padded_images.tensor.shape[-2:])
+    grids = [(h // patch, w // patch) for h, w in padded_images.image_sizes]
+
+    x = backbone.patch_embed(padded_images.tensor)
+    batch = x.shape[0]
+    x = torch.cat([backbone.cls_token.expand(batch, -1, -1), x, backbone.det_token.expand(batch, -1, -1)], dim=1)
+    pos, mid, keys = [], [], []
+    for rows, cols in grids:
+        image_pos, image_mid = backbone.position_embeddings((rows, cols))
+        pos.append(_scatter_patches(image_pos, (rows, cols), padded, num_det))
+        mid.append(_scatter_patches(image_mid, (rows, cols), padded, num_det) if image_mid is not None else None)
+        keys.append(_scatter_patches(torch.ones(1 + rows * cols + num_det, 1), (rows, cols), padded, num_det)[:, 0])
+    x = x + torch.cat(pos)
+    attn_mask = torch.stack(keys).bool().to(x.device)[:, None, None, :]
+    for i, block in enumerate(backbone.blocks):
+        last = i == len(backbone.blocks) - 1
+        x = _masked_block(block, x, attn_mask, num_det if last else None)
+        if mid[0] is not None and not last:
+            x = x + torch.cat([m[i] for m in mid])
+    tokens = backbone.norm(x)
+    detector = model.detector
+    return {"pred_logits": detector.class_embed(tokens), "pred_boxes": detector.bbox_embed(tokens).sigmoid()}
+
+
+def _as_tensor(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) array -> (3, H, W) tensor."""
+    return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """'480x640' -> (480, 640)."""
+    height, width = (int(v) for v in text.split("x"))
+    return height, width
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark batch-prediction",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli.add_config_arguments(parser, required=False, weights=False, device=False)
+    parser.set_defaults(config_file="configs/yolos_ti.py")
+    parser.add_argument(
+        "--sizes", nargs="+", type=parse_size, default=DEFAULT_SIZES, metavar="HxW", help="sizes before the resize"
+    )
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4, 8], help="lists of one image size")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = cli.parse_args(parser, argv)
+    with cli.usage_errors(parser):
+        predictor = random_predictor(args.config_file, args.opts)
+    model = predictor.model
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in args.sizes]
+
+    def padded_and_masked() -> List[Instances]:
+        outputs = masked_padded_forward(model, [_as_tensor(predictor.resize(image)) for image in images])
+        return [
+            model.postprocess(logits, boxes, image.shape[:2], model.clip_boxes)
+            for logits, boxes, image in zip(outputs["pred_logits"], outputs["pred_boxes"], images)
+        ]
+
+    ways = {
+        "one at a time": lambda: [predictor(image) for image in images],
+        "grouped by size": lambda: predictor(images),
+        "padded and masked": padded_and_masked,
+    }
+    results = {name: way() for name, way in ways.items()}
+    times = time_interleaved(ways, repeats=args.repeats, warmup=1)
+
+    sizes = sorted({predictor.resize(image).shape[:2] for image in images})
+    print(
+        f"{args.config_file}, random weights, CPU ({torch.get_num_threads()} threads): {len(images)} images resized "
+        f"to {len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes)}); padded to "
+        f"{max(h for h, _ in sizes)}x{max(w for _, w in sizes)}"
+    )
+    rows = []
+    for name, seconds in times.items():
+        pairs = list(zip(results[name], results["one at a time"]))
+        score = max((a.scores - b.scores).abs().max().item() for a, b in pairs)
+        box = max((a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max().item() for a, b in pairs)
+        rows.append(
+            [name, f"{seconds:.2f}", f"{len(images) / seconds:.2f}", f"{seconds / times['grouped by size']:.2f}",
+             f"{score:.1e}", f"{box:.1e}"]
+        )
+    header = ["way", "s per list", "images/s", "time / grouped", "max |score diff|", "max |box diff| px"]
+    print(format_table(header, rows) + "\n(differences from one image at a time)")
+
+    image = images[0]
+    lists = {f"{n} x {image.shape[0]}x{image.shape[1]}": [image] * n for n in args.batch_sizes}
+    times = time_interleaved(
+        {name: (lambda same=same: predictor(same)) for name, same in lists.items()}, repeats=args.repeats, warmup=1
+    )
+    rates = {name: len(lists[name]) / seconds for name, seconds in times.items()}
+    first = next(iter(rates.values()))
+    rows = [[name, f"{times[name]:.2f}", f"{rate:.2f}", f"{rate / first:.2f}"] for name, rate in rates.items()]
+    print(format_table(["list of one image size", "s per list", "images/s", "images/s / first's"], rows))
