@@ -123,6 +123,36 @@ def test_demo_skips_missing_and_corrupt_inputs_and_fails(tiny, tmp_path, caplog)
     assert sorted(os.listdir(output)) == [os.path.basename(tiny.images[0])]
 
 
+def test_demo_batches_consecutive_images_and_keeps_each_video_alone():
+    inputs = [(name, f"out/{name}") for name in ("a.png", "b.jpg", "c.png", "clip.mp4", "d.png", "e.png")]
+    batches = [[path for path, _ in batch] for batch in demo.input_batches(inputs, batch_size=2)]
+    assert batches == [["a.png", "b.jpg"], ["c.png"], ["clip.mp4"], ["d.png", "e.png"]]
+    assert demo.input_batches(inputs, batch_size=2).__next__() == inputs[:2]  # outputs travel with their inputs
+
+
+def test_demo_draws_the_same_in_lists_as_one_at_a_time(tiny, tmp_path, caplog):
+    inputs = copy_images(tiny, tmp_path / "inputs")
+    corrupt = tmp_path / "inputs" / "000001b.png"  # second in the folder: the first list loses it
+    corrupt.write_bytes(b"these bytes are not an image")
+    for batch_size in ("1", "3"):
+        np.random.seed(0)  # detectron2's Visualizer draws the box colours from it
+        with caplog.at_level(logging.INFO, logger="yolos_d2"):
+            status = run_demo(tiny, [str(tmp_path / "inputs")], tmp_path / batch_size, "--batch-size", batch_size,
+                              "--confidence-threshold", "0")
+        assert status == 1 and f"Skipped {corrupt}" in caplog.text
+    assert "Predicted a list of 2 in" in caplog.text and "Predicted a list of 1 in" in caplog.text
+    for path in inputs:
+        name = os.path.basename(path)
+        np.testing.assert_array_equal(read_png(tmp_path / "3" / name), read_png(tmp_path / "1" / name))
+
+
+def test_demo_refuses_a_batch_size_below_1(tiny, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, tiny.images, tmp_path, "--batch-size", "0")
+    assert exit_info.value.code == 2
+    assert "argument --batch-size: must be at least 1, got 0" in capsys.readouterr().err
+
+
 def test_demo_refuses_inputs_that_match_nothing(tiny, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_demo(tiny, [str(tmp_path / "*.jpg"), str(tmp_path)], tmp_path / "drawn")

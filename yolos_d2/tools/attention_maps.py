@@ -26,7 +26,6 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..data import read_image
 from ..engine import YOLOSPredictor
 from . import cli
 from .attention_recording import det_token_patch_attention, record_attention
@@ -135,14 +134,13 @@ def main(argv=None) -> int:
         check_outputs([args.output, *(figure_path(args.output, token) for token in candidates)], [args.input])
     except OutputError as e:
         parser.error(str(e))
+    with cli.usage_errors(parser):
+        predictor = YOLOSPredictor(cfg, max_size=args.max_size)
     try:
-        original = read_image(args.input, format="RGB")
+        image = predictor.resize(predictor.image_array(args.input))
     except OSError as e:
         logger.error(f"Cannot read --input {args.input!r}: {e}")
         return 1
-    with cli.usage_errors(parser):
-        predictor = YOLOSPredictor(cfg, max_size=args.max_size)
-    image = predictor.resize(original)
     backbone = predictor.model.detector.backbone
     with record_attention(backbone, num_queries=backbone.num_det_tokens) as recorded:
         instances = predictor.predict(image)
@@ -158,13 +156,14 @@ def main(argv=None) -> int:
     patch_maps = det_token_patch_attention(recorded[-1], grid, backbone.num_det_tokens)[0]  # (heads, K, rows, cols)
     pixel_maps = attention_over_image(patch_maps[:, tokens].transpose(0, 1), backbone.patch_size, (height, width))
     class_names = predictor.metadata.get("thing_classes")
+    rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
     os.makedirs(args.output, exist_ok=True)
     for token, head_maps in zip(tokens, pixel_maps.numpy()):
         class_id, score = int(instances.pred_classes[token]), float(instances.scores[token])
         name = class_names[class_id] if class_names else f"class {class_id}"
         path = figure_path(args.output, token)
         title = f"{os.path.basename(args.input)}: [DET] token {token}, {name} {score:.2f}"
-        draw_token_attention(image, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
+        draw_token_attention(rgb, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
         logger.info(f"Wrote the attention of [DET] token {token} ({name} {score:.2f}) to {path}")
     return 0
 

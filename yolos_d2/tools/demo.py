@@ -18,15 +18,17 @@ write that would replace an input, is refused before anything is done (exit stat
 Images are read at any bit depth (16-bit ones scaled to 8 bits), resized by the config's test
 mapper, then scaled down to at most ``--max-size`` pixels on their longer side, and the class
 names come from the config's test dataset. Predictions scoring at least ``--confidence-threshold``
-are drawn; the log gives their number per image. An input that cannot be read is reported and
-skipped; the exit status is then 1.
+are drawn; the log gives their number per image. Consecutive images, and the frames of a video,
+are predicted in lists of ``--batch-size`` (see :class:`~yolos_d2.engine.YOLOSPredictor`: an
+image's detections do not depend on the others in its list). An input that cannot be read is
+reported and skipped; the exit status is then 1.
 """
 import argparse
 import glob
 import logging
 import os
 import time
-from typing import List, Sequence
+from typing import Iterator, List, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -87,19 +89,78 @@ def output_paths(output: str, input_paths: Sequence[str]) -> List[str]:
     return [os.path.join(output, name) for name in names]
 
 
-def draw_image(predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float) -> None:
-    """Predict on the image file ``path`` and write the drawing to ``output``; OSError if it cannot be read."""
-    image = read_image(path, format="RGB")
+def input_batches(inputs: Sequence[Tuple[str, str]], batch_size: int) -> Iterator[List[Tuple[str, str]]]:
+    """
+    ``inputs`` ((path, output) pairs) in order: runs of consecutive images in lists of at most
+    ``batch_size``, each video alone.
+    """
+    images: List[Tuple[str, str]] = []
+    for path, output in inputs:
+        if path.lower().endswith(VIDEO_EXTENSIONS):
+            if images:
+                yield images
+                images = []
+            yield [(path, output)]
+        else:
+            images.append((path, output))
+            if len(images) == batch_size:
+                yield images
+                images = []
+    if images:
+        yield images
+
+
+def draw_images(
+    predictor: YOLOSPredictor, inputs: Sequence[Tuple[str, str]], threshold: float, scale: float
+) -> List[str]:
+    """
+    Predict on the image files of ``inputs`` ((path, output) pairs) in one list and write the
+    drawing of each to its output. Returns the paths skipped (and logged) because they could not
+    be read or their drawing could not be written.
+    """
+    images, skipped = {}, []
+    for path, output in inputs:
+        try:
+            images[path, output] = read_image(path, format=predictor.input_format)
+        except OSError as e:
+            logger.warning(f"Skipped {path}: {e}")
+            skipped.append(path)
+    if not images:
+        return skipped
     start = time.perf_counter()
-    instances = predictor(image)
+    predictions = predictor(list(images.values()))
     seconds = time.perf_counter() - start
-    detections = int((instances.scores >= threshold).sum())
-    logger.info(f"{path}: {detections} detections scoring >= {threshold} in {seconds:.3f} s")
-    Image.fromarray(draw_predictions(image, instances, predictor.metadata, threshold, scale)).save(output)
+    logger.info(f"Predicted a list of {len(images)} in {seconds:.3f} s ({seconds / len(images):.3f} s per image)")
+    for ((path, output), image), instances in zip(images.items(), predictions):
+        detections = int((instances.scores >= threshold).sum())
+        logger.info(f"{path}: {detections} detections scoring >= {threshold}")
+        drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale, predictor.input_format)
+        try:
+            Image.fromarray(drawn).save(output)
+        except OSError as e:
+            logger.warning(f"Skipped {path}: {e}")
+            skipped.append(path)
+    return skipped
 
 
-def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float) -> None:
-    """Predict on every frame of the video ``path`` and write the drawings to ``output`` (MPEG-4 codec)."""
+def read_frames(video: cv2.VideoCapture, count: int) -> List[np.ndarray]:
+    """The next ``count`` frames of ``video`` (fewer at its end), (H, W, 3) uint8 BGR as OpenCV decodes them."""
+    frames = []
+    while len(frames) < count:
+        ok, frame = video.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return frames
+
+
+def draw_video(
+    predictor: YOLOSPredictor, path: str, output: str, threshold: float, scale: float, batch_size: int
+) -> None:
+    """
+    Predict on every frame of the video ``path``, in lists of ``batch_size`` frames, and write the
+    drawings to ``output`` (MPEG-4 codec); OSError if it cannot be read or written.
+    """
     video = cv2.VideoCapture(path)
     if not video.isOpened():
         raise OSError(f"cannot open the video {path!r}")
@@ -109,23 +170,27 @@ def draw_video(predictor: YOLOSPredictor, path: str, output: str, threshold: flo
     try:
         with tqdm(total=int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc=path, unit="frame") as progress:
             while True:
-                ok, frame = video.read()
-                if not ok:
+                frames = read_frames(video, batch_size)
+                if not frames:
                     break
-                image = np.ascontiguousarray(frame[:, :, ::-1])
+                if predictor.input_format == "RGB":
+                    frames = [np.ascontiguousarray(frame[:, :, ::-1]) for frame in frames]
                 start = time.perf_counter()
-                instances = predictor(image)
+                predictions = predictor(frames)
                 seconds += time.perf_counter() - start
-                num_detections += int((instances.scores >= threshold).sum())
-                drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale)
-                if writer is None:
-                    size = (drawn.shape[1], drawn.shape[0])
-                    writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                    if not writer.isOpened():
-                        raise OSError(f"cannot write the video {output!r}")
-                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
-                num_frames += 1
-                progress.update()
+                for image, instances in zip(frames, predictions):
+                    num_detections += int((instances.scores >= threshold).sum())
+                    drawn = draw_predictions(
+                        image, instances, predictor.metadata, threshold, scale, predictor.input_format
+                    )
+                    if writer is None:
+                        size = (drawn.shape[1], drawn.shape[0])
+                        writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                        if not writer.isOpened():
+                            raise OSError(f"cannot write the video {output!r}")
+                    writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+                num_frames += len(frames)
+                progress.update(len(frames))
     finally:
         video.release()
         if writer is not None:
@@ -145,6 +210,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="the output file for a single input, else a folder")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw predictions scoring at least it")
     parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
+    cli.add_batch_size_argument(parser)
     cli.add_max_size_argument(parser)
     args = cli.parse_args(parser, argv)
 
@@ -161,14 +227,20 @@ def main(argv=None) -> int:
         predictor = YOLOSPredictor(cfg, max_size=args.max_size)
 
     skipped = []
-    for path, output in tqdm(zip(paths, outputs), total=len(paths), disable=len(paths) == 1, unit="input"):
-        draw = draw_video if path.lower().endswith(VIDEO_EXTENSIONS) else draw_image
-        os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-        try:
-            draw(predictor, path, output, args.confidence_threshold, args.scale)
-        except OSError as e:
-            logger.warning(f"Skipped {path}: {e}")
-            skipped.append(path)
+    with tqdm(total=len(paths), disable=len(paths) == 1, unit="input") as progress:
+        for batch in input_batches(list(zip(paths, outputs)), args.batch_size):
+            for _, output in batch:
+                os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+            (path, output), *_ = batch
+            if path.lower().endswith(VIDEO_EXTENSIONS):
+                try:
+                    draw_video(predictor, path, output, args.confidence_threshold, args.scale, args.batch_size)
+                except OSError as e:
+                    logger.warning(f"Skipped {path}: {e}")
+                    skipped.append(path)
+            else:
+                skipped += draw_images(predictor, batch, args.confidence_threshold, args.scale)
+            progress.update(len(batch))
     written = len(paths) - len(skipped)
     summary = f"Wrote {written} of {len(paths)} inputs to {args.output}"
     if skipped:

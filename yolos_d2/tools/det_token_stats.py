@@ -6,8 +6,9 @@ What each ``[DET]`` token predicts over a dataset, as in the YOLOS paper's analy
 
 (also ``python -m yolos_d2.tools.det_token_stats``).
 
-Runs the model over a registered dataset (``--dataset``, default the config's test dataset) with
-the config's test mapper and writes into ``--output``:
+Runs the model over a registered dataset (``--dataset``, default the config's test dataset), its
+images resized by the config's test mapper as in the evaluation, ``--batch-size`` images per list
+(:class:`~yolos_d2.engine.YOLOSPredictor`), and writes into ``--output``:
 
 - ``token_predictions.json``: one entry per token per image: "image_id", "token",
   "box_cxcywh" (normalised by the image size), "box_xyxy" (pixels), "class_id", "score";
@@ -29,7 +30,7 @@ import json
 import logging
 import math
 import os
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
-from ..engine import build_inference_model, metadata_of_test_dataset
+from ..engine import YOLOSPredictor, metadata_of_test_dataset
 from . import cli
 from .outputs import OutputError, check_outputs
 
@@ -87,25 +88,28 @@ class TokenPredictions:
 
 
 def collect_token_predictions(
-    model: torch.nn.Module, mapper: Callable[[Dict], Dict], dataset_dicts: Sequence[Dict]
+    predictor: YOLOSPredictor, dataset_dicts: Sequence[Dict], batch_size: int = 1
 ) -> TokenPredictions:
     """
-    Run ``model`` (a YOLOS in eval mode) on each image of ``dataset_dicts`` (at least one), read
-    and resized by ``mapper`` (detectron2's test ``DatasetMapper``), and keep every token's
-    prediction. Boxes are those of the model's ``Instances``: clipped to the image.
+    Run ``predictor`` (keeping every token's detection, as by default) on the image of each of
+    ``dataset_dicts`` (at least one), ``batch_size`` images per list, and keep every token's
+    prediction. Boxes are those of the model's ``Instances``: clipped if ``model.clip_boxes``.
     """
     image_ids, tokens, boxes_cxcywh, boxes_xyxy, classes, scores = [], [], [], [], [], []
-    for dataset_dict in tqdm(dataset_dicts, unit="image"):
-        instances = model([mapper(dict(dataset_dict))])[0]["instances"].to("cpu")
-        height, width = instances.image_size
-        xyxy = instances.pred_boxes.tensor
-        image_ids += [dataset_dict["image_id"]] * len(instances)
-        tokens.append(np.arange(len(instances)))
-        normalised = xyxy / xyxy.new_tensor([width, height, width, height])
-        boxes_cxcywh.append(box_convert(normalised, "xyxy", "cxcywh").numpy())
-        boxes_xyxy.append(xyxy.numpy())
-        classes.append(instances.pred_classes.numpy())
-        scores.append(instances.scores.numpy())
+    with tqdm(total=len(dataset_dicts), unit="image") as progress:
+        for start in range(0, len(dataset_dicts), batch_size):
+            batch = dataset_dicts[start : start + batch_size]
+            for dataset_dict, instances in zip(batch, predictor([d["file_name"] for d in batch])):
+                height, width = instances.image_size
+                xyxy = instances.pred_boxes.tensor
+                image_ids += [dataset_dict["image_id"]] * len(instances)
+                tokens.append(instances.det_tokens.numpy())
+                normalised = xyxy / xyxy.new_tensor([width, height, width, height])
+                boxes_cxcywh.append(box_convert(normalised, "xyxy", "cxcywh").numpy())
+                boxes_xyxy.append(xyxy.numpy())
+                classes.append(instances.pred_classes.numpy())
+                scores.append(instances.scores.numpy())
+            progress.update(len(batch))
     return TokenPredictions(image_ids, *map(np.concatenate, (tokens, boxes_cxcywh, boxes_xyxy, classes, scores)))
 
 
@@ -195,6 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="folder for the JSON files and figures (created)")
     parser.add_argument("--dataset", help="a registered dataset (default: the config's test dataset)")
     parser.add_argument("--max-images", type=int, help="use only the first N images of the dataset")
+    cli.add_batch_size_argument(parser)
     args = cli.parse_args(parser, argv)
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images must be at least 1, got {args.max_images}")
@@ -216,10 +221,10 @@ def main(argv=None) -> int:
     predictions_path, gt_path, centres_path, distribution_path = outputs
     class_names = metadata.thing_classes
     with cli.usage_errors(parser):
-        model = build_inference_model(cfg)
-    predictions = collect_token_predictions(model, instantiate(cfg.dataloader.test.mapper), dataset_dicts)
+        predictor = YOLOSPredictor(cfg, max_size=None)  # the images as the evaluation sees them
+    predictions = collect_token_predictions(predictor, dataset_dicts, args.batch_size)
 
-    num_tokens, num_classes = model.detector.backbone.num_det_tokens, len(class_names)
+    num_tokens, num_classes = predictor.model.detector.backbone.num_det_tokens, len(class_names)
     gt_counts = gt_class_counts(dataset_dicts, num_classes)
     os.makedirs(args.output, exist_ok=True)
     with open(predictions_path, "w") as f:
