@@ -1,13 +1,20 @@
-"""Export of the detector to ONNX and TorchScript: one graph for every batch and image size, as eager."""
+"""
+Export of the detector to ONNX and TorchScript: one graph for every batch and image size, as eager.
+Export of the whole pipeline to ONNX: one graph for every image size, as the predictor.
+"""
 from types import SimpleNamespace
 
+import numpy as np
 import onnxruntime
 import pytest
 import torch
+from PIL import Image
 
 from _helpers import build_model, config_path, max_abs_diff
 from yolos_d2.checkpoint import save_checkpoint_atomic
-from yolos_d2.tools.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, main
+from yolos_d2.engine import YOLOSPipeline, YOLOSPredictor
+from yolos_d2.engine.pipeline import resize_like_pil
+from yolos_d2.tools.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, PIPELINE_INPUT_NAME, main
 
 # Position embeddings on a 4x6 patch grid.
 SMALL = [
@@ -116,3 +123,108 @@ def test_missing_checkpoint_is_named(tmp_path, capsys):
         main(["--config-file", config_path("yolos_ti"), "--output", str(output), f"train.init_checkpoint={missing}"])
     assert f"train.init_checkpoint='{missing}': file not found" in capsys.readouterr().err
     assert not output.exists()
+
+
+# The whole pipeline: a 2-block YOLOS-Ti with 12 tokens evaluated at 64 (longer side at most 106).
+PIPELINE_SMALL = [
+    "model.detector.backbone.depth=2",
+    "model.detector.backbone.init_pe_size=[64,96]",
+    "model.detector.backbone.num_det_tokens=12",
+    "dataloader.test.mapper.augmentations.eval_size=64",
+]
+# (height, width) -> resized: enlarged, wide (longer side capped), tall, shrunk 7.5 times, kept,
+# and sizes that are not whole patches.
+PIPELINE_SIZES = [(48, 64), (90, 300), (200, 120), (480, 640), (64, 64), (37, 53)]
+# The predictor's detections that must match: its TOP_N highest scoring, each with the pipeline's
+# detection of the same [DET] token: the same class, the score within SCORE_ATOL, the box within
+# BOX_ATOL pixels of the input image. What differs is the resize (PIL's 8-bit one in the predictor,
+# resize_like_pil in the graph): a level on a few pixels, which moves scores by up to 1e-4 and
+# boxes by up to 0.06 pixel here.
+TOP_N, SCORE_ATOL, BOX_ATOL = 5, 1e-3, 0.5
+
+
+def smooth_image(height, width, seed):
+    """(height, width, 3) uint8 RGB: random colours on an 8-pixel grid, bicubically interpolated."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), np.uint8)
+    return np.array(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+@pytest.fixture(scope="module", params=["resized", "kept size, threshold and top-k"])
+def pipeline_export(request, tmp_path_factory):
+    """
+    The command line's --pipeline export of random weights whose class head favours class 0 (scores
+    spread from about 0.1 to 0.95), and the predictor on the same config and weights: the small
+    YOLOS-Ti, with its config's resize; or a 2-block quick-start model, whose config resizes
+    nothing (the graph pads images to whole patches), with --score-threshold 0.3 and --top-k 5.
+    """
+    resized = request.param == "resized"
+    # The quick start's config has no test-time resize.
+    quickstart = ("quickstart", ["model.detector.backbone.depth=2"])
+    variant, overrides = ("yolos_ti", PIPELINE_SMALL) if resized else quickstart
+    selection = {} if resized else {"score_threshold": 0.3, "top_k": 5}
+    model = build_model(variant, overrides)
+    with torch.no_grad():
+        model.detector.class_embed.layers[-1].bias[0] += 5
+        model.detector.class_embed.layers[-1].weight[0] *= 20
+    folder = tmp_path_factory.mktemp("pipeline")
+    weights, path = str(folder / "small.pth"), str(folder / "pipeline.onnx")
+    save_checkpoint_atomic({"model": model.state_dict()}, weights)
+    argv = ["--config-file", config_path(variant), "--output", path, "--pipeline", "--height", "48", "--width", "80"]
+    argv += [f"--{name.replace('_', '-')}={value}" for name, value in selection.items()]
+    assert main([*argv, *overrides, f"train.init_checkpoint={weights}"]) == 0
+    predictor = YOLOSPredictor(config_path(variant), overrides=overrides, weights=weights, device="cpu", **selection)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return SimpleNamespace(resized=resized, selection=selection, predictor=predictor, session=session)
+
+
+def test_pipeline_takes_a_uint8_image_of_any_size(pipeline_export):
+    ((name, shape, kind),) = [(i.name, i.shape, i.type) for i in pipeline_export.session.get_inputs()]
+    assert (name, shape, kind) == (PIPELINE_INPUT_NAME, ["height", "width", 3], "tensor(uint8)")
+    assert [o.name for o in pipeline_export.session.get_outputs()] == ["boxes", "scores", "classes", "det_tokens"]
+
+
+@pytest.mark.parametrize("size", PIPELINE_SIZES)
+def test_pipeline_gives_the_predictors_detections(pipeline_export, size):
+    image = smooth_image(*size, seed=sum(size))
+    expected = pipeline_export.predictor(image)
+    boxes, scores, classes, tokens = pipeline_export.session.run(None, {PIPELINE_INPUT_NAME: image})
+    if pipeline_export.selection:
+        assert 2 <= len(tokens) <= 5 and (scores >= 0.3).all() and (np.diff(scores) <= 0).all()
+    else:
+        np.testing.assert_array_equal(tokens, np.arange(len(expected)))  # every token, in token order
+    # Without a resize the two compute the same numbers in other orders.
+    box_atol, score_atol = (BOX_ATOL, SCORE_ATOL) if pipeline_export.resized else (1e-3, 1e-5)
+    row = {token: i for i, token in enumerate(tokens.tolist())}
+    for i in expected.scores.argsort(descending=True)[:TOP_N].tolist():
+        j = row[int(expected.det_tokens[i])]
+        assert classes[j] == expected.pred_classes[i]
+        assert abs(scores[j] - expected.scores[i].item()) <= score_atol
+        assert np.abs(boxes[j] - expected.pred_boxes.tensor[i].numpy()).max() <= box_atol
+
+
+def test_resize_like_pil_is_pils_but_for_a_level_on_few_pixels():
+    from detectron2.data import transforms as T
+
+    for (height, width), (new_height, new_width) in [((480, 640), (512, 672)), ((1000, 700), (752, 512))]:
+        image = smooth_image(height, width, seed=0)
+        pil = T.ResizeTransform(height, width, new_height, new_width, Image.BILINEAR).apply_image(image)
+        ours = resize_like_pil(torch.from_numpy(image).permute(2, 0, 1).float(), (new_height, new_width))
+        difference = np.abs(ours.permute(1, 2, 0).numpy() - pil.astype(np.float32))
+        assert difference.max() <= 1 and (difference > 0).mean() < 0.03
+
+
+def test_pipeline_export_refuses_what_it_cannot_do(tmp_path, capsys):
+    output = str(tmp_path / "pipeline.onnx")
+    base = ["--config-file", config_path("yolos_ti"), "--output", output]
+    for argv, message in [
+        (["--top-k", "5"], "--score-threshold and --top-k belong to --pipeline"),
+        (["--pipeline", "--format", "torchscript"], "--pipeline exports ONNX only"),
+        (["--pipeline", "--top-k", "0"], "top_k must be None or at least 1, got 0"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*base, *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    from detectron2.data import transforms as T
+
+    with pytest.raises(ValueError, match="takes a test-time resize of DETRResizeShortestEdge"):
+        YOLOSPipeline(build_model("yolos_ti", SMALL), [T.RandomFlip()])

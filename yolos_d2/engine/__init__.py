@@ -2,6 +2,7 @@ from .hooks import SavePredictionImages
 from .launch import launch
 from .lr_schedule import EpochCosine, epochs_to_iters, iters_per_epoch, scaled_lr, warmup_cosine
 from .optimizer import get_param_groups
+from .pipeline import YOLOSPipeline
 from .predictor import DEFAULT_MAX_SIZE, YOLOSPredictor, build_inference_model, metadata_of_test_dataset
 from .trainer import YOLOSTrainer
 
@@ -9,6 +10,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "EpochCosine",
     "SavePredictionImages",
+    "YOLOSPipeline",
     "YOLOSPredictor",
     "YOLOSTrainer",
     "build_inference_model",

@@ -21,7 +21,7 @@ from PIL import Image
 from ..checkpoint import YOLOSCheckpointer
 from ..config import prepare_config
 from ..data import check_num_classes, image_to_array, read_image
-from ..modeling import YOLOS, select_detections
+from ..modeling import YOLOS, check_selection, select_detections
 
 __all__ = ["DEFAULT_MAX_SIZE", "ImageInput", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
 
@@ -131,12 +131,7 @@ class YOLOSPredictor:
             ValueError (:class:`yolos_d2.config.ConfigError` for the config) for a setting that
             cannot work; FileNotFoundError for weights that do not exist.
         """
-        if not 0 <= score_threshold <= 1:
-            raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be None or at least 1, got {top_k}")
-        if nms_iou is not None and not 0 < nms_iou <= 1:
-            raise ValueError(f"nms_iou must be None or in (0, 1], got {nms_iou}")
+        check_selection(score_threshold, top_k, nms_iou)
         cfg = prepare_config(cfg, overrides, weights, device)
         self.model = build_inference_model(cfg)
         self.metadata = metadata_of_test_dataset(cfg)

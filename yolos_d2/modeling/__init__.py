@@ -3,7 +3,7 @@ from .criterion import SetCriterion
 from .detector import MLP, YOLOSDetector
 from .matcher import HungarianMatcher
 from .meta_arch import YOLOS
-from .postprocessing import select_detections, token_detections
+from .postprocessing import check_selection, select_detections, token_detections
 
 __all__ = [
     "MLP",
@@ -12,6 +12,7 @@ __all__ = [
     "ViTWithDetTokens",
     "YOLOS",
     "YOLOSDetector",
+    "check_selection",
     "select_detections",
     "token_detections",
 ]

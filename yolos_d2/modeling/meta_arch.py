@@ -60,15 +60,16 @@ class YOLOS(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) pixels (0-255) in ``input_format`` -> (3, H, W) float RGB ``(pixels - pixel_mean) / pixel_std``."""
+        image = image.to(self.device)
+        if self.input_format == "BGR":
+            image = image.flip(0)
+        return (image.float() - self.pixel_mean) / self.pixel_std
+
     def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
         """Normalise each (3, H, W) ``image`` and pad the batch to a multiple of ``size_divisibility``."""
-        images = []
-        for x in batched_inputs:
-            image = x["image"].to(self.device)
-            if self.input_format == "BGR":
-                image = image.flip(0)
-            images.append((image.float() - self.pixel_mean) / self.pixel_std)
-        return ImageList.from_tensors(images, self.size_divisibility)
+        return ImageList.from_tensors([self.normalize(x["image"]) for x in batched_inputs], self.size_divisibility)
 
     def forward(self, batched_inputs: List[Dict]):
         """

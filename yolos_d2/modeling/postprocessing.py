@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import torch
 from torchvision.ops import batched_nms, box_convert
 
-__all__ = ["select_detections", "token_detections"]
+__all__ = ["check_selection", "select_detections", "token_detections"]
 
 
 def token_detections(
@@ -31,11 +31,22 @@ def token_detections(
     """
     scores, classes = logits.softmax(-1)[:, :-1].max(-1)
     height, width = image_size
-    size = boxes.new_tensor([width, height, width, height])
+    # torch.tensor, not new_tensor, which torch.export specialises to the example's size.
+    size = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
     xyxy = box_convert(boxes, "cxcywh", "xyxy") * size
     if clip:
         xyxy = torch.minimum(xyxy.clamp(min=0), size)
     return scores, classes, xyxy
+
+
+def check_selection(score_threshold: float = 0.0, top_k: Optional[int] = None, nms_iou: Optional[float] = None) -> None:
+    """Raise ValueError naming a setting of :func:`select_detections` outside its range."""
+    if not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be None or at least 1, got {top_k}")
+    if nms_iou is not None and not 0 < nms_iou <= 1:
+        raise ValueError(f"nms_iou must be None or in (0, 1], got {nms_iou}")
 
 
 def select_detections(

@@ -1,10 +1,13 @@
 """
-Export the YOLOS detector to ONNX or TorchScript, for any batch size and image size::
+Export the YOLOS detector to ONNX or TorchScript, for any batch size and image size, or the whole
+prediction (resize, model, post-processing) to ONNX::
 
     yolos-export --config-file CONFIG --output yolos.onnx [--weights WEIGHTS] \
         [--format {onnx,torchscript}] [--height H --width W] [KEY=VALUE ...]
+    yolos-export --config-file CONFIG --output yolos_pipeline.onnx --pipeline [--weights WEIGHTS] \
+        [--score-threshold S] [--top-k K] [KEY=VALUE ...]
 
-(also ``python -m yolos_d2.tools.export``). The graph is ``model.detector``
+(also ``python -m yolos_d2.tools.export``). The detector graph is ``model.detector``
 (:class:`~yolos_d2.modeling.YOLOSDetector`) with the weights of ``--weights`` (or
 ``train.init_checkpoint``; random ones, with a warning, when it is empty), traced on the CPU:
 
@@ -19,6 +22,12 @@ patches are dropped. To get ``YOLOS``'s detections, zero-pad the normalised imag
 of ``model.size_divisibility`` and scale the boxes by the image size before padding.
 ``--height`` and ``--width`` only set the example input that is traced.
 
+``--pipeline`` exports :class:`~yolos_d2.engine.YOLOSPipeline` instead (ONNX only): input
+``image``, one (H, W, 3) uint8 image of any size in ``model.input_format``; outputs ``boxes``
+(N, 4) XYXY in the image's pixels, ``scores`` (N,), ``classes`` (N,) and ``det_tokens`` (N,), the
+detections scoring at least ``--score-threshold``, at most ``--top-k`` of them, both fixed in the
+file.
+
 ONNX uses PyTorch's ``torch.export``-based exporter, which needs the ``onnx`` and ``onnxscript``
 packages. TorchScript uses ``torch.jit.trace`` (deprecated by PyTorch; for LibTorch), whose trace
 is checked against eager at a second batch size and patch grid.
@@ -26,19 +35,23 @@ is checked against eager at a second batch size and patch grid.
 import argparse
 import logging
 import os
+from typing import Callable, Dict, Optional
 
 import torch
+from detectron2.config import instantiate
 
-from ..engine import build_inference_model
-from ..modeling import YOLOSDetector
+from ..engine import YOLOSPipeline, build_inference_model
+from ..engine.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
+from ..modeling import YOLOSDetector, check_selection
 from . import cli
 
-__all__ = ["export_onnx", "export_torchscript", "main"]
+__all__ = ["export_onnx", "export_pipeline_onnx", "export_torchscript", "main"]
 
 logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
+PIPELINE_INPUT_NAME = "image"
 
 
 def export_onnx(detector: YOLOSDetector, images: torch.Tensor, path: str) -> None:
@@ -82,6 +95,47 @@ def export_torchscript(detector: YOLOSDetector, images: torch.Tensor, path: str)
     traced.save(path)
 
 
+def _stable_sort_translation() -> Dict[Callable, Callable]:
+    """
+    ``aten.sort.stable``, which PyTorch's ONNX functions lack, as ONNX ``TopK`` over the whole
+    axis: ``TopK`` puts equal values in index order, as a stable sort does.
+    """
+    from onnxscript import opset18 as op
+
+    def sort_stable(self, dim: int = -1, descending: bool = False, stable: Optional[bool] = None):
+        length = op.Shape(self, start=dim, end=dim + 1) if dim != -1 else op.Shape(self, start=-1)
+        return op.TopK(self, length, axis=dim, largest=descending, sorted=True)
+
+    return {torch.ops.aten.sort.stable: sort_stable}
+
+
+def export_pipeline_onnx(pipeline: YOLOSPipeline, image: torch.Tensor, path: str) -> None:
+    """
+    Write ``pipeline`` to ``path`` as one ONNX file (weights included) whose input ``image`` has a
+    dynamic height and width.
+
+    Args:
+        pipeline: its model in eval mode.
+        image: (H, W, 3) uint8 example input that is traced.
+    """
+    dynamic = {PIPELINE_INPUT_NAME: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}}
+    with torch.no_grad():
+        # torch.export first: the ONNX exporter's own capture fails on the resize of an image whose
+        # size the graph computes (PyTorch 2.14), the exported program does not.
+        program = torch.export.export(pipeline, (image,), dynamic_shapes=dynamic)
+        torch.onnx.export(
+            program,
+            (image,),
+            path,
+            input_names=[PIPELINE_INPUT_NAME],
+            output_names=PIPELINE_OUTPUT_NAMES,
+            dynamic_shapes={PIPELINE_INPUT_NAME: {0: "height", 1: "width"}},  # names the dimensions
+            dynamo=True,
+            external_data=False,
+            custom_translation_table=_stable_sort_translation(),
+        )
+
+
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
 
 
@@ -92,22 +146,41 @@ def main(argv=None) -> int:
     parser.add_argument("--format", choices=sorted(EXPORTERS), default="onnx", help="default: onnx")
     parser.add_argument("--height", type=int, default=512, help="example input height in pixels (default 512)")
     parser.add_argument("--width", type=int, default=512, help="example input width in pixels (default 512)")
+    parser.add_argument(
+        "--pipeline", action="store_true", help="export the whole prediction: a uint8 image in, detections out (ONNX)"
+    )
+    parser.add_argument(
+        "--score-threshold", type=float, help="--pipeline: keep the detections scoring at least this (default 0: all)"
+    )
+    parser.add_argument("--top-k", type=int, help="--pipeline: keep at most this many, the highest scoring")
     args = cli.parse_args(parser, argv)
+    if not args.pipeline and (args.score_threshold is not None or args.top_k is not None):
+        parser.error("--score-threshold and --top-k belong to --pipeline")
+    if args.pipeline and args.format != "onnx":
+        parser.error("--pipeline exports ONNX only")
 
     # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
     with cli.usage_errors(parser):
+        check_selection(args.score_threshold or 0.0, args.top_k)
         cfg = cli.load_config(args.config_file, args.opts, args.weights, device="cpu")  # the graph is device-free
         model = build_inference_model(cfg, require_weights=False)
+        if args.pipeline:
+            augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
+            pipeline = YOLOSPipeline(model, augmentations, args.score_threshold or 0.0, args.top_k)
     patch = model.detector.backbone.patch_size
     if min(args.height, args.width) < patch:
         parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), args.output)
-    logger.info(
-        f"Wrote {args.output} ({args.format}): {INPUT_NAME} (batch, 3, height, width) -> "
-        f"{', '.join(OUTPUT_NAMES)}"
-    )
+    if args.pipeline:
+        image = torch.randint(0, 256, (args.height, args.width, 3), dtype=torch.uint8)
+        export_pipeline_onnx(pipeline, image, args.output)
+        inputs = f"{PIPELINE_INPUT_NAME} (height, width, 3) uint8 {model.input_format}"
+        what, outputs = "onnx, whole pipeline", PIPELINE_OUTPUT_NAMES
+    else:
+        EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), args.output)
+        inputs, what, outputs = f"{INPUT_NAME} (batch, 3, height, width)", args.format, OUTPUT_NAMES
+    logger.info(f"Wrote {args.output} ({what}): {inputs} -> {', '.join(outputs)}")
     return 0
 
 
