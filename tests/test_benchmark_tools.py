@@ -6,7 +6,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _helpers import config_path
 from detectron2.config import instantiate
-from yolos_d2.benchmark import batch_prediction, inference, timing, training
+from yolos_d2.benchmark import batch_prediction, inference, onnx_pipeline, timing, training
 from yolos_d2.benchmark.flops import detector_flops
 from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.benchmark.memory import peak_allocated_bytes
@@ -113,3 +113,20 @@ def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
         score_difference, box_difference = (float(cell) for cell in rows[way][3:5])
         assert score_difference < 1e-5 and box_difference < 1e-3, way
     assert "1 x 48x64" in rows and "2 x 48x64" in rows
+
+
+def test_onnx_pipeline_benchmark_compares_and_times_both(capsys):
+    small = [
+        "model.detector.backbone.depth=1",
+        "model.detector.backbone.init_pe_size=[64,96]",
+        "dataloader.test.mapper.augmentations.eval_size=64",
+    ]
+    onnx_pipeline.main(["--config-file", config_path("yolos_ti"), "--sizes", "90x300", "300x90", "--time-size", "48x64",
+                        "--repeats", "1", *small])
+    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ")}
+    for image, resized in (("90x300", "32x96"), ("300x90", "96x32")):
+        assert rows[image][0].strip() == resized
+        score_difference, box_difference = (float(cell) for cell in rows[image][3:5])
+        assert score_difference < 1e-3 and box_difference < 0.5
+    assert "onnxruntime pipeline" in rows and "YOLOSPredictor (PIL, PyTorch)" in rows

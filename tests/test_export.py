@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from _helpers import build_model, config_path, max_abs_diff
+from yolos_d2.benchmark.onnx_pipeline import smooth_image
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.engine import YOLOSPipeline, YOLOSPredictor
 from yolos_d2.engine.pipeline import resize_like_pil
@@ -141,12 +142,6 @@ PIPELINE_SIZES = [(48, 64), (90, 300), (200, 120), (480, 640), (64, 64), (37, 53
 # resize_like_pil in the graph): a level on a few pixels, which moves scores by up to 1e-4 and
 # boxes by up to 0.06 pixel here.
 TOP_N, SCORE_ATOL, BOX_ATOL = 5, 1e-3, 0.5
-
-
-def smooth_image(height, width, seed):
-    """(height, width, 3) uint8 RGB: random colours on an 8-pixel grid, bicubically interpolated."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), np.uint8)
-    return np.array(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
 
 
 @pytest.fixture(scope="module", params=["resized", "kept size, threshold and top-k"])

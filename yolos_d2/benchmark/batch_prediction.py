@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import instantiate
 from detectron2.structures import Instances
+from omegaconf import DictConfig
 
 from ..checkpoint import save_checkpoint_atomic
 from ..config import load_config
@@ -41,9 +42,8 @@ __all__ = ["masked_padded_forward", "random_predictor"]
 DEFAULT_SIZES = [(480, 640), (640, 480), (427, 640), (480, 640), (640, 427), (375, 500), (640, 640), (480, 640)]
 
 
-def random_predictor(config_file: str, overrides: Sequence[str] = (), **kwargs) -> YOLOSPredictor:
-    """A :class:`YOLOSPredictor` on the CPU for ``config_file`` with ``overrides``, random weights (seed 0)."""
-    cfg = load_config(config_file, overrides)
+def random_predictor(cfg: DictConfig, **kwargs) -> YOLOSPredictor:
+    """A :class:`YOLOSPredictor` (``kwargs``) on the CPU for the config ``cfg`` and random weights (seed 0)."""
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as folder:
         weights = os.path.join(folder, "random.pth")
@@ -145,7 +145,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
-        predictor = random_predictor(args.config_file, args.opts)
+        predictor = random_predictor(load_config(args.config_file, args.opts))
     model = predictor.model
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in args.sizes]

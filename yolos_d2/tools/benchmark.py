@@ -8,6 +8,7 @@ measured in one process::
     yolos-benchmark padded-evaluation --config-file CONFIG --weights WEIGHTS [--crop-seed 0]
     yolos-benchmark nonfinite-check [--config-file CONFIG]
     yolos-benchmark batch-prediction [--config-file CONFIG] [--sizes 480x640 640x480 ...]
+    yolos-benchmark onnx-pipeline [--config-file CONFIG] [--time-size 480x640]
 
 (also ``python -m yolos_d2.tools.benchmark``). ``yolos-benchmark NAME --help`` describes each.
 """
@@ -27,6 +28,7 @@ BENCHMARKS = {
     "padded-evaluation": ("padded_evaluation", "AP one image at a time against the original's padded pairs"),
     "nonfinite-check": ("nonfinite_check", "the share of a training step the non-finite prediction check takes"),
     "batch-prediction": ("batch_prediction", "lists of mixed sizes: grouped by size against padded and masked"),
+    "onnx-pipeline": ("onnx_pipeline", "the whole-pipeline ONNX file against the predictor: agreement and time"),
 }
 
 

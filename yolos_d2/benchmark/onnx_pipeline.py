@@ -1,0 +1,105 @@
+"""
+The whole-pipeline ONNX export (``yolos-export --pipeline``) against the Python predictor, on the
+same random weights, in one process::
+
+    yolos-benchmark onnx-pipeline [--config-file configs/yolos_ti.py] [--time-size 480x640] [KEY=VALUE ...]
+
+Agreement: for images of ``--sizes`` (smooth random pictures; wide, tall, enlarged and shrunk),
+each of the predictor's ``--top-n`` highest-scoring detections against onnxruntime's detection of
+the same ``[DET]`` token: the largest score and box differences (pixels of the input image), and
+the same over every token. Time: ``YOLOSPredictor`` (PIL resize, PyTorch) and onnxruntime
+(CPUExecutionProvider, its default threads) on one image of ``--time-size``, timed interleaved.
+"""
+import argparse
+import os
+import tempfile
+from typing import Tuple
+
+import numpy as np
+import onnxruntime
+import torch
+from detectron2.config import instantiate
+from PIL import Image
+
+from ..config import load_config
+from ..engine import YOLOSPipeline
+from ..tools import cli
+from ..tools.export import PIPELINE_INPUT_NAME, export_pipeline_onnx
+from .batch_prediction import parse_size, random_predictor
+from .timing import format_table, time_interleaved
+
+__all__ = ["smooth_image"]
+
+DEFAULT_SIZES = [(480, 640), (640, 480), (300, 1000), (1000, 300), (512, 512), (120, 160), (1500, 2000)]
+
+
+def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
+    """(height, width, 3) uint8 RGB: random colours on an 8-pixel grid, bicubically interpolated."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (max(2, height // 8), max(2, width // 8), 3), np.uint8)
+    return np.array(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+def _differences(expected, outputs, top_n: int) -> Tuple[float, float, float, float]:
+    """
+    Largest score and box differences of the predictor's detections ``expected`` from the
+    pipeline's ``outputs`` (boxes, scores, classes, det_tokens) of the same token: over its
+    ``top_n`` highest scoring, then over all.
+    """
+    boxes, scores, _, tokens = outputs
+    row = {token: i for i, token in enumerate(tokens.tolist())}
+    matched = [row[token] for token in expected.det_tokens.tolist()]
+    score = np.abs(scores[matched] - expected.scores.numpy())
+    box = np.abs(boxes[matched] - expected.pred_boxes.tensor.numpy()).max(axis=1)
+    top = expected.scores.argsort(descending=True)[:top_n].numpy()
+    return score[top].max(), box[top].max(), score.max(), box.max()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark onnx-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_config_arguments(parser, required=False, weights=False, device=False)
+    parser.set_defaults(config_file="configs/yolos_ti.py")
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=DEFAULT_SIZES, metavar="HxW")
+    parser.add_argument("--top-n", type=int, default=10, help="the predictor's detections compared first")
+    parser.add_argument("--time-size", type=parse_size, default=(480, 640), metavar="HxW", help="the timed image")
+    parser.add_argument("--repeats", type=int, default=10)
+    args = cli.parse_args(parser, argv)
+    with cli.usage_errors(parser):
+        cfg = load_config(args.config_file, args.opts)
+        predictor = random_predictor(cfg)
+        pipeline = YOLOSPipeline(predictor.model, instantiate(cfg.dataloader.test.mapper.augmentations))
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "pipeline.onnx")
+        export_pipeline_onnx(pipeline, torch.randint(0, 256, (480, 640, 3), dtype=torch.uint8), path)
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+    rows = []
+    for seed, (height, width) in enumerate(args.sizes):
+        image = smooth_image(height, width, seed)
+        outputs = session.run(None, {PIPELINE_INPUT_NAME: image})
+        resized = "x".join(map(str, predictor.resize(image).shape[:2]))
+        differences = _differences(predictor(image), outputs, args.top_n)
+        rows.append([f"{height}x{width}", resized, *(f"{d:.1e}" for d in differences)])
+    print(f"{args.config_file}, random weights: the pipeline's detections against the predictor's, by [DET] token")
+    top = f"top {args.top_n}"
+    header = ["image", "resized", f"score diff, {top}", f"box diff px, {top}", "score diff, all", "box diff px, all"]
+    print(format_table(header, rows))
+
+    image = smooth_image(*args.time_size, seed=0)
+    times = time_interleaved(
+        {
+            "YOLOSPredictor (PIL, PyTorch)": lambda: predictor(image),
+            "onnxruntime pipeline": lambda: session.run(None, {PIPELINE_INPUT_NAME: image}),
+        },
+        repeats=args.repeats,
+        warmup=2,
+    )
+    python = times["YOLOSPredictor (PIL, PyTorch)"]
+    print(
+        f"One {args.time_size[0]}x{args.time_size[1]} image, {os.cpu_count()} CPUs: torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}"
+    )
+    rows = [[name, f"{seconds * 1e3:.0f}", f"{seconds / python:.2f}"] for name, seconds in times.items()]
+    print(format_table(["", "ms per image", "time / predictor's"], rows))
