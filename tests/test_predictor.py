@@ -1,15 +1,20 @@
 """
 YOLOSPredictor on lists of images: one forward per resized size, each image's detections those of
 the image alone; the detections kept by score threshold, top-k and class-wise NMS; the three kinds
-of input.
+of input; the example of docs/inference.md.
 """
+import os
+
 import numpy as np
 import pytest
 import torch
+from detectron2.config import instantiate
 from PIL import Image
 
 from _helpers import build_model, config_path
+from test_docs_commands import REPO, fenced_blocks
 from yolos_d2.checkpoint import save_checkpoint_atomic
+from yolos_d2.config import load_config
 from yolos_d2.data import read_image
 from yolos_d2.engine import YOLOSPredictor
 from yolos_d2.modeling import select_detections
@@ -43,7 +48,9 @@ def weights(tmp_path_factory):
 
 
 def make_predictor(weights, *overrides, **kwargs):
-    return YOLOSPredictor(config_path("yolos_ti"), overrides=[*SMALL, *overrides], weights=weights, device="cpu", **kwargs)
+    """The small YOLOS-Ti with ``weights``, the ``overrides`` and the predictor's ``kwargs``, on the CPU."""
+    overrides = [*SMALL, *overrides]
+    return YOLOSPredictor(config_path("yolos_ti"), overrides=overrides, weights=weights, device="cpu", **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +105,9 @@ def python_nms(detections, iou_threshold):
 
 
 @pytest.mark.parametrize("score_threshold, top_k, nms_iou", [(0.4, None, None), (0, 4, None), (0.2, 5, 0.3)])
-def test_threshold_top_k_and_nms_keep_what_a_hand_computation_keeps(weights, predictor, score_threshold, top_k, nms_iou):
+def test_threshold_top_k_and_nms_keep_what_a_hand_computation_keeps(
+    weights, predictor, score_threshold, top_k, nms_iou
+):
     image = random_images([(60, 80)], seed=1)[0]
     everything = predictor(image)
     kept = make_predictor(weights, score_threshold=score_threshold, top_k=top_k, nms_iou=nms_iou)(image)
@@ -176,3 +185,20 @@ def test_inputs_and_settings_it_cannot_take_are_named(weights, predictor):
         make_predictor(weights, score_threshold=2)
     with pytest.raises(ValueError, match=r"nms_iou must be None or in \(0, 1\], got 0"):
         make_predictor(weights, nms_iou=0)
+
+
+def test_the_example_of_the_inference_page_runs(tmp_path, monkeypatch, capsys):
+    """docs/inference.md's Python block with YOLOSPredictor, as written, on random quick-start weights."""
+    with open(os.path.join(REPO, "docs", "inference.md"), encoding="utf-8") as f:
+        blocks = ["\n".join(body) for language, _, body in fenced_blocks(f.read()) if language == "python"]
+    (code,) = [block for block in blocks if "YOLOSPredictor(" in block]
+    (tmp_path / "configs").symlink_to(os.path.join(REPO, "configs"))
+    (tmp_path / "output" / "quickstart").mkdir(parents=True)
+    torch.manual_seed(0)
+    model = instantiate(load_config(config_path("quickstart")).model)
+    save_checkpoint_atomic({"model": model.state_dict()}, str(tmp_path / "output" / "quickstart" / "model_final.pth"))
+    for seed, name in enumerate(["image1.png", "image2.png"]):
+        Image.fromarray(random_images([(64, 96)], seed)[0]).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    exec(code, {})
+    assert capsys.readouterr().out.count("tensor(") == 6  # boxes, scores and classes of two images
