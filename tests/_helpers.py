@@ -10,6 +10,22 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 VARIANTS = ["yolos_ti", "yolos_s", "yolos_s_200ep", "yolos_s_dwr", "yolos_b"]
 
 
+# A 2-block YOLOS-Ti with 12 tokens evaluated at 64 (longer side at most 106): predictions in seconds.
+SMALL_PREDICTOR = [
+    "model.detector.backbone.depth=2",
+    "model.detector.backbone.init_pe_size=[64,96]",
+    "model.detector.backbone.num_det_tokens=12",
+    "dataloader.test.mapper.augmentations.eval_size=64",
+]
+
+
+def favour_class_0(model) -> None:
+    """Bias a random model's class head to class 0, so that its tokens score from about 0.1 to 0.95."""
+    with torch.no_grad():
+        model.detector.class_embed.layers[-1].bias[0] += 5
+        model.detector.class_embed.layers[-1].weight[0] *= 20
+
+
 def config_path(name: str) -> str:
     return os.path.join(CONFIG_DIR, f"{name}.py")
 

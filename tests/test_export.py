@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _helpers import build_model, config_path, max_abs_diff
+from _helpers import SMALL_PREDICTOR, build_model, config_path, favour_class_0, max_abs_diff
 from yolos_d2.benchmark.onnx_pipeline import smooth_image
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.engine import YOLOSPipeline, YOLOSPredictor
@@ -126,15 +126,8 @@ def test_missing_checkpoint_is_named(tmp_path, capsys):
     assert not output.exists()
 
 
-# The whole pipeline: a 2-block YOLOS-Ti with 12 tokens evaluated at 64 (longer side at most 106).
-PIPELINE_SMALL = [
-    "model.detector.backbone.depth=2",
-    "model.detector.backbone.init_pe_size=[64,96]",
-    "model.detector.backbone.num_det_tokens=12",
-    "dataloader.test.mapper.augmentations.eval_size=64",
-]
-# (height, width) -> resized: enlarged, wide (longer side capped), tall, shrunk 7.5 times, kept,
-# and sizes that are not whole patches.
+# The whole pipeline of SMALL_PREDICTOR. (height, width) -> resized: enlarged, wide (longer side
+# capped), tall, shrunk 7.5 times, kept, and sizes that are not whole patches.
 PIPELINE_SIZES = [(48, 64), (90, 300), (200, 120), (480, 640), (64, 64), (37, 53)]
 # The predictor's detections that must match: its TOP_N highest scoring, each with the pipeline's
 # detection of the same [DET] token: the same class, the score within SCORE_ATOL, the box within
@@ -155,12 +148,10 @@ def pipeline_export(request, tmp_path_factory):
     resized = request.param == "resized"
     # The quick start's config has no test-time resize.
     quickstart = ("quickstart", ["model.detector.backbone.depth=2"])
-    variant, overrides = ("yolos_ti", PIPELINE_SMALL) if resized else quickstart
+    variant, overrides = ("yolos_ti", SMALL_PREDICTOR) if resized else quickstart
     selection = {} if resized else {"score_threshold": 0.3, "top_k": 5}
     model = build_model(variant, overrides)
-    with torch.no_grad():
-        model.detector.class_embed.layers[-1].bias[0] += 5
-        model.detector.class_embed.layers[-1].weight[0] *= 20
+    favour_class_0(model)
     folder = tmp_path_factory.mktemp("pipeline")
     weights, path = str(folder / "small.pth"), str(folder / "pipeline.onnx")
     save_checkpoint_atomic({"model": model.state_dict()}, weights)

@@ -11,7 +11,7 @@ import torch
 from detectron2.config import instantiate
 from PIL import Image
 
-from _helpers import build_model, config_path
+from _helpers import SMALL_PREDICTOR as SMALL, build_model, config_path, favour_class_0
 from test_docs_commands import REPO, fenced_blocks
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.config import load_config
@@ -19,13 +19,6 @@ from yolos_d2.data import read_image
 from yolos_d2.engine import YOLOSPredictor
 from yolos_d2.modeling import select_detections
 
-# A 2-block YOLOS-Ti with 12 tokens, evaluated at 64 (longer side at most 106).
-SMALL = [
-    "model.detector.backbone.depth=2",
-    "model.detector.backbone.init_pe_size=[64,96]",
-    "model.detector.backbone.num_det_tokens=12",
-    "dataloader.test.mapper.augmentations.eval_size=64",
-]
 # (height, width) -> resized: 48x64, 51x70 and 60x80 all to 64x80 (one forward), 64x48 to 80x64,
 # 30x100 to 32x96 (the longer side capped), 64x64 kept.
 SIZES = [(48, 64), (64, 48), (51, 70), (30, 100), (60, 80), (64, 64)]
@@ -38,9 +31,8 @@ def weights(tmp_path_factory):
     so that tokens score from about 0.1 to 0.95 and some boxes of that class overlap (NMS has work to do).
     """
     model = build_model("yolos_ti", SMALL)
+    favour_class_0(model)
     with torch.no_grad():
-        model.detector.class_embed.layers[-1].bias[0] += 5
-        model.detector.class_embed.layers[-1].weight[0] *= 20
         model.detector.bbox_embed.layers[-1].weight.mul_(10)
     path = str(tmp_path_factory.mktemp("predictor") / "small.pth")
     save_checkpoint_atomic({"model": model.state_dict()}, path)
