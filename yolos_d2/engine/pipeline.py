@@ -77,16 +77,19 @@ class YOLOSPipeline(nn.Module):
         """
         super().__init__()
         check_selection(score_threshold, top_k)
-        resizes = [a for a in augmentations if isinstance(a, DETRResizeShortestEdge)]
-        if len(augmentations) > 1 or len(resizes) != len(augmentations) or any(
-            len(r.short_edge_length) != 1 for r in resizes
-        ):
+        augmentations = list(augmentations)
+        one_resize = (
+            len(augmentations) == 1
+            and isinstance(augmentations[0], DETRResizeShortestEdge)
+            and len(augmentations[0].short_edge_length) == 1
+        )
+        if augmentations and not one_resize:
             raise ValueError(
                 "The whole pipeline takes a test-time resize of DETRResizeShortestEdge with one shorter-side length, "
-                f"or none; the config's augmentations are {list(augmentations)}"
+                f"or none; the config's augmentations are {augmentations}"
             )
         self.model = model
-        self.resize = resizes[0] if resizes else None
+        self.resize = augmentations[0] if augmentations else None
         self.score_threshold = score_threshold
         self.top_k = top_k
 
@@ -105,11 +108,10 @@ class YOLOSPipeline(nn.Module):
         pixels = image.permute(2, 0, 1).float()
         if self.resize is not None:
             resize = self.resize
-            sides = resize.get_output_shape(
-                torch.scalar_tensor(height), torch.scalar_tensor(width), resize.short_edge_length[0], resize.max_size,
-                resize.size_multiple,
-            )
+            size = (torch.scalar_tensor(height), torch.scalar_tensor(width))
+            sides = resize.get_output_shape(*size, resize.short_edge_length[0], resize.max_size, resize.size_multiple)
             new_height, new_width = (side.item() for side in sides)
+            # What torch.export cannot infer of sizes computed from values: each is at least one multiple.
             torch._check(new_height >= resize.size_multiple)
             torch._check(new_width >= resize.size_multiple)
             pixels = resize_like_pil(pixels, (new_height, new_width))
