@@ -40,8 +40,8 @@ __all__ = [
 OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
 
 # Images per list given to YOLOSPredictor by the tools: YOLOS-Ti at 512x672 on 2 CPU cores
-# predicts 1.8 times as many images per second in lists of 4 as one at a time, and 1.9 in
-# lists of 8 (yolos-benchmark batch-prediction).
+# predicts 1.7 to 1.8 times as many images per second in lists of 4 as one at a time, and 1.9 in
+# lists of 8 (yolos-benchmark batch-prediction, two runs).
 DEFAULT_BATCH_SIZE = 4
 
 
