@@ -1,6 +1,7 @@
 """The benchmarks' measuring tools: analytic FLOP counts and interleaved timing."""
 from functools import partial
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -115,6 +116,7 @@ def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
     assert "1 x 48x64" in rows and "2 x 48x64" in rows
 
 
+@pytest.mark.slow  # an ONNX export: tests/test_export.py checks the same agreement in the default run
 def test_onnx_pipeline_benchmark_compares_and_times_both(capsys):
     small = [
         "model.detector.backbone.depth=1",
