@@ -296,7 +296,7 @@ def test_demo_refuses_to_replace_an_input_file(tiny, tmp_path, capsys, link):
 
 
 def test_demo_keeps_the_outputs_of_inputs_with_the_same_name_apart(tiny, tmp_path, caplog):
-    a = copy_images(tiny, tmp_path / "a", names=["x.png"])
+    copy_images(tiny, tmp_path / "a", names=["x.png"])
     b = copy_images(tiny, tmp_path / "b", names=["y.png", "x.png"])
     inputs = [str(tmp_path / "a"), *b, str(tmp_path / "a" / "x.png")]  # a/x.png twice: drawn once
     output = tmp_path / "drawn"

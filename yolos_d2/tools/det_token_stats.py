@@ -33,7 +33,6 @@ import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
-import torch
 from detectron2.config import instantiate
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
