@@ -1,7 +1,8 @@
 """
 No dead config keys: overriding any numeric value of a paper config changes something built from
 it (the model, the optimizer, the schedule, the data loaders, the trainer or its hooks), as
-the training command (yolos_d2.tools.train) builds them. The exceptions are DOCUMENTED_NO_EFFECT, each with its reason.
+the training command (yolos_d2.tools.train) builds them, or is refused at start saying why
+(a key of a group switched off, such as train.ema.decay without train.ema.enabled=True). The exceptions are DOCUMENTED_NO_EFFECT, each with its reason.
 """
 import tempfile
 
@@ -13,8 +14,8 @@ from detectron2.structures import BoxMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
-from yolos_d2.config import load_config
-from yolos_d2.engine import YOLOSTrainer
+from yolos_d2.config import ConfigError, load_config
+from yolos_d2.engine import EMAHook, YOLOSTrainer
 from yolos_d2.tools import train as train_tool
 
 from _helpers import VARIANTS, config_path
@@ -109,6 +110,7 @@ def fingerprint(cfg, output_dir, model=None):
             {k: v for k, v in _scalars(h, True, (int, float, str, type(None))).items() if "time" not in k}
             for h in hooks
         ],
+        "ema": [_scalars(h.ema) for h in hooks if isinstance(h, EMAHook)],
     }
 
 
@@ -141,6 +143,11 @@ def dead_keys(config_file, overrides=()):
                 continue
             try:
                 cfg = load_config(config_file, [*BASE, *overrides, f"{key}={candidate}"])
+            except ConfigError as e:
+                if "has no effect while" in str(e):  # refused at start, saying why: not ignored
+                    break
+                continue  # a value out of range: try another
+            try:
                 model = None if _model_differs(cfg, base_cfg) else base_model
                 changed = fingerprint(cfg, tmp_dir, model)
             except (ValueError, RuntimeError):  # e.g. a width the heads do not divide: try another value
@@ -159,6 +166,10 @@ def dead_keys(config_file, overrides=()):
 )
 def test_every_numeric_key_changes_what_is_built(variant):
     assert dead_keys(config_path(variant)) == []
+
+
+def test_every_ema_key_changes_what_is_built_when_enabled():
+    assert dead_keys(config_path("yolos_ti"), ["train.ema.enabled=True"]) == []
 
 
 def test_a_key_nothing_reads_is_found(tmp_path):

@@ -72,7 +72,10 @@ def copypaste_ap(log: str):
 
 
 def final_weights(output_dir):
-    return torch.load(os.path.join(output_dir, "model_final.pth"), weights_only=True)["model"]
+    """The trained weights and (prefixed "ema/") their EMA, where the run kept one."""
+    checkpoint = torch.load(os.path.join(output_dir, "model_final.pth"), weights_only=True)
+    ema = checkpoint.get("ema", {}).get("weights") or {}
+    return {**checkpoint["model"], **{f"ema/{k}": v for k, v in ema.items()}}
 
 
 def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
@@ -91,8 +94,10 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     assert copypaste_ap(eval_log) == pytest.approx(trained_ap, abs=1e-4, nan_ok=True)
 
 
-# 24 iterations with a checkpoint every 8: after iterations 7, 15 and 23.
-RESUMABLE_RUN = ["train.seed=7", "train.max_iter=24", "train.checkpointer.period=8"]
+# 24 iterations with a checkpoint every 8: after iterations 7, 15 and 23; with an EMA of the
+# weights, which the resumed run must restore too.
+EMA = ["train.ema.enabled=True", "train.ema.decay=0.9", "train.ema.warmup_iters=4"]
+RESUMABLE_RUN = ["train.seed=7", "train.max_iter=24", "train.checkpointer.period=8", *EMA]
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +122,8 @@ def last_logged_iteration(output_dir):
 @pytest.mark.parametrize("num_workers", [0, 1])
 def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_weights, tmp_path, num_workers):
     """
-    SIGKILL between two checkpoints, then --resume from the earlier one: the same final weights as
-    a run never stopped, also when a data-loader worker maps the images.
+    SIGKILL between two checkpoints, then --resume from the earlier one: the same final weights
+    and EMA of the weights as a run never stopped, also when a data-loader worker maps the images.
     """
     killed = str(tmp_path / "killed")
     overrides = [*RESUMABLE_RUN, f"dataloader.train.num_workers={num_workers}"]
@@ -139,25 +144,27 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_
     assert f"Loading from {killed}/{checkpoint}" in log
     resumed = final_weights(killed)
     assert uninterrupted_weights.keys() == resumed.keys()
+    assert "ema/detector.backbone.cls_token" in resumed
     for k in uninterrupted_weights:
         torch.testing.assert_close(resumed[k], uninterrupted_weights[k], rtol=0, atol=0, msg=k)
 
 
 def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
-    """--num-gpus 2 without CUDA runs two gloo processes whose weights stay identical."""
+    """--num-gpus 2 without CUDA runs two gloo processes whose weights and EMA of the weights stay identical."""
     script = tmp_path / "two_ranks.py"
     script.write_text(
         textwrap.dedent(
             f"""
             import os, torch
             from detectron2.utils import comm
-            from yolos_d2.engine import launch
+            from yolos_d2.engine import EMAHook, launch
             from yolos_d2.tools import cli, train
 
             def main(args):
                 trainer = train.worker_main(args)
-                model = trainer.model.module
-                torch.save(model.state_dict(), os.path.join({str(tmp_path)!r}, f"rank{{comm.get_rank()}}.pth"))
+                ema = next(h.ema for h in trainer._hooks if isinstance(h, EMAHook))
+                state = {{**trainer.model.module.state_dict(), **{{f"ema/{{k}}": v for k, v in ema.weights.items()}}}}
+                torch.save(state, os.path.join({str(tmp_path)!r}, f"rank{{comm.get_rank()}}.pth"))
 
             if __name__ == "__main__":
                 args = cli.parse_args(train.argument_parser())
@@ -168,11 +175,13 @@ def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
     cmd = [sys.executable, str(script), "--num-gpus", "2", "--config-file", tiny_config]
     out = tmp_path / "out"
     cmd += [f"train.output_dir={out}", "train.max_iter=6", "train.checkpointer.period=3", "train.prediction_images.num_images=0"]
+    cmd += EMA
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     assert "World size: 2" in result.stdout
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1))
     after_3_steps = torch.load(out / "model_0000002.pth", weights_only=True)["model"]
-    assert not all(torch.equal(after_3_steps[k], rank0[k]) for k in rank0), "no training happened"
+    assert not all(torch.equal(after_3_steps[k], rank0[k]) for k in after_3_steps), "no training happened"
+    assert not all(torch.equal(rank0[f"ema/{k}"], rank0[k]) for k in after_3_steps), "no EMA kept"
     for k in rank0:
         torch.testing.assert_close(rank1[k], rank0[k], rtol=0, atol=0, msg=k)

@@ -44,6 +44,9 @@ AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 # Config nodes cheap to build whose constructors check their arguments: built by check_config.
 _BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations")
 
+# Groups of keys that act only when the group's switch is on: group -> switch key in the group.
+_SWITCHED_GROUPS = {"train.ema": "enabled"}
+
 
 class ConfigError(ValueError):
     """A config file, override or setting that cannot work; the message says what is allowed."""
@@ -102,15 +105,29 @@ def apply_overrides_strict(cfg: DictConfig, overrides: Sequence[str]) -> DictCon
     level and the closest one, where detectron2 would silently add it. A key exists if the config
     holds it or if it is an argument of the callable of its ``LazyCall`` node (e.g.
     ``model.detector.backbone.drop_path_rate``). ``+key=value`` adds a new key on purpose.
+    Setting a key of a group that acts only when switched on (``train.ema.decay``) while the
+    switch is off (``train.ema.enabled=False``) raises :class:`ConfigError` too.
 
     Returns:
         ``cfg``.
     """
     overrides = list(overrides)
-    for override, text in zip(OverridesParser.create().parse_overrides(overrides), overrides):
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    for override, text in zip(parsed, overrides):
         if not override.is_add():
             _check_key_exists(cfg, override.key_or_group, text)
-    return LazyConfig.apply_overrides(cfg, overrides)
+    LazyConfig.apply_overrides(cfg, overrides)
+    for override, text in zip(parsed, overrides):
+        _check_switched_on(cfg, override.key_or_group, text)
+    return cfg
+
+
+def _check_switched_on(cfg: DictConfig, key: str, override: str) -> None:
+    for group, switch in _SWITCHED_GROUPS.items():
+        if key.startswith(group + ".") and key != f"{group}.{switch}" and _select(cfg, f"{group}.{switch}") is False:
+            raise ConfigError(
+                f"{override!r} has no effect while {group}.{switch}=False: add {group}.{switch}=True to use it"
+            )
 
 
 def _check_key_exists(cfg: DictConfig, key: str, override: str) -> None:
@@ -252,6 +269,9 @@ _VALUE_RULES: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("train.clip_grad_norm", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
+    ("train.ema.enabled", lambda v: isinstance(v, bool), "True or False"),
+    ("train.ema.decay", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    ("train.ema.warmup_iters", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warm-up)"),
     (
         "train.amp.dtype",
         lambda v: v is None or v in AMP_DTYPES,

@@ -14,6 +14,10 @@ train = dict(
     amp=dict(dtype=None),
     # The original's --clip_max_norm; 0 disables clipping.
     clip_grad_norm=0.1,
+    # An exponential moving average of the weights, updated after each step, used for evaluation
+    # and saved beside the trained weights (see yolos_d2.engine.WeightEMA): the decay reaches
+    # `decay` over the first few `warmup_iters` steps. decay and warmup_iters need enabled=True.
+    ema=dict(enabled=False, decay=0.9998, warmup_iters=2000),
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,

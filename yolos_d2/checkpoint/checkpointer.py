@@ -96,16 +96,24 @@ class YOLOSCheckpointer(DetectionCheckpointer):
       ``yolos-convert`` (:mod:`yolos_d2.tools.convert`) records as new in the file (under "new_keys");
     - weights holding infinite or NaN values raise an error naming the tensors.
     Nothing is loaded into the model when one of these errors is raised.
+
+    With ``use_ema``, a checkpoint saved by a run with ``train.ema.enabled`` loads its average of
+    the weights (under "ema") instead of the trained weights (under "model"), with the same checks.
     """
 
-    def __init__(self, model: torch.nn.Module, save_dir: str = "", *, strict: bool = True, **kwargs):
+    def __init__(
+        self, model: torch.nn.Module, save_dir: str = "", *, strict: bool = True, use_ema: bool = False, **kwargs
+    ):
         """
         Args:
             model, save_dir, kwargs: as for ``DetectionCheckpointer``.
             strict: missing and unexpected model tensors are an error; False loads what matches.
+            use_ema: load a checkpoint's EMA weights where it has them (logged; a checkpoint
+                without them loads its trained weights, with a warning).
         """
         super().__init__(model, save_dir, **kwargs)
         self.strict = strict
+        self.use_ema = use_ema
 
     def save(self, name: str, **kwargs) -> None:
         """
@@ -145,6 +153,8 @@ class YOLOSCheckpointer(DetectionCheckpointer):
 
     def _load_file(self, filename: str) -> Dict:
         loaded = load_weights_file(filename)
+        if self.use_ema:
+            loaded = self._with_ema_weights(loaded, filename)
         state = state_dict_of(loaded, filename)
         consume_prefix_in_state_dict_if_present(state, "module.")
         reinitialised = self._drop_other_class_head(state, filename)
@@ -153,6 +163,18 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         )
         self._check(state, filename, new_keys=list(loaded.get("new_keys", [])), reinitialised=reinitialised)
         return {**loaded, "model": state}
+
+    def _with_ema_weights(self, loaded: Dict, filename: str) -> Dict:
+        """``loaded`` with its EMA weights as its "model", where it has them (see the class description)."""
+        ema = loaded.get("ema")
+        if not isinstance(ema, dict) or ema.get("weights") is None:
+            self.logger.warning(
+                f"{filename!r} holds no EMA of the weights (it was not trained with train.ema.enabled): "
+                "loading its trained weights"
+            )
+            return loaded
+        self.logger.info(f"Loading the EMA of the weights ({ema['num_updates']} updates) from {filename!r}")
+        return {**loaded, "model": ema["weights"]}
 
     def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> List[str]:
         """

@@ -1,3 +1,4 @@
+from .ema import EMAHook, WeightEMA, unwrap_model
 from .hooks import SavePredictionImages
 from .launch import launch
 from .lr_schedule import EpochCosine, epochs_to_iters, iters_per_epoch, scaled_lr, warmup_cosine
@@ -8,11 +9,13 @@ from .trainer import YOLOSTrainer
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
+    "EMAHook",
     "EpochCosine",
     "SavePredictionImages",
     "YOLOSPipeline",
     "YOLOSPredictor",
     "YOLOSTrainer",
+    "WeightEMA",
     "build_inference_model",
     "epochs_to_iters",
     "get_param_groups",
@@ -20,5 +23,6 @@ __all__ = [
     "launch",
     "metadata_of_test_dataset",
     "scaled_lr",
+    "unwrap_model",
     "warmup_cosine",
 ]

@@ -1,7 +1,8 @@
 """Hooks that yolos_d2 adds to detectron2's training loop."""
+import contextlib
 import logging
 import os
-from typing import Callable, Dict
+from typing import Callable, ContextManager, Dict
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -11,6 +12,7 @@ from PIL import Image
 
 from ..data import read_image
 from ..visualization import draw_predictions
+from .ema import unwrap_model
 
 __all__ = ["SavePredictionImages"]
 
@@ -31,6 +33,7 @@ class SavePredictionImages(HookBase):
         num_images: int = 8,
         score_threshold: float = 0.5,
         scale: float = 1.0,
+        weights: Callable[[], ContextManager] = contextlib.nullcontext,
     ):
         """
         Args:
@@ -41,6 +44,8 @@ class SavePredictionImages(HookBase):
             score_threshold: predictions scoring below it are not drawn.
             scale: the drawings' size relative to the images (enlarge small images so that
                 the labels stay readable).
+            weights: a context in which the model holds the weights to draw with, e.g. an
+                EMA's :meth:`~yolos_d2.engine.WeightEMA.applied`; the trained ones by default.
         """
         self.dataset_name = dataset_name
         self.mapper = mapper
@@ -48,12 +53,15 @@ class SavePredictionImages(HookBase):
         self.num_images = num_images
         self.score_threshold = score_threshold
         self.scale = scale
+        self.weights = weights
 
     def after_train(self):
         if not comm.is_main_process() or self.trainer.iter + 1 < self.trainer.max_iter:
             return
-        model = self.trainer.model
-        model = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        with self.weights():
+            self._draw(unwrap_model(self.trainer.model))
+
+    def _draw(self, model: torch.nn.Module) -> None:
         metadata = MetadataCatalog.get(self.dataset_name)
         os.makedirs(self.output_dir, exist_ok=True)
         was_training = model.training

@@ -15,7 +15,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_first_n
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from ..checkpoint import YOLOSCheckpointer
@@ -40,7 +40,8 @@ def build_inference_model(cfg, require_weights: bool = True) -> YOLOS:
     """
     ``cfg.model`` on ``cfg.train.device``, in eval mode, with the weights of
     ``cfg.train.init_checkpoint`` loaded by :class:`YOLOSCheckpointer` (every tensor of the model
-    must be in the file unless ``cfg.train.init_checkpoint_strict`` is False).
+    must be in the file unless ``cfg.train.init_checkpoint_strict`` is False); with
+    ``cfg.train.ema.enabled``, the file's EMA of the weights where it has one.
 
     Args:
         cfg: a config checked by :func:`yolos_d2.config.check_config`.
@@ -61,7 +62,8 @@ def build_inference_model(cfg, require_weights: bool = True) -> YOLOS:
         raise FileNotFoundError(f"train.init_checkpoint={checkpoint!r}: file not found")
     model = instantiate(cfg.model).to(cfg.train.device).eval()
     if checkpoint:
-        YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict).load(checkpoint)
+        use_ema = bool(OmegaConf.select(cfg, "train.ema.enabled", default=False))
+        YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict, use_ema=use_ema).load(checkpoint)
     else:
         logger.warning("train.init_checkpoint is empty: the model has random weights")
     return model

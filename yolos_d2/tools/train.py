@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import logging
 from functools import partial
+from typing import Optional
 
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
@@ -30,7 +31,9 @@ from ..checkpoint import YOLOSCheckpointer
 from ..config import ConfigError, check_launch
 from ..data import check_num_classes
 from ..engine import (
+    EMAHook,
     SavePredictionImages,
+    WeightEMA,
     YOLOSTrainer,
     build_inference_model,
     iters_per_epoch,
@@ -61,13 +64,36 @@ def build_train_loader(cfg, start_iter: int, seed: int):
     return data_loader
 
 
+def build_ema(cfg, model) -> Optional[WeightEMA]:
+    """The EMA of ``model``'s weights that ``cfg.train.ema`` asks for; None if it is not enabled."""
+    ema = cfg.train.get("ema")
+    if not ema or not ema.enabled:
+        return None
+    return WeightEMA(model, decay=ema.decay, warmup_iters=ema.warmup_iters)
+
+
 def build_hooks(cfg, model, checkpointer):
+    """
+    The training hooks. With ``train.ema.enabled``, an :class:`EMAHook` first, whose average the
+    checkpointer saves (under "ema") and the evaluation and prediction drawings use; the
+    trained weights are saved too (under "model").
+    """
     main = comm.is_main_process()
+    ema = build_ema(cfg, model)
+    if ema is not None:
+        checkpointer.add_checkpointable("ema", ema)
+    weights = ema.applied if ema is not None else contextlib.nullcontext
+
+    def evaluate():
+        with weights():
+            return do_test(cfg, model)
+
     train_hooks = [
         hooks.IterationTimer(),
+        EMAHook(ema) if ema is not None else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
-        hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+        hooks.EvalHook(cfg.train.eval_period, evaluate),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), cfg.train.log_period)
         if main
         else None,
@@ -77,6 +103,7 @@ def build_hooks(cfg, model, checkpointer):
             SavePredictionImages(
                 dataset_name=cfg.dataloader.test.dataset.names,
                 mapper=instantiate(cfg.dataloader.test.mapper),
+                weights=weights,
                 **cfg.train.prediction_images,
             )
         )
