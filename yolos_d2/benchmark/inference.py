@@ -1,6 +1,7 @@
 """
 Inference speed of yolos_d2's detector against transformers' ``YolosForObjectDetection`` with eager
-and SDPA attention, on the same (random) weights and input, timed interleaved in one process::
+and SDPA attention and against onnxruntime, on the same (random) weights and input, timed
+interleaved in one process::
 
     yolos-benchmark inference                      # the CPU defaults below
     yolos-benchmark inference --device cuda --cases configs/yolos_s.py:800x1333:8
@@ -8,13 +9,24 @@ and SDPA attention, on the same (random) weights and input, timed interleaved in
 
 Each case is ``CONFIG:HxW:BATCH``. The table gives milliseconds per batch (median over
 ``--repeats`` rounds after warm-up), images per second, the model's FLOP rate and its fraction of
-the rate of a large ``torch.mm`` timed in the same rounds. FLOPs are the model's matrix-multiply
-FLOPs over the full sequence (what transformers computes); yolos_d2 computes fewer, since its last
-block only needs the ``[DET]`` tokens' outputs, and this is reported under the table.
+the rate of a large ``torch.mm`` timed in the same rounds, the time against yolos_d2's in float32,
+and the largest difference of each one's logits and boxes from yolos_d2's in float32. FLOPs are the
+model's matrix-multiply FLOPs over the full sequence (what transformers computes); yolos_d2
+computes fewer, since its last block only needs the ``[DET]`` tokens' outputs, and this is
+reported under the table.
+
+On the CPU the rows include yolos_d2 with ``--precision int8`` (PyTorch's dynamic quantisation of
+the Linear layers) and the detector exported to ONNX and run by onnxruntime in float32 and int8
+(its dynamic quantisation; ``--no-onnxruntime`` skips the export, about a minute per case). Both
+int8 paths quantise the matrix products with weights only: attention (queries times keys, and
+its weights times values) stays float32, and the line under the table gives its share of
+yolos_d2's float32 time, which bounds what int8 can gain. bfloat16 rows (autocast) are added
+where the device computes bfloat16 natively (``yolos_d2.engine.precision.bf16_is_fast``).
 """
 import argparse
 import copy
 import os
+import platform
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -24,7 +36,10 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from ..checkpoint.converters import coco_class_head_rows, convert_huggingface
 from ..config import load_config
+from ..engine.onnx_runtime import OnnxRuntimeDetector
+from ..engine.precision import apply_precision, bf16_is_fast
 from ..modeling import YOLOSDetector
+from ..modeling.position_embedding import patch_grid
 from .flops import detector_flops
 from .huggingface import random_huggingface_model
 from .original import original_detector
@@ -85,36 +100,68 @@ def max_output_difference(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch
     )
 
 
-def bf16_is_fast(device: str) -> bool:
-    """Whether bfloat16 matrix multiplies run at least as fast as float32 on ``device``."""
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
-    a = torch.randn(512, 512)
-    times = time_interleaved({"fp32": lambda: a @ a, "bf16": lambda: a.bfloat16() @ a.bfloat16()}, repeats=3)
-    return times["bf16"] <= times["fp32"]
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lower_precision_models(ours: YOLOSDetector, images: torch.Tensor, onnxruntime: bool) -> Dict[str, torch.nn.Module]:
+    """yolos_d2 with int8 weights and, with ``onnxruntime``, its ONNX export run in float32 and int8 (CPU)."""
+    models = {"yolos_d2 int8": copy.deepcopy(ours)}
+    apply_precision(models["yolos_d2 int8"], "int8", "cpu")
+    if onnxruntime:
+        models["onnxruntime fp32"] = OnnxRuntimeDetector(ours, images)
+        models["onnxruntime int8"] = OnnxRuntimeDetector(ours, images, int8=True)
+    return models
+
+
+def attention_fn(backbone, images: torch.Tensor) -> Callable[[], None]:
+    """
+    The attention of every block of ``backbone`` on ``images``' token count alone (queries times
+    keys, softmax, times values, as yolos_d2 runs it: the last block for the ``[DET]`` queries only).
+    """
+    batch, _, height, width = images.shape
+    rows, cols = patch_grid((height, width), backbone.patch_size)
+    num_tokens = 1 + rows * cols + backbone.num_det_tokens
+    heads = backbone.blocks[0].attn.num_heads
+    shape = (batch, heads, num_tokens, backbone.embed_dim // heads)
+    q, k, v = (torch.randn(shape, device=images.device) for _ in range(3))
+    det_q = q[:, :, -backbone.num_det_tokens :]
+    queries = [q] * (backbone.depth - 1) + [det_q]
+    return lambda: [torch.nn.functional.scaled_dot_product_attention(query, k, v) for query in queries]
 
 
 def run_case(
-    case: str, device: str, dtype: str, repeats: int, warmup: int, original_repo: Optional[str] = None
+    case: str,
+    device: str,
+    dtype: str,
+    repeats: int,
+    warmup: int,
+    original_repo: Optional[str] = None,
+    onnxruntime: bool = True,
 ) -> List[List[str]]:
     config_file, (height, width), batch = parse_case(case)
     models = build_models(config_file, device, original_repo)
     images = torch.randn(batch, 3, height, width, device=device)
-    fns = {name: forward_fn(name, model, images) for name, model in models.items()}
+    ours = models["yolos_d2"]
     with torch.inference_mode():
-        ours = fns["yolos_d2"]()
-        difference = max(max_output_difference(ours, fn()) for name, fn in fns.items() if name != "yolos_d2")
-    backbone = models["yolos_d2"].backbone
-    flops = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width)) * batch
-    executed = detector_flops(backbone, models["yolos_d2"].num_classes, (height, width), det_only_last_block=True)
+        reference = ours(images)
+    if dtype == "fp32" and device == "cpu":
+        models.update(lower_precision_models(ours, images, onnxruntime))
+    fns = {name: forward_fn(name, model, images) for name, model in models.items()}
+    autocast = torch.autocast(device.split(":")[0], dtype=AUTOCAST_DTYPES[dtype]) if dtype != "fp32" else nullcontext()
+    with torch.inference_mode(), autocast:
+        differences = {name: max_output_difference(reference, fn()) for name, fn in fns.items()}
+    backbone = ours.backbone
+    flops = detector_flops(backbone, ours.num_classes, (height, width)) * batch
+    executed = detector_flops(backbone, ours.num_classes, (height, width), det_only_last_block=True)
 
     gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
     fns["gemm"] = lambda: gemm_a @ gemm_a
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if dtype == "bf16" else nullcontext()
+    fns["attention"] = attention_fn(backbone, images)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     with torch.inference_mode(), autocast:
         times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=sync)
     gemm_rate = 2 * GEMM_SIZE**3 / times.pop("gemm")
+    attention = times.pop("attention")
 
     rows = []
     for name, seconds in times.items():
@@ -127,13 +174,15 @@ def run_case(
                 f"{flops / seconds / 1e9:.1f}",
                 f"{flops / seconds / gemm_rate:.2f}",
                 f"{seconds / times['yolos_d2']:.2f}",
+                f"{differences[name]:.1e}",
             ]
         )
     print(
         f"{case} {dtype}: GEMM {GEMM_SIZE}^2 {gemm_rate / 1e9:.1f} GFLOP/s; model {flops / batch / 1e9:.1f} GFLOP "
         f"per image, yolos_d2 executes {executed / 1e9:.1f} ({executed * batch / times['yolos_d2'] / 1e9:.1f} "
-        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); max |yolos_d2 - others| "
-        f"{difference:.1e}"
+        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); attention alone "
+        f"(scaled_dot_product_attention of every block, in {dtype}) {attention * 1e3:.1f} ms, "
+        f"{attention / times['yolos_d2']:.2f} of yolos_d2's time"
     )
     return rows
 
@@ -148,17 +197,21 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--original-repo", help="a checkout of github.com/hustvl/YOLOS to time its backbone too")
+    parser.add_argument(
+        "--no-onnxruntime", dest="onnxruntime", action="store_false", help="skip the onnxruntime rows (CPU)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    dtypes = ["fp32"] + (["bf16"] if bf16_is_fast(args.device) else [])
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
+    cuda = args.device.startswith("cuda")
+    dtypes = ["fp32"] + (["bf16"] if bf16_is_fast(args.device) else []) + (["fp16"] if cuda else [])
+    device_name = torch.cuda.get_device_name(args.device) if cuda else f"CPU ({platform.processor() or 'unknown'})"
     print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
     if "bf16" not in dtypes:
-        print("bf16 skipped: bfloat16 matrix multiplies are slower than float32 on this device")
-    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2"]
+        print("bf16 skipped: this device does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
+    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2", "max abs difference"]
     for case in args.cases:
         for dtype in dtypes:
-            rows = run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo)
+            rows = run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo, args.onnxruntime)
             print(format_table(header, rows), flush=True)

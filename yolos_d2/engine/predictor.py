@@ -22,6 +22,7 @@ from ..checkpoint import YOLOSCheckpointer
 from ..config import prepare_config
 from ..data import check_num_classes, image_to_array, read_image
 from ..modeling import YOLOS, check_selection, select_detections
+from .precision import apply_precision, check_precision
 
 __all__ = ["DEFAULT_MAX_SIZE", "ImageInput", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
 
@@ -103,6 +104,7 @@ class YOLOSPredictor:
         input_format: channel order of the arrays given, ``model.input_format`` ("RGB" or "BGR").
         max_size: longest side, in pixels, of the images given to the model; None or 0: no limit.
         score_threshold, top_k, nms_iou: which detections are returned, see :meth:`__init__`.
+        precision: the :class:`~yolos_d2.engine.precision.InferencePrecision` in effect.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class YOLOSPredictor:
         score_threshold: float = 0.0,
         top_k: Optional[int] = None,
         nms_iou: Optional[float] = None,
+        precision: str = "fp32",
     ):
         """
         Args:
@@ -128,6 +131,9 @@ class YOLOSPredictor:
             top_k: return at most this many detections, the highest scoring; None: no limit.
             nms_iou: if set, in (0, 1], drop a detection that overlaps one of the same class
                 scoring higher by more than this IoU (YOLOS is trained not to need it).
+            precision: "fp32"; "int8" (CPU) or "bf16" (where the device computes it natively,
+                else fp32 with a warning) to run faster with slightly different outputs, see
+                :func:`yolos_d2.engine.precision.apply_precision` and docs/deployment.md.
 
         Raises:
             ValueError (:class:`yolos_d2.config.ConfigError` for the config) for a setting that
@@ -135,7 +141,9 @@ class YOLOSPredictor:
         """
         check_selection(score_threshold, top_k, nms_iou)
         cfg = prepare_config(cfg, overrides, weights, device)
+        check_precision(precision, cfg.train.device)
         self.model = build_inference_model(cfg)
+        self.precision = apply_precision(self.model, precision, cfg.train.device)
         self.metadata = metadata_of_test_dataset(cfg)
         self.augmentations = T.AugmentationList(list(instantiate(cfg.dataloader.test.mapper.augmentations)))
         self.input_format = self.model.input_format
@@ -231,7 +239,9 @@ class YOLOSPredictor:
             for image, (h, w) in zip(resized, output_sizes)
         ]
         results = []
-        for output in self.model(inputs):
+        with self.precision.context():
+            outputs = self.model(inputs)
+        for output in outputs:
             instances = output["instances"]
             keep = select_detections(
                 instances.scores,

@@ -7,7 +7,9 @@ Two things timm's ``Block`` does not offer make it worth owning:
 - the last block only needs the outputs of the ``[DET]`` tokens, so it can compute attention,
   projection and MLP for those queries alone (keys and values still cover every token);
 - without autograd, the residual stream can be updated in place, saving a write and a read of
-  every activation per sub-layer.
+  every activation per sub-layer (outside autocast, and when the output projections are float
+  ``nn.Linear`` layers: quantised ones, e.g. from ``torch.ao.quantization.quantize_dynamic``,
+  take the plain path).
 """
 from typing import Optional
 
@@ -82,11 +84,20 @@ class Block(nn.Module):
         Returns:
             (B, Q, D) the block's outputs for the last Q tokens.
         """
-        if self.training or torch.is_grad_enabled():
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled(x.device.type)
+            or not self._projections_are_float_linear()
+        ):
             residual = x if num_queries is None else x[:, x.shape[1] - num_queries :]
             x = residual + self.drop_path(self.attn(self.norm1(x), num_queries))
             return x + self.drop_path(self.mlp(self.norm2(x)))
         return self._inference_forward(x, num_queries)
+
+    def _projections_are_float_linear(self) -> bool:
+        """Whether the output projections are plain ``nn.Linear`` layers, whose weights the fast path reads."""
+        return type(self.attn.proj) is nn.Linear and type(self.mlp.fc2) is nn.Linear
 
     def _inference_forward(self, x: torch.Tensor, num_queries: Optional[int]) -> torch.Tensor:
         # The same arithmetic as forward(), adding each sub-layer's output projection into one

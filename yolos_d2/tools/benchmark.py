@@ -9,6 +9,7 @@ measured in one process::
     yolos-benchmark nonfinite-check [--config-file CONFIG]
     yolos-benchmark batch-prediction [--config-file CONFIG] [--sizes 480x640 640x480 ...]
     yolos-benchmark onnx-pipeline [--config-file CONFIG] [--time-size 480x640]
+    yolos-benchmark precision --config-file CONFIG --weights WEIGHTS
 
 (also ``python -m yolos_d2.tools.benchmark``). ``yolos-benchmark NAME --help`` describes each.
 """
@@ -29,6 +30,7 @@ BENCHMARKS = {
     "nonfinite-check": ("nonfinite_check", "the share of a training step the non-finite prediction check takes"),
     "batch-prediction": ("batch_prediction", "lists of mixed sizes: grouped by size against padded and masked"),
     "onnx-pipeline": ("onnx_pipeline", "the whole-pipeline ONNX file against the predictor: agreement and time"),
+    "precision": ("precision", "AP of a trained model in float32, int8 (PyTorch and onnxruntime) and bfloat16"),
 }
 
 

@@ -22,6 +22,7 @@ from typing import Callable, Iterator, NoReturn, Optional, Sequence
 from omegaconf import DictConfig
 
 from .. import config
+from ..engine.precision import PRECISIONS
 from ..engine.predictor import DEFAULT_MAX_SIZE
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "add_batch_size_argument",
     "add_config_arguments",
     "add_max_size_argument",
+    "add_precision_argument",
     "console_script",
     "load_config",
     "parse_args",
@@ -93,6 +95,17 @@ def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="images (or video frames) predicted in one list; those of one size after the resize share a forward "
         f"(default {DEFAULT_BATCH_SIZE})",
+    )
+
+
+def add_precision_argument(parser: argparse.ArgumentParser) -> None:
+    """``--precision``: what :class:`~yolos_d2.engine.YOLOSPredictor` runs the model in."""
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="int8: Linear layers with int8 weights (CPU); bf16: bfloat16 autocast where the device computes it "
+        "natively, else fp32 with a warning (default fp32; see docs/deployment.md)",
     )
 
 

@@ -212,6 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
     cli.add_batch_size_argument(parser)
     cli.add_max_size_argument(parser)
+    cli.add_precision_argument(parser)
     args = cli.parse_args(parser, argv)
 
     paths = expand_inputs(args.input)
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
         parser.error(str(e))
     with cli.usage_errors(parser):
         cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
-        predictor = YOLOSPredictor(cfg, max_size=args.max_size)
+        predictor = YOLOSPredictor(cfg, max_size=args.max_size, precision=args.precision)
 
     skipped = []
     with tqdm(total=len(paths), disable=len(paths) == 1, unit="input") as progress:

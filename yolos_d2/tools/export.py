@@ -41,6 +41,8 @@ import torch
 from detectron2.config import instantiate
 
 from ..engine import YOLOSPipeline, build_inference_model
+from ..engine.onnx_runtime import INPUT_NAME, OUTPUT_NAMES
+from ..engine.onnx_runtime import export_detector_onnx as export_onnx
 from ..engine.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
 from ..modeling import YOLOSDetector, check_selection
 from . import cli
@@ -49,31 +51,7 @@ __all__ = ["export_onnx", "export_pipeline_onnx", "export_torchscript", "main"]
 
 logger = logging.getLogger(__name__)
 
-INPUT_NAME = "images"
-OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
 PIPELINE_INPUT_NAME = "image"
-
-
-def export_onnx(detector: YOLOSDetector, images: torch.Tensor, path: str) -> None:
-    """
-    Write ``detector`` to ``path`` as one ONNX file (weights included) whose input ``images``
-    has a dynamic batch size, height and width.
-
-    Args:
-        detector: in eval mode.
-        images: (B, 3, H, W) example input that is traced.
-    """
-    with torch.no_grad():
-        torch.onnx.export(
-            detector,
-            (images,),
-            path,
-            input_names=[INPUT_NAME],
-            output_names=OUTPUT_NAMES,
-            dynamic_shapes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
-            dynamo=True,
-            external_data=False,
-        )
 
 
 def export_torchscript(detector: YOLOSDetector, images: torch.Tensor, path: str) -> None:

@@ -1,0 +1,104 @@
+"""Inference in int8 and bfloat16: outputs near float32's, and a clear answer where a precision cannot run."""
+import copy
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from _helpers import build_model
+from test_predictor import SIZES, make_predictor, random_images, weights  # noqa: F401 (fixture)
+from yolos_d2.engine import precision as precision_module
+from yolos_d2.engine.onnx_runtime import OnnxRuntimeDetector
+from yolos_d2.engine.precision import apply_precision, check_precision
+from yolos_d2.modeling.transformer import Block
+
+# A 2-block YOLOS-Ti, 12 [DET] tokens, on a 64x96 input.
+SMALL_TI = ["model.detector.backbone.depth=2", "model.detector.backbone.num_det_tokens=12"]
+
+
+@pytest.fixture(scope="module")
+def detector_and_images():
+    model = build_model("yolos_ti", SMALL_TI)
+    torch.manual_seed(1)
+    return model.detector, torch.randn(2, 3, 64, 96)
+
+
+def _max_differences(a, b):
+    return tuple((a[k] - b[k]).abs().max().item() for k in ("pred_logits", "pred_boxes"))
+
+
+def test_int8_detector_runs_the_plain_block_path_and_stays_near_float32(detector_and_images, monkeypatch):
+    detector, images = detector_and_images
+    quantized = copy.deepcopy(detector)
+    assert apply_precision(quantized, "int8", "cpu").name == "int8"
+    assert type(quantized.backbone.blocks[0].attn.proj) is torch.ao.nn.quantized.dynamic.Linear
+    fast_calls = []
+    original = Block._inference_forward
+    monkeypatch.setattr(Block, "_inference_forward", lambda *a: fast_calls.append(1) or original(*a))
+    with torch.inference_mode():
+        expected, got = detector(images), quantized(images)
+    assert len(fast_calls) == 2, "the float32 detector takes the fast path; the int8 one steps aside"
+    logits, boxes = _max_differences(expected, got)
+    # Measured 1.3e-2 and 3.4e-3 (logits in [-5, 5], boxes in [0, 1]).
+    assert 0 < logits < 0.05 and 0 < boxes < 0.01
+
+
+def test_onnxruntime_int8_export_stays_near_float32(detector_and_images):
+    detector, images = detector_and_images
+    with torch.inference_mode():
+        expected = detector(images)
+    float32 = OnnxRuntimeDetector(detector, images)
+    assert max(_max_differences(expected, float32(images))) < 1e-4
+    int8 = OnnxRuntimeDetector(detector, images, int8=True)
+    # Another size than the export's example: the input size is dynamic.
+    logits, boxes = _max_differences(expected, int8(images))
+    assert 0 < logits < 0.05 and 0 < boxes < 0.01
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_runs_float32(monkeypatch, caplog):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    precision_module.bf16_is_fast.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING):
+            chosen = apply_precision(torch.nn.Linear(2, 2), "bf16", "cpu")
+    finally:
+        precision_module.bf16_is_fast.cache_clear()
+    assert chosen.name == "fp32"
+    assert "does not compute bfloat16 natively (no avx512_bf16 or amx_bf16" in caplog.text
+
+
+def test_bf16_autocast_takes_the_plain_block_path_and_stays_near_float32(detector_and_images, monkeypatch):
+    detector, images = detector_and_images
+    monkeypatch.setattr(precision_module, "bf16_is_fast", lambda device: True)
+    chosen = apply_precision(detector, "bf16", "cpu")
+    assert chosen.name == "bf16"
+    with torch.inference_mode():
+        expected = detector(images)
+        with chosen.context():
+            got = detector(images)
+    assert got["pred_logits"].dtype == torch.bfloat16
+    logits, boxes = _max_differences(expected, {k: v.float() for k, v in got.items()})
+    assert 0 < logits < 0.2 and 0 < boxes < 0.05
+
+
+@pytest.mark.parametrize(
+    "precision, device, message",
+    [("int4", "cpu", "must be one of fp32, bf16, int8"), ("int8", "cuda", "runs on the CPU only")],
+)
+def test_precisions_that_cannot_run_are_named(precision, device, message):
+    with pytest.raises(ValueError, match=message):
+        check_precision(precision, device)
+
+
+def test_predictor_in_int8_keeps_the_float32_detections_order_and_nearly_their_scores(weights):  # noqa: F811
+    images = random_images(SIZES)
+    expected = make_predictor(weights)(images)
+    predictor = make_predictor(weights, precision="int8")
+    assert predictor.precision.name == "int8"
+    for a, b in zip(expected, predictor(images)):
+        assert torch.equal(a.det_tokens, b.det_tokens)
+        # This head's class weights are scaled up twentyfold, its box layer tenfold: differences grow alike.
+        assert np.abs((a.scores - b.scores).numpy()).max() < 0.05
+        # Boxes within 5 % of the image's longer side.
+        assert np.abs((a.pred_boxes.tensor - b.pred_boxes.tensor).numpy()).max() < 0.05 * max(a.image_size)

@@ -1,0 +1,100 @@
+"""
+AP of a trained model run in each inference precision, on its config's test set, in one process::
+
+    yolos-benchmark precision --config-file configs/quickstart.py --weights output/quickstart/model_final.pth
+
+Rows: float32; int8 with PyTorch's dynamic quantisation of the Linear layers (``--precision int8``
+of the predictor and the demo); int8 with onnxruntime's dynamic quantisation of the detector's
+ONNX export (``yolos-export --int8``); bfloat16 autocast where the device computes it natively
+(else the line under the table says why it is skipped). Each row gives AP, AP50 and AP75, their
+change from float32, the largest difference of its scores from float32's over the test set, and
+the seconds the evaluation took (the model's forwards and the COCO evaluation).
+"""
+import argparse
+import copy
+import time
+from typing import Dict, List
+
+import torch
+from detectron2.config import instantiate
+from detectron2.evaluation import inference_on_dataset
+
+from ..engine import build_inference_model
+from ..engine.onnx_runtime import OnnxRuntimeDetector
+from ..engine.precision import apply_precision, bf16_is_fast
+from ..modeling import YOLOS
+from ..tools import cli
+from .timing import format_table
+
+__all__ = ["main"]
+
+
+class _InPrecision(torch.nn.Module):
+    """``model`` whose forwards run in ``context`` (autocast for bf16) and record the scores they return."""
+
+    def __init__(self, model: YOLOS, context):
+        super().__init__()
+        self.model = model
+        self.context = context
+        self.scores: List[torch.Tensor] = []
+
+    def forward(self, batched_inputs):
+        with self.context():
+            outputs = self.model(batched_inputs)
+        self.scores += [o["instances"].scores.float().cpu() for o in outputs]
+        return outputs
+
+
+def precision_models(model: YOLOS, device: str, example: torch.Tensor) -> Dict[str, _InPrecision]:
+    """The trained ``model`` in each precision this device runs (see the module description)."""
+    models = {"fp32": _InPrecision(model, apply_precision(model, "fp32", device).context)}
+    if device == "cpu":
+        int8 = copy.deepcopy(model)
+        models["int8, PyTorch"] = _InPrecision(int8, apply_precision(int8, "int8", device).context)
+        onnx_int8 = copy.deepcopy(model)
+        onnx_int8.detector = OnnxRuntimeDetector(model.detector, example, int8=True)
+        models["int8, onnxruntime"] = _InPrecision(onnx_int8, apply_precision(onnx_int8, "fp32", device).context)
+    if bf16_is_fast(device):
+        bf16 = copy.deepcopy(model)
+        models["bf16"] = _InPrecision(bf16, apply_precision(bf16, "bf16", device).context)
+    return models
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark precision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    cli.add_config_arguments(parser)
+    args = cli.parse_args(parser, argv)
+    with cli.usage_errors(parser):
+        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        model = build_inference_model(cfg)
+    data_loader = instantiate(cfg.dataloader.test)
+    example = next(iter(data_loader))[0]["image"][None].float()
+    device = cfg.train.device
+    models = precision_models(model, device, example)
+    if "bf16" not in models:
+        print(f"bf16 skipped: {device} does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
+
+    results = {}
+    for name, wrapped in models.items():
+        start = time.perf_counter()
+        results[name] = inference_on_dataset(wrapped, data_loader, instantiate(cfg.dataloader.evaluator))["bbox"]
+        results[name]["seconds"] = time.perf_counter() - start
+    reference = results["fp32"]
+    reference_scores = torch.cat(models["fp32"].scores)
+    rows = []
+    for name, bbox in results.items():
+        score_difference = (torch.cat(models[name].scores) - reference_scores).abs().max().item()
+        rows.append(
+            [
+                name,
+                *(f"{bbox[k]:.2f}" for k in ("AP", "AP50", "AP75")),
+                *(f"{bbox[k] - reference[k]:+.2f}" for k in ("AP", "AP50")),
+                f"{score_difference:.1e}",
+                f"{bbox['seconds']:.1f}",
+            ]
+        )
+    print(f"{cfg.dataloader.test.dataset.names}: {len(reference_scores)} detections, {torch.get_num_threads()} threads")
+    header = ["precision", "AP", "AP50", "AP75", "AP change", "AP50 change", "max score difference", "seconds"]
+    print(format_table(header, rows))

@@ -1,0 +1,124 @@
+"""
+Running a YOLOS model for inference in lower precision: int8 weights (PyTorch's dynamic
+quantisation of the ``nn.Linear`` layers, on the CPU) or bfloat16 (autocast, where the device
+computes it natively).
+"""
+import contextlib
+import functools
+import logging
+import platform
+import time
+from typing import Callable, ContextManager
+
+import torch
+from torch import nn
+
+__all__ = [
+    "PRECISIONS",
+    "InferencePrecision",
+    "apply_precision",
+    "bf16_is_fast",
+    "check_precision",
+    "cpu_has_native_bf16",
+]
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "int8")
+
+# CPU flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 products natively.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; False elsewhere)."""
+    if platform.system() != "Linux":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_is_fast(device: str) -> bool:
+    """
+    Whether bfloat16 is worth running on ``device``: a CUDA device that supports it, or a CPU
+    with native bfloat16 instructions on which a bfloat16 matrix product, timed against a float32
+    one, is at least as fast.
+    """
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported()
+    if not cpu_has_native_bf16():
+        return False
+    a = torch.randn(512, 512)
+    b = a.bfloat16()
+    return _fastest_of(lambda: b @ b) <= _fastest_of(lambda: a @ a)
+
+
+def _fastest_of(fn: Callable[[], object], repeats: int = 5) -> float:
+    """The shortest of ``repeats`` timings of ``fn()``, in seconds, after one untimed call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+class InferencePrecision:
+    """
+    The precision a model runs in. Attributes: ``name`` (one of :data:`PRECISIONS`, the one in
+    effect) and ``context``, the context to run each forward in (autocast for bf16).
+    """
+
+    def __init__(self, name: str, context: Callable[[], ContextManager] = contextlib.nullcontext):
+        self.name = name
+        self.context = context
+
+
+def check_precision(precision: str, device: str) -> None:
+    """Raise ``ValueError`` for a precision that is not one of :data:`PRECISIONS` or not available on ``device``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: must be one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise ValueError(f"precision 'int8' runs on the CPU only (dynamic quantisation), not on {device!r}")
+
+
+def apply_precision(model: nn.Module, precision: str, device: str) -> InferencePrecision:
+    """
+    Prepare ``model`` (in eval mode, on ``device``) to run in ``precision``:
+
+    - "fp32": unchanged;
+    - "int8": its ``nn.Linear`` layers replaced, in place, by dynamically quantised ones (weights
+      int8 with one scale per tensor; each input quantised to uint8 as it comes), CPU only;
+    - "bf16": forwards run under bfloat16 autocast where :func:`bf16_is_fast` says the device
+      computes it natively; elsewhere a warning says so and the model runs in fp32.
+
+    Returns:
+        the precision in effect and the context to run forwards in.
+
+    Raises:
+        ValueError for an unknown precision, or int8 on a device other than the CPU.
+    """
+    check_precision(precision, device)
+    device_type = torch.device(device).type
+    if precision == "int8":
+        torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        logger.info("Running in int8: the Linear layers' weights quantised to int8, activations per batch")
+        return InferencePrecision("int8")
+    if precision == "bf16":
+        if not bf16_is_fast(device):
+            logger.warning(
+                f"precision 'bf16' asked for, but {device!r} does not compute bfloat16 natively "
+                f"(no {' or '.join(NATIVE_BF16_FLAGS)} on this CPU, or bfloat16 products slower than float32): "
+                "running in fp32"
+            )
+            return InferencePrecision("fp32")
+        logger.info(f"Running in bf16: forwards under bfloat16 autocast on {device}")
+        return InferencePrecision("bf16", functools.partial(torch.autocast, device_type, dtype=torch.bfloat16))
+    return InferencePrecision("fp32")
