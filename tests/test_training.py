@@ -82,6 +82,7 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     """The loss falls, the run ends with an evaluation and images, and --eval-only reproduces its AP."""
     out = str(tmp_path / "run")
     log = run_train_net(tiny_config, out)
+    assert "Intra-op threads: 1 (OMP_NUM_THREADS=1)" in log
     losses = [m["total_loss"] for m in read_metrics(out) if "total_loss" in m]
     assert len(losses) == 8
     assert sum(losses[-2:]) / 2 < 0.8 * losses[0]

@@ -269,6 +269,7 @@ _VALUE_RULES: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
     ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
     ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     ("train.clip_grad_norm", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
+    ("train.num_threads", lambda v: v == "auto" or (_is_int(v) and v >= 1), "'auto' or an integer >= 1"),
     ("train.ema.enabled", lambda v: isinstance(v, bool), "True or False"),
     ("train.ema.decay", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("train.ema.warmup_iters", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warm-up)"),

@@ -41,6 +41,7 @@ from ..engine import (
     scaled_lr,
 )
 from ..engine.run_lock import OutputDirError, RunLock
+from ..engine.threads import resolve_num_threads, set_num_threads
 from . import cli
 
 logger = logging.getLogger("yolos_d2")
@@ -211,6 +212,9 @@ def worker_main(args: argparse.Namespace):
     cfg = load_checked_config(args)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
+    # main() resolves the threads before launching; a caller of worker_main alone resolves them here.
+    num_threads = getattr(args, "num_threads", None)
+    set_num_threads(*(num_threads or resolve_num_threads(cfg.train.num_threads, processes=comm.get_local_size())))
     if args.eval_only:
         return do_test(cfg, wrap_ddp(cfg, build_inference_model(cfg)))
     return do_train(args, cfg)
@@ -229,6 +233,8 @@ def main(argv=None) -> int:
                 stack.enter_context(RunLock(cfg.train.output_dir))
         except (ConfigError, OutputDirError) as e:
             parser.error(str(e))
+        # Chosen here, before the workers start and keep the CPUs busy; each worker sets them.
+        args.num_threads = resolve_num_threads(cfg.train.num_threads, processes=args.num_gpus)
         launch(
             worker_main,
             args.num_gpus,
