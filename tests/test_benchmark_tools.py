@@ -81,12 +81,16 @@ def test_activation_checkpointing_lowers_peak_training_memory():
 
 
 def test_inference_benchmark_prints_every_implementation(capsys):
-    inference.main(["--cases", f"{config_path('yolos_ti')}:64x96:2", "--repeats", "1", "--warmup", "0"])
+    inference.main(["--cases", f"{config_path('yolos_ti')}:64x96:2", "--repeats", "1", "--warmup", "0", "--no-onnxruntime"])
     out = capsys.readouterr().out
-    for name in ("yolos_d2", "transformers eager", "transformers sdpa"):
-        assert f"| {name} " in out
-    difference = float(out.split("max |yolos_d2 - others| ")[1].split()[0])
-    assert difference < 1e-4
+    rows = {line.split("|")[2].strip(): line.split("|")[3:-1] for line in out.splitlines() if line.startswith("| yolos")}
+    difference = {name: float(cells[-1]) for name, cells in rows.items()}
+    assert set(difference) == {"yolos_d2", "transformers eager", "transformers sdpa", "yolos_d2 int8"}
+    assert difference["yolos_d2"] == 0 and max(difference[f"transformers {a}"] for a in ("eager", "sdpa")) < 1e-4
+    assert 0 < difference["yolos_d2 int8"] < 0.1
+    assert all(float(cells[-2]) > 0 for cells in rows.values())  # time / yolos_d2
+    attention_share = float(out.split("of every block, in fp32) ")[1].split(", ")[1].split()[0])
+    assert 0 < attention_share < 1
 
 
 def test_training_benchmark_reports_both_settings(capsys):

@@ -108,8 +108,8 @@ def lower_precision_models(ours: YOLOSDetector, images: torch.Tensor, onnxruntim
     models = {"yolos_d2 int8": copy.deepcopy(ours)}
     apply_precision(models["yolos_d2 int8"], "int8", "cpu")
     if onnxruntime:
-        models["onnxruntime fp32"] = OnnxRuntimeDetector(ours, images)
-        models["onnxruntime int8"] = OnnxRuntimeDetector(ours, images, int8=True)
+        models["onnxruntime fp32"] = OnnxRuntimeDetector.export(ours, images)
+        models["onnxruntime int8"] = models["onnxruntime fp32"].int8()
     return models
 
 

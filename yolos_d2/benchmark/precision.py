@@ -52,7 +52,7 @@ def precision_models(model: YOLOS, device: str, example: torch.Tensor) -> Dict[s
         int8 = copy.deepcopy(model)
         models["int8, PyTorch"] = _InPrecision(int8, apply_precision(int8, "int8", device).context)
         onnx_int8 = copy.deepcopy(model)
-        onnx_int8.detector = OnnxRuntimeDetector(model.detector, example, int8=True)
+        onnx_int8.detector = OnnxRuntimeDetector.export(model.detector, example).int8()
         models["int8, onnxruntime"] = _InPrecision(onnx_int8, apply_precision(onnx_int8, "fp32", device).context)
     if bf16_is_fast(device):
         bf16 = copy.deepcopy(model)

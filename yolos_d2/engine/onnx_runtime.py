@@ -53,36 +53,50 @@ class OnnxRuntimeDetector(nn.Module):
     """
     A detector's ONNX export run by onnxruntime (CPUExecutionProvider): called on (B, 3, H, W)
     float32 images, it returns the dict of :meth:`YOLOSDetector.forward`, "pred_logits"
-    (B, K, C + 1) and "pred_boxes" (B, K, 4) cx,cy,w,h normalised, as CPU tensors.
+    (B, K, C + 1) and "pred_boxes" (B, K, 4) cx,cy,w,h normalised, as CPU tensors. Build it
+    with :meth:`export`.
 
     Attributes:
         path: the ONNX file the session runs.
         num_classes, backbone: those of the exported detector (what the meta-architecture reads).
     """
 
-    def __init__(self, detector: nn.Module, example: torch.Tensor, int8: bool = False, num_threads: int = 0):
+    def __init__(self, path: str, detector: nn.Module, num_threads: int = 0, folder=None):
         """
         Args:
-            detector: a :class:`~yolos_d2.modeling.YOLOSDetector` in eval mode, exported once.
-            example: (B, 3, H, W) an input to trace the export with.
-            int8: quantise the export (:func:`quantize_onnx_int8`).
+            path: an ONNX export of ``detector``.
+            detector: the :class:`~yolos_d2.modeling.YOLOSDetector` exported.
             num_threads: onnxruntime's intra-op threads; 0 uses torch's count.
+            folder: a ``TemporaryDirectory`` holding ``path``, kept as long as this object.
         """
         import onnxruntime
 
         super().__init__()
+        self.path = path
         self.num_classes = detector.num_classes
         self.backbone = detector.backbone
-        self._dir = tempfile.TemporaryDirectory(prefix="yolos_d2_onnx_")
-        self.path = os.path.join(self._dir.name, "detector.onnx")
-        export_detector_onnx(detector, example.cpu(), self.path)
-        if int8:
-            quantized = os.path.join(self._dir.name, "detector_int8.onnx")
-            quantize_onnx_int8(self.path, quantized)
-            self.path = quantized
+        self._detector, self._num_threads, self._folder = detector, num_threads, folder
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads or torch.get_num_threads()
-        self.session = onnxruntime.InferenceSession(self.path, options, providers=["CPUExecutionProvider"])
+        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    @classmethod
+    def export(cls, detector: nn.Module, example: torch.Tensor, num_threads: int = 0) -> "OnnxRuntimeDetector":
+        """
+        ``detector`` (a :class:`~yolos_d2.modeling.YOLOSDetector` in eval mode) exported to a
+        temporary ONNX file, traced on ``example`` (B, 3, H, W); any input size runs.
+        """
+        folder = tempfile.TemporaryDirectory(prefix="yolos_d2_onnx_")
+        path = os.path.join(folder.name, "detector.onnx")
+        export_detector_onnx(detector, example.cpu(), path)
+        return cls(path, detector, num_threads, folder)
+
+    def int8(self) -> "OnnxRuntimeDetector":
+        """This export with int8 weights (:func:`quantize_onnx_int8`), in a session of its own."""
+        folder = tempfile.TemporaryDirectory(prefix="yolos_d2_onnx_int8_")
+        path = os.path.join(folder.name, "detector_int8.onnx")
+        quantize_onnx_int8(self.path, path)
+        return OnnxRuntimeDetector(path, self._detector, self._num_threads, folder)
 
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         outputs = self.session.run(OUTPUT_NAMES, {INPUT_NAME: images.detach().cpu().float().numpy()})

@@ -10,6 +10,7 @@ measured in one process::
     yolos-benchmark batch-prediction [--config-file CONFIG] [--sizes 480x640 640x480 ...]
     yolos-benchmark onnx-pipeline [--config-file CONFIG] [--time-size 480x640]
     yolos-benchmark precision --config-file CONFIG --weights WEIGHTS
+    yolos-benchmark data-loading [--images 200] [--configs CONFIG ...]
     yolos-benchmark threads [--config-file configs/quickstart.py] [--competitors 1]
 
 (also ``python -m yolos_d2.tools.benchmark``). ``yolos-benchmark NAME --help`` describes each.
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "nonfinite-check": ("nonfinite_check", "the share of a training step the non-finite prediction check takes"),
     "batch-prediction": ("batch_prediction", "lists of mixed sizes: grouped by size against padded and masked"),
     "onnx-pipeline": ("onnx_pipeline", "the whole-pipeline ONNX file against the predictor: agreement and time"),
+    "data-loading": ("data_loading", "images per second one data-loader worker maps, training and test mappers"),
     "threads": ("threads", "training steps beside competing processes: torch's default threads, 1 and auto"),
     "precision": ("precision", "AP of a trained model in float32, int8 (PyTorch and onnxruntime) and bfloat16"),
 }

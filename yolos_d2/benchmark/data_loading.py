@@ -1,0 +1,90 @@
+"""
+Images per second that one data-loader worker maps, with each variant's training mapper (DETR's
+augmentation: decode, flip, multi-scale resize or resize-crop-resize, boxes) and test mapper
+(decode, resize), on COCO-like 640x480 JPEGs, in this process::
+
+    yolos-benchmark data-loading [--images 200] [--configs configs/yolos_ti.py configs/yolos_s.py]
+
+The JPEGs (smooth random pictures, quality 90, 7 boxes each) are written to a temporary folder
+first; each mapper then maps every image once after a warm-up of 10, timed. A training step of
+``B`` images per GPU taking ``S`` seconds needs ``B / S`` images per second per GPU, so
+``ceil(B / (S x rate))`` workers per GPU keep it fed; the table under the rates gives that count
+for the step times of ``--step-seconds``.
+"""
+import argparse
+import math
+import os
+import tempfile
+import time
+from typing import Callable, Dict, List
+
+import numpy as np
+from detectron2.config import instantiate
+from detectron2.structures import BoxMode
+from PIL import Image
+
+from ..config import load_config
+from .onnx_pipeline import smooth_image
+from .timing import format_table
+
+__all__ = ["main", "write_jpegs"]
+
+DEFAULT_CONFIGS = ["configs/yolos_ti.py", "configs/yolos_s.py", "configs/yolos_b.py"]
+
+
+def write_jpegs(folder: str, count: int, size=(480, 640), boxes_per_image: int = 7) -> List[Dict]:
+    """``count`` (H, W) ``size`` JPEGs written to ``folder``, and their dataset dicts with random boxes."""
+    rng = np.random.default_rng(0)
+    height, width = size
+    records = []
+    for i in range(count):
+        path = os.path.join(folder, f"{i:06d}.jpg")
+        Image.fromarray(smooth_image(height, width, seed=i)).save(path, quality=90)
+        corners = rng.uniform(0, 1, (boxes_per_image, 2, 2)) * [width, height]
+        x0y0, x1y1 = corners.min(1), corners.max(1) + 8
+        annotations = [
+            {"bbox": [*a, *b], "bbox_mode": BoxMode.XYXY_ABS, "category_id": int(rng.integers(80)), "iscrowd": 0}
+            for a, b in zip(x0y0.tolist(), np.minimum(x1y1, [width, height]).tolist())
+        ]
+        records.append({"file_name": path, "height": height, "width": width, "image_id": i, "annotations": annotations})
+    return records
+
+
+def images_per_second(mapper: Callable[[Dict], Dict], records: List[Dict], warmup: int = 10) -> float:
+    for record in records[:warmup]:
+        mapper(dict(record))
+    start = time.perf_counter()
+    for record in records:
+        mapper(dict(record))
+    return len(records) / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="yolos-benchmark data-loading", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--step-seconds", nargs="+", type=float, default=[0.25, 0.5, 1.0])
+    args = parser.parse_args(argv)
+
+    rows, worker_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="data_loading_") as folder:
+        records = write_jpegs(folder, args.images)
+        for config_file in args.configs:
+            cfg = load_config(config_file)
+            rates = {
+                split: images_per_second(instantiate(cfg.dataloader[split].mapper), records)
+                for split in ("train", "test")
+            }
+            name = os.path.basename(config_file)
+            rows.append([name, f"{rates['train']:.1f}", f"{rates['test']:.1f}"])
+            # Images per GPU per step: the config's total batch over 8 GPUs, as the paper trains.
+            per_gpu = max(1, cfg.dataloader.train.total_batch_size // 8)
+            worker_rows.append(
+                [name, per_gpu, *(math.ceil(per_gpu / (s * rates["train"])) for s in args.step_seconds)]
+            )
+    print(f"{args.images} JPEGs of 640x480, one process")
+    print(format_table(["config", "training mapper, images/s", "test mapper, images/s"], rows))
+    header = ["config", "images per GPU (8 GPUs)", *(f"workers per GPU at {s:g} s/step" for s in args.step_seconds)]
+    print(format_table(header, worker_rows))
