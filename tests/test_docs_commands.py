@@ -71,6 +71,7 @@ NOT_RUN = {
     "yolos_d2.tools.benchmark": "minutes per benchmark",
     "tests/parity/record_original.py": "needs a checkout of hustvl/YOLOS",
     "docs/make_figures.py": "writes into docs/images",
+    "docs/quickstart_levers.py": "trains the quick start once per change and seed: ten minutes each",
     "cp": "copies files the commands before it made",
 }
 

@@ -5,6 +5,7 @@ Export of the whole pipeline to ONNX: one graph for every image size, as the pre
 from types import SimpleNamespace
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -106,6 +107,29 @@ def test_command_line_exports_the_checkpoint(fmt, tmp_path):
     argv += ["--height", "64", "--width", "96", *SMALL, f"train.init_checkpoint={checkpoint}"]
     assert main(argv) == 0
     _assert_matches_eager(model, fmt, path, [(2, 96, 64)])
+
+
+def test_int8_export_holds_int8_weights_and_stays_near_eager(tmp_path):
+    model = _small_model()
+    checkpoint = str(tmp_path / "small.pth")
+    save_checkpoint_atomic({"model": model.state_dict()}, checkpoint)
+    path = str(tmp_path / "small_int8.onnx")
+    argv = ["--config-file", config_path("yolos_ti"), "--output", path, "--int8", "--height", "64", "--width", "96"]
+    assert main([*argv, *SMALL, f"train.init_checkpoint={checkpoint}"]) == 0
+    graph = onnx.load(path).graph
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 2 * 4  # qkv, proj, fc1 and fc2 of each of the 2 blocks, and the heads
+    images = torch.randn(2, 3, 96, 64)
+    with torch.no_grad():
+        expected = model.detector(images)
+    for name, got in zip(OUTPUT_NAMES, _run("onnx", path, images)):
+        assert 0 < max_abs_diff(got, expected[name]) < 0.05, name
+
+
+def test_int8_is_for_onnx_only(capsys):
+    with pytest.raises(SystemExit):
+        main(["--config-file", config_path("yolos_ti"), "--output", "output/m.pt", "--format", "torchscript", "--int8"])
+    assert "--int8 quantises ONNX exports only" in capsys.readouterr().err
 
 
 def test_missing_config_file_is_named(tmp_path, capsys):

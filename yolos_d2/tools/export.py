@@ -6,6 +6,7 @@ prediction (resize, model, post-processing) to ONNX::
         [--format {onnx,torchscript}] [--height H --width W] [KEY=VALUE ...]
     yolos-export --config-file CONFIG --output yolos_pipeline.onnx --pipeline [--weights WEIGHTS] \
         [--score-threshold S] [--top-k K] [KEY=VALUE ...]
+    yolos-export --config-file CONFIG --output yolos_int8.onnx --int8 [--pipeline] [--weights WEIGHTS]
 
 (also ``python -m yolos_d2.tools.export``). The detector graph is ``model.detector``
 (:class:`~yolos_d2.modeling.YOLOSDetector`) with the weights of ``--weights`` (or
@@ -28,6 +29,10 @@ of ``model.size_divisibility`` and scale the boxes by the image size before padd
 detections scoring at least ``--score-threshold``, at most ``--top-k`` of them, both fixed in the
 file.
 
+``--int8`` writes an ONNX file whose matrix products with weights take int8 weights (one scale
+per output channel) and quantise their inputs to uint8 as they come: onnxruntime's dynamic
+quantisation, which onnxruntime runs on the CPU (see docs/deployment.md for its speed and AP).
+
 ONNX uses PyTorch's ``torch.export``-based exporter, which needs the ``onnx`` and ``onnxscript``
 packages. TorchScript uses ``torch.jit.trace`` (deprecated by PyTorch; for LibTorch), whose trace
 is checked against eager at a second batch size and patch grid.
@@ -35,13 +40,14 @@ is checked against eager at a second batch size and patch grid.
 import argparse
 import logging
 import os
+import tempfile
 from typing import Callable, Dict, Optional
 
 import torch
 from detectron2.config import instantiate
 
 from ..engine import YOLOSPipeline, build_inference_model
-from ..engine.onnx_runtime import INPUT_NAME, OUTPUT_NAMES
+from ..engine.onnx_runtime import INPUT_NAME, OUTPUT_NAMES, quantize_onnx_int8
 from ..engine.onnx_runtime import export_detector_onnx as export_onnx
 from ..engine.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
 from ..modeling import YOLOSDetector, check_selection
@@ -131,11 +137,16 @@ def main(argv=None) -> int:
         "--score-threshold", type=float, help="--pipeline: keep the detections scoring at least this (default 0: all)"
     )
     parser.add_argument("--top-k", type=int, help="--pipeline: keep at most this many, the highest scoring")
+    parser.add_argument(
+        "--int8", action="store_true", help="ONNX: quantise the weights of the matrix products to int8 (onnxruntime)"
+    )
     args = cli.parse_args(parser, argv)
     if not args.pipeline and (args.score_threshold is not None or args.top_k is not None):
         parser.error("--score-threshold and --top-k belong to --pipeline")
     if args.pipeline and args.format != "onnx":
         parser.error("--pipeline exports ONNX only")
+    if args.int8 and args.format != "onnx":
+        parser.error("--int8 quantises ONNX exports only")
 
     # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
     with cli.usage_errors(parser):
@@ -150,14 +161,20 @@ def main(argv=None) -> int:
         parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    if args.pipeline:
-        image = torch.randint(0, 256, (args.height, args.width, 3), dtype=torch.uint8)
-        export_pipeline_onnx(pipeline, image, args.output)
-        inputs = f"{PIPELINE_INPUT_NAME} (height, width, 3) uint8 {model.input_format}"
-        what, outputs = "onnx, whole pipeline", PIPELINE_OUTPUT_NAMES
-    else:
-        EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), args.output)
-        inputs, what, outputs = f"{INPUT_NAME} (batch, 3, height, width)", args.format, OUTPUT_NAMES
+    with tempfile.TemporaryDirectory(prefix="yolos_export_") as folder:
+        # An int8 file is quantised from a float32 export written aside first.
+        path = os.path.join(folder, "float32.onnx") if args.int8 else args.output
+        if args.pipeline:
+            image = torch.randint(0, 256, (args.height, args.width, 3), dtype=torch.uint8)
+            export_pipeline_onnx(pipeline, image, path)
+            inputs = f"{PIPELINE_INPUT_NAME} (height, width, 3) uint8 {model.input_format}"
+            what, outputs = "onnx, whole pipeline", PIPELINE_OUTPUT_NAMES
+        else:
+            EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), path)
+            inputs, what, outputs = f"{INPUT_NAME} (batch, 3, height, width)", args.format, OUTPUT_NAMES
+        if args.int8:
+            quantize_onnx_int8(path, args.output)
+            what += ", int8 weights"
     logger.info(f"Wrote {args.output} ({what}): {inputs} -> {', '.join(outputs)}")
     return 0
 
