@@ -1,13 +1,14 @@
 """The benchmarks' measuring tools: analytic FLOP counts and interleaved timing."""
+import math
 from functools import partial
 
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import config_path
+from _helpers import build_model, config_path, synthetic_splits
 from detectron2.config import instantiate
-from yolos_d2.benchmark import batch_prediction, inference, onnx_pipeline, timing, training
+from yolos_d2.benchmark import batch_prediction, data_loading, inference, onnx_pipeline, precision, threads, timing, training
 from yolos_d2.benchmark.flops import detector_flops
 from yolos_d2.benchmark.huggingface import random_huggingface_model
 from yolos_d2.benchmark.memory import peak_allocated_bytes
@@ -85,9 +86,9 @@ def test_inference_benchmark_prints_every_implementation(capsys):
     out = capsys.readouterr().out
     rows = {line.split("|")[2].strip(): line.split("|")[3:-1] for line in out.splitlines() if line.startswith("| yolos")}
     difference = {name: float(cells[-1]) for name, cells in rows.items()}
-    assert set(difference) == {"yolos_d2", "transformers eager", "transformers sdpa", "yolos_d2 int8"}
+    assert set(difference) == {"yolos_d2", "transformers eager", "transformers sdpa", "yolos_d2 int8 (PyTorch)"}
     assert difference["yolos_d2"] == 0 and max(difference[f"transformers {a}"] for a in ("eager", "sdpa")) < 1e-4
-    assert 0 < difference["yolos_d2 int8"] < 0.1
+    assert 0 < difference["yolos_d2 int8 (PyTorch)"] < 0.1
     assert all(float(cells[-2]) > 0 for cells in rows.values())  # time / yolos_d2
     attention_share = float(out.split("of every block, in fp32) ")[1].split(", ")[1].split()[0])
     assert 0 < attention_share < 1
@@ -96,8 +97,10 @@ def test_inference_benchmark_prints_every_implementation(capsys):
 def test_training_benchmark_reports_both_settings(capsys):
     args = ["--config-file", config_path("yolos_ti"), "--size", "64x64", "--repeats", "1"]
     training.main(args + ["model.detector.backbone.depth=2"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| off", "| on"))]
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("| off", "| on"))]
     assert len(rows) == 2
+    assert 0 < float(out.split("EMA of the weights: ")[1].split(" of a step")[0].split(", ")[1]) < 1
 
 
 def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
@@ -136,3 +139,50 @@ def test_onnx_pipeline_benchmark_compares_and_times_both(capsys):
         score_difference, box_difference = (float(cell) for cell in rows[image][3:5])
         assert score_difference < 1e-3 and box_difference < 0.5
     assert "onnxruntime pipeline" in rows and "YOLOSPredictor (PIL, PyTorch)" in rows
+
+
+def _table(out: str, first_column: str) -> dict:
+    """The rows of the printed tables whose first cell starts with ``first_column``: first cell -> other cells."""
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(f"| {first_column}")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_data_loading_benchmark_rates_and_workers_by_hand(capsys):
+    data_loading.main(["--images", "12", "--configs", config_path("yolos_ti"), "--step-seconds", "0.5", "0.01"])
+    rates, workers = (_table(part, "yolos_ti") for part in capsys.readouterr().out.split("| config")[1:])
+    train_rate = float(rates["yolos_ti.py"][0])
+    assert train_rate > 0 and float(rates["yolos_ti.py"][1]) > 0
+    # YOLOS-Ti: 16 images over 8 GPUs, 2 per GPU.
+    assert workers["yolos_ti.py"] == ["2", str(math.ceil(2 / (0.5 * train_rate))), str(math.ceil(2 / (0.01 * train_rate)))]
+
+
+def test_threads_benchmark_times_each_count_alone_and_beside_a_competitor(capsys):
+    args = ["--batch", "2", "--size", "64x64", "--repeats", "1", "model.detector.backbone.depth=1"]
+    threads.main(args)
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| 0 ", "| 1 "))]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        (str(c), label) for c in (0, 1) for label in ("torch default", "1", "auto")
+    ]
+    assert all(r[4].strip() == "1.00" for r in rows[:3]) and all(float(r[4]) > 0 for r in rows[3:])
+    assert "1 competitors: auto chose" in out
+
+
+def test_precision_benchmark_evaluates_each_precision(tmp_path, capsys):
+    from yolos_d2.checkpoint import save_checkpoint_atomic
+    from yolos_d2.data import register_coco_dataset
+    from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
+
+    splits = synthetic_splits(str(tmp_path), {"val": SyntheticShapesSpec(6, seed=5)})
+    name = register_coco_dataset("precision_benchmark_val", *splits["val"])
+    overrides = ["model.detector.backbone.depth=1", f"dataloader.test.dataset.names={name}"]
+    weights = str(tmp_path / "random.pth")
+    save_checkpoint_atomic({"model": build_model("quickstart", overrides[:1]).state_dict()}, weights)
+    precision.main(["--config-file", config_path("quickstart"), "--weights", weights, *overrides])
+    out = capsys.readouterr().out
+    rows = _table(out, "")
+    assert {"fp32", "int8, PyTorch", "int8, onnxruntime"} <= set(rows)
+    assert rows["fp32"][3:6] == ["+0.00", "+0.00", "0.0e+00"]
+    for name in ("int8, PyTorch", "int8, onnxruntime"):
+        assert 0 < float(rows[name][5]) < 0.1
+    assert "60 detections" in out  # 6 images x 10 [DET] tokens

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import build_model
-from test_predictor import SIZES, make_predictor, random_images, weights  # noqa: F401 (fixture)
+from _helpers import SMALL_PREDICTOR, build_model, favour_class_0
+from test_predictor import SIZES, make_predictor, random_images
+from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.engine import precision as precision_module
 from yolos_d2.engine.onnx_runtime import OnnxRuntimeDetector
-from yolos_d2.engine.precision import apply_precision, check_precision
+from yolos_d2.engine.precision import apply_precision, check_precision, quantize_linear_int8
 from yolos_d2.modeling.transformer import Block
 
 # A 2-block YOLOS-Ti, 12 [DET] tokens, on a 64x96 input.
@@ -28,10 +29,9 @@ def _max_differences(a, b):
     return tuple((a[k] - b[k]).abs().max().item() for k in ("pred_logits", "pred_boxes"))
 
 
-def test_int8_detector_runs_the_plain_block_path_and_stays_near_float32(detector_and_images, monkeypatch):
+def test_pytorch_int8_detector_runs_the_plain_block_path_and_stays_near_float32(detector_and_images, monkeypatch):
     detector, images = detector_and_images
-    quantized = copy.deepcopy(detector)
-    assert apply_precision(quantized, "int8", "cpu").name == "int8"
+    quantized = quantize_linear_int8(copy.deepcopy(detector))
     assert type(quantized.backbone.blocks[0].attn.proj) is torch.ao.nn.quantized.dynamic.Linear
     fast_calls = []
     original = Block._inference_forward
@@ -90,14 +90,18 @@ def test_precisions_that_cannot_run_are_named(precision, device, message):
         check_precision(precision, device)
 
 
-def test_predictor_in_int8_keeps_the_float32_detections_order_and_nearly_their_scores(weights):  # noqa: F811
+def test_predictor_in_int8_keeps_the_float32_detections_order_and_nearly_their_scores(tmp_path):
+    model = build_model("yolos_ti", SMALL_PREDICTOR)
+    favour_class_0(model)  # scores from about 0.1 to 0.95
+    weights = str(tmp_path / "small.pth")
+    save_checkpoint_atomic({"model": model.state_dict()}, weights)
     images = random_images(SIZES)
     expected = make_predictor(weights)(images)
     predictor = make_predictor(weights, precision="int8")
-    assert predictor.precision.name == "int8"
+    assert predictor.precision.name == "int8" and isinstance(predictor.model.detector, OnnxRuntimeDetector)
     for a, b in zip(expected, predictor(images)):
         assert torch.equal(a.det_tokens, b.det_tokens)
-        # This head's class weights are scaled up twentyfold, its box layer tenfold: differences grow alike.
-        assert np.abs((a.scores - b.scores).numpy()).max() < 0.05
-        # Boxes within 5 % of the image's longer side.
-        assert np.abs((a.pred_boxes.tensor - b.pred_boxes.tensor).numpy()).max() < 0.05 * max(a.image_size)
+        # Class 0's weights scaled up twentyfold (favour_class_0) scale the logits' int8 error alike:
+        # measured up to 0.12 (0.05 on the logits of the unscaled head above).
+        assert np.abs((a.scores - b.scores).numpy()).max() < 0.2
+        assert np.abs((a.pred_boxes.tensor - b.pred_boxes.tensor).numpy()).max() < 0.02 * max(a.image_size)

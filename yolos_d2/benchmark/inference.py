@@ -15,9 +15,10 @@ model's matrix-multiply FLOPs over the full sequence (what transformers computes
 computes fewer, since its last block only needs the ``[DET]`` tokens' outputs, and this is
 reported under the table.
 
-On the CPU the rows include yolos_d2 with ``--precision int8`` (PyTorch's dynamic quantisation of
-the Linear layers) and the detector exported to ONNX and run by onnxruntime in float32 and int8
-(its dynamic quantisation; ``--no-onnxruntime`` skips the export, about a minute per case). Both
+On the CPU the rows include yolos_d2 with PyTorch's dynamic int8 quantisation of the Linear
+layers, and the detector exported to ONNX and run by onnxruntime in float32 and in int8 (its
+dynamic quantisation: what ``--precision int8`` of the predictor and the demo runs;
+``--no-onnxruntime`` skips the export, about a minute per case). Both
 int8 paths quantise the matrix products with weights only: attention (queries times keys, and
 its weights times values) stays float32, and the line under the table gives its share of
 yolos_d2's float32 time, which bounds what int8 can gain. bfloat16 rows (autocast) are added
@@ -37,7 +38,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 from ..checkpoint.converters import coco_class_head_rows, convert_huggingface
 from ..config import load_config
 from ..engine.onnx_runtime import OnnxRuntimeDetector
-from ..engine.precision import apply_precision, bf16_is_fast
+from ..engine.precision import bf16_is_fast, quantize_linear_int8
 from ..modeling import YOLOSDetector
 from ..modeling.position_embedding import patch_grid
 from .flops import detector_flops
@@ -104,9 +105,8 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lower_precision_models(ours: YOLOSDetector, images: torch.Tensor, onnxruntime: bool) -> Dict[str, torch.nn.Module]:
-    """yolos_d2 with int8 weights and, with ``onnxruntime``, its ONNX export run in float32 and int8 (CPU)."""
-    models = {"yolos_d2 int8": copy.deepcopy(ours)}
-    apply_precision(models["yolos_d2 int8"], "int8", "cpu")
+    """yolos_d2 with PyTorch's int8 Linear layers and, with ``onnxruntime``, its ONNX export run in float32 and int8 (CPU)."""
+    models = {"yolos_d2 int8 (PyTorch)": quantize_linear_int8(copy.deepcopy(ours))}
     if onnxruntime:
         models["onnxruntime fp32"] = OnnxRuntimeDetector.export(ours, images)
         models["onnxruntime int8"] = models["onnxruntime fp32"].int8()

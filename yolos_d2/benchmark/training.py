@@ -5,7 +5,8 @@ clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpoin
     yolos-benchmark training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Steps per second are timed interleaved in one process (the same model switches
-``use_act_checkpoint`` between steps). Peak memory is that of the tensors a step allocates and holds
+``use_act_checkpoint`` between steps), and with them the update of an EMA of the weights
+(``train.ema.enabled``, :class:`~yolos_d2.engine.WeightEMA`), which runs after each step. Peak memory is that of the tensors a step allocates and holds
 at once (activations, gradients, temporaries; not the model and optimizer state that exist before
 it), from ``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's allocations on CPU.
 """
@@ -20,7 +21,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
-from ..engine import YOLOSTrainer
+from ..engine import WeightEMA, YOLOSTrainer
 from ..tools import cli
 from .memory import peak_allocated_bytes
 from .timing import format_table, time_interleaved
@@ -97,8 +98,10 @@ def main(argv=None) -> None:
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     settings = (False, True)
+    ema = WeightEMA(trainer.model, decay=0.999)
+    fns = {**{c: partial(step, c) for c in settings}, "ema": ema.update}
     with EventStorage(0) as trainer.storage:
-        times = time_interleaved({c: partial(step, c) for c in settings}, repeats=args.repeats, warmup=1, sync=sync)
+        times = time_interleaved(fns, repeats=args.repeats, warmup=1, sync=sync)
         memory = {c: peak_allocated_bytes(partial(step, c), device) for c in settings}
 
     print(
@@ -118,3 +121,4 @@ def main(argv=None) -> None:
     ]
     header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
     print(format_table(header, rows))
+    print(f"EMA of the weights: {times['ema'] * 1e3:.1f} ms per update, {times['ema'] / times[False]:.3f} of a step")
