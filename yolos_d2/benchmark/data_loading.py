@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--step-seconds", nargs="+", type=float, default=[0.25, 0.5, 1.0])
+    parser.add_argument("--step-seconds", nargs="+", type=float, default=[0.01, 0.025, 0.05, 0.1])
     args = parser.parse_args(argv)
 
     rows, worker_rows = [], []

@@ -16,9 +16,9 @@ computes fewer, since its last block only needs the ``[DET]`` tokens' outputs, a
 reported under the table.
 
 On the CPU the rows include yolos_d2 with PyTorch's dynamic int8 quantisation of the Linear
-layers, and the detector exported to ONNX and run by onnxruntime in float32 and in int8 (its
-dynamic quantisation: what ``--precision int8`` of the predictor and the demo runs;
-``--no-onnxruntime`` skips the export, about a minute per case). Both
+layers (what ``--precision int8`` of the predictor and the demo runs), and the detector exported
+to ONNX and run by onnxruntime in float32 and in int8 (its dynamic quantisation, as
+``yolos-export --int8`` writes; ``--no-onnxruntime`` skips the export, about a minute per case). Both
 int8 paths quantise the matrix products with weights only: attention (queries times keys, and
 its weights times values) stays float32, and the line under the table gives its share of
 yolos_d2's float32 time, which bounds what int8 can gain. bfloat16 rows (autocast) are added

@@ -1,7 +1,8 @@
 """
-Running a YOLOS model for inference in lower precision: int8 weights (the detector exported to
-ONNX and quantised by onnxruntime, run on the CPU) or bfloat16 (autocast, where the device
-computes it natively).
+Running a YOLOS model for inference in lower precision: int8 weights (PyTorch's dynamic
+quantisation of the ``nn.Linear`` layers, on the CPU) or bfloat16 (autocast, where the device
+computes it natively). onnxruntime's int8 (:mod:`yolos_d2.engine.onnx_runtime`) is the other int8
+path, for exported files.
 """
 import contextlib
 import functools
@@ -12,8 +13,6 @@ from typing import Callable, ContextManager
 
 import torch
 from torch import nn
-
-from .onnx_runtime import OnnxRuntimeDetector
 
 __all__ = [
     "PRECISIONS",
@@ -89,14 +88,13 @@ def check_precision(precision: str, device: str) -> None:
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: must be one of {', '.join(PRECISIONS)}")
     if precision == "int8" and torch.device(device).type != "cpu":
-        raise ValueError(f"precision 'int8' runs on the CPU only (onnxruntime), not on {device!r}")
+        raise ValueError(f"precision 'int8' runs on the CPU only (dynamic quantisation), not on {device!r}")
 
 
 def quantize_linear_int8(module: nn.Module) -> nn.Module:
     """
     ``module`` with its ``nn.Linear`` layers replaced, in place, by PyTorch's dynamically quantised
-    ones (int8 weights, one scale per tensor; each input quantised to uint8 as it comes). The
-    benchmarks compare it with onnxruntime's int8, which :func:`apply_precision` uses.
+    ones (int8 weights, one scale per tensor; each input quantised to uint8 as it comes).
     """
     return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
@@ -107,10 +105,9 @@ def apply_precision(model: nn.Module, precision: str, device: str) -> InferenceP
     ``precision``:
 
     - "fp32": unchanged;
-    - "int8": its detector exported to ONNX (a few seconds to a minute) and replaced by an
-      :class:`~yolos_d2.engine.onnx_runtime.OnnxRuntimeDetector` of the export with int8 weights
-      (onnxruntime's dynamic quantisation: faster on the CPU than PyTorch's at the same AP, see
-      docs/deployment.md), CPU only;
+    - "int8": its detector's ``nn.Linear`` layers quantised (:func:`quantize_linear_int8`), CPU
+      only. On a 2-core AVX2 CPU this is faster than onnxruntime's int8 at batch 1 and slower
+      at batch 8 (docs/deployment.md); attention stays float32 in both;
     - "bf16": forwards run under bfloat16 autocast where :func:`bf16_is_fast` says the device
       computes it natively; elsewhere a warning says so and the model runs in fp32.
 
@@ -123,10 +120,8 @@ def apply_precision(model: nn.Module, precision: str, device: str) -> InferenceP
     check_precision(precision, device)
     device_type = torch.device(device).type
     if precision == "int8":
-        patch = model.detector.backbone.patch_size
-        example = torch.zeros(1, 3, 4 * patch, 4 * patch)  # the export takes any size; this one traces fast
-        model.detector = OnnxRuntimeDetector.export(model.detector, example).int8()
-        logger.info("Running in int8: the detector exported to ONNX, its matrix products' weights quantised to int8")
+        quantize_linear_int8(model)
+        logger.info("Running in int8: the Linear layers' weights quantised to int8, their inputs per batch")
         return InferencePrecision("int8")
     if precision == "bf16":
         if not bf16_is_fast(device):
