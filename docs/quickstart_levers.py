@@ -4,7 +4,7 @@ several seeds, and print AP, AP50 and AP75 per change (mean and spread over the 
 wall time of each run: the table of docs/training.md, "The quick-start recipe". Run from the
 repository root:
 
-    .venv/bin/python docs/quickstart_levers.py --levers recipe "batch 16" --seeds 0 1 2
+    .venv/bin/python docs/quickstart_levers.py --levers recipe "batch 8, 5200 steps" --seeds 0 1 2
 
 Each run is ``train_net.py --config-file configs/quickstart.py train.seed=SEED`` plus the
 change's overrides, in a subprocess, one after the other (about ten minutes each on 2 CPU
@@ -23,25 +23,25 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# change -> overrides of configs/quickstart.py (8 images per step, lr 2e-4, 5,200 steps, warm-up
-# 200). The runs of docs/training.md were made with --threads 1, two at a time on two cores; the
-# step counts give each run about the time of 3,600 steps of 16 images there: a step of 8 images
-# takes 0.52 of the time of a step of 16, a step of 4 0.31, one with 20 [DET] tokens 1.09
-# (training steps timed interleaved on one thread). On two threads a whole step of 8 images
-# (data, forward, matching, backward, AdamW) takes about 0.10 s, hence the recipe's 5,200 steps:
-# with the data generation and the evaluation, under ten minutes.
-BATCH_16 = ["dataloader.train.total_batch_size=16", "train.max_iter=3600", "lr_multiplier.warmup_iters=100"]
+# change -> overrides of configs/quickstart.py (16 images per step, lr 2e-4 with 100 steps of
+# warm-up, 3,600 steps). The one-thread rows of docs/training.md ran two at a time on two cores
+# (--threads 1 --cpus 0, --cpus 1); their step counts give each about the time of 3,600 steps
+# of 16 images on one thread: a step of 8 images takes 0.52 of the time of a step of 16, a step
+# of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed interleaved on one thread).
+# On two threads a whole step of 8 images takes 0.10 s against 0.15 s for 16: there 5,200
+# steps of 8 take the time of 3,600 of 16.
+BATCH_8 = ["dataloader.train.total_batch_size=8", "lr_multiplier.warmup_iters=200"]
 LEVERS = {
     "recipe": [],
-    "batch 16": BATCH_16,
-    "batch 16, EMA": [*BATCH_16, "train.ema.enabled=True", "train.ema.decay=0.999", "train.ema.warmup_iters=200"],
-    "batch 16, lr 5e-4": [*BATCH_16, "optimizer.lr=5e-4"],
-    "batch 16, lr 1e-3": [*BATCH_16, "optimizer.lr=1e-3"],
-    "batch 16, no gradient clipping": [*BATCH_16, "train.clip_grad_norm=0"],
-    "batch 16, 20 [DET] tokens": [*BATCH_16, "model.detector.backbone.num_det_tokens=20", "train.max_iter=3300"],
+    "EMA": ["train.ema.enabled=True", "train.ema.decay=0.999", "train.ema.warmup_iters=200"],
+    "lr 5e-4": ["optimizer.lr=5e-4"],
+    "lr 1e-3": ["optimizer.lr=1e-3"],
+    "no gradient clipping": ["train.clip_grad_norm=0"],
+    "20 [DET] tokens": ["model.detector.backbone.num_det_tokens=20", "train.max_iter=3300"],
     "batch 4": ["dataloader.train.total_batch_size=4", "train.max_iter=11600", "lr_multiplier.warmup_iters=400"],
-    "batch 8, 7000 steps": ["train.max_iter=7000"],
-    "batch 8, 7000 steps, lr 1e-4": ["train.max_iter=7000", "optimizer.lr=1e-4"],
+    "batch 8": [*BATCH_8, "train.max_iter=7000"],
+    "batch 8, lr 1e-4": [*BATCH_8, "train.max_iter=7000", "optimizer.lr=1e-4"],
+    "batch 8, 5200 steps": [*BATCH_8, "train.max_iter=5200"],
 }
 
 
