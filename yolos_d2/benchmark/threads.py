@@ -11,17 +11,16 @@ running, as ``yolos-train`` does at start. Each row gives the median seconds per
 ``--repeats`` steps after one untimed, and the ratio to the same thread count with no competitor.
 """
 import argparse
-import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict
+from typing import Dict
 
 import torch
 from detectron2.utils.events import EventStorage
 
 from ..engine.threads import available_cpus, choose_num_threads
-from .timing import format_table
+from .timing import format_table, time_interleaved
 from .training import add_step_arguments, build_trainer, parse_step_arguments
 
 __all__ = ["main"]
@@ -30,16 +29,6 @@ __all__ = ["main"]
 def start_competitors(count: int) -> list:
     """``count`` processes, each keeping one core busy until terminated."""
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
-
-
-def seconds_per_step(step: Callable[[], None], repeats: int) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv=None) -> None:
@@ -63,7 +52,7 @@ def main(argv=None) -> None:
                 auto, why = choose_num_threads()
                 for label, threads in (("torch default", default_threads), ("1", 1), ("auto", auto)):
                     torch.set_num_threads(threads)
-                    seconds = seconds_per_step(trainer.run_step, args.repeats)
+                    seconds = time_interleaved({"step": trainer.run_step}, repeats=args.repeats, warmup=1)["step"]
                     if competitors == 0:
                         alone[threads] = seconds
                     ratio = f"{seconds / alone[threads]:.2f}" if threads in alone else "-"
