@@ -27,7 +27,6 @@ where the device computes bfloat16 natively (``yolos_d2.engine.precision.bf16_is
 import argparse
 import copy
 import os
-import platform
 from contextlib import nullcontext
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -206,7 +205,7 @@ def main(argv=None) -> None:
 
     cuda = args.device.startswith("cuda")
     dtypes = ["fp32"] + (["bf16"] if bf16_is_fast(args.device) else []) + (["fp16"] if cuda else [])
-    device_name = torch.cuda.get_device_name(args.device) if cuda else f"CPU ({platform.processor() or 'unknown'})"
+    device_name = torch.cuda.get_device_name(args.device) if cuda else "CPU"
     print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
     if "bf16" not in dtypes:
         print("bf16 skipped: this device does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
