@@ -185,4 +185,4 @@ def test_precision_benchmark_evaluates_each_precision(tmp_path, capsys):
     assert rows["fp32"][3:6] == ["+0.00", "+0.00", "0.0e+00"]
     for name in ("int8, PyTorch", "int8, onnxruntime"):
         assert 0 < float(rows[name][5]) < 0.1
-    assert "60 detections" in out  # 6 images x 10 [DET] tokens
+    assert "30 detections" in out  # 6 images x 5 [DET] tokens

@@ -49,7 +49,7 @@ BAD_VALUES = [
     (
         "quickstart",
         ["train.max_iter=50"],
-        "lr_multiplier.warmup_iters=100: must be an integer from 0 to lr_multiplier.max_iter=50",
+        "lr_multiplier.warmup_iters=200: must be an integer from 0 to lr_multiplier.max_iter=50",
     ),
     (
         "yolos_ti",
