@@ -4,7 +4,7 @@ several seeds, and print AP, AP50 and AP75 per change (mean and spread over the 
 wall time of each run: the table of docs/training.md, "The quick-start recipe". Run from the
 repository root:
 
-    .venv/bin/python docs/quickstart_levers.py --levers recipe "batch 8, 5200 steps" --seeds 0 1 2
+    .venv/bin/python docs/quickstart_levers.py --levers recipe base --seeds 0 1 2
 
 Each run is ``train_net.py --config-file configs/quickstart.py train.seed=SEED`` plus the
 change's overrides, in a subprocess, one after the other (about ten minutes each on 2 CPU
@@ -23,25 +23,46 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# change -> overrides of configs/quickstart.py (16 images per step, lr 2e-4 with 100 steps of
-# warm-up, 3,600 steps). The one-thread rows of docs/training.md ran two at a time on two cores
-# (--threads 1 --cpus 0, --cpus 1); their step counts give each about the time of 3,600 steps
-# of 16 images on one thread: a step of 8 images takes 0.52 of the time of a step of 16, a step
-# of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed interleaved on one thread).
-# On two threads a whole step of 8 images takes 0.10 s against 0.15 s for 16: there 5,200
-# steps of 8 take the time of 3,600 of 16.
+# The levers start from a base recipe: the quick start (configs/quickstart.py: 16 images per
+# step, 3,600 steps, 5 [DET] tokens, no-object weight 0.5, lr 3e-4 with 200 steps of warm-up)
+# with 10 [DET] tokens, DETR's no-object weight 0.1 and lr 2e-4 with 100 steps of warm-up.
+BASE = [
+    "model.detector.backbone.num_det_tokens=10",
+    "model.criterion.eos_coef=0.1",
+    "optimizer.lr=2e-4",
+    "lr_multiplier.warmup_iters=100",
+]
+
+
+def from_base(*changes: str) -> list:
+    """The overrides of BASE with ``changes`` (key=value) replacing or adding values."""
+    overrides = dict(override.split("=", 1) for override in (*BASE, *changes))
+    return [f"{key}={value}" for key, value in overrides.items()]
+
+
+# change -> overrides of configs/quickstart.py. The one-thread rows of docs/training.md ran two
+# at a time on two cores (--threads 1 --cpus 0, --cpus 1); their step counts give each about the
+# time of 3,600 steps of 16 images on one thread: a step of 8 images takes 0.52 of the time of a
+# step of 16, a step of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed interleaved
+# on one thread). On two threads a whole step of 8 images takes 0.10 s against 0.15 s for 16:
+# there 5,200 steps of 8 take the time of 3,600 of 16.
 BATCH_8 = ["dataloader.train.total_batch_size=8", "lr_multiplier.warmup_iters=200"]
 LEVERS = {
     "recipe": [],
-    "EMA": ["train.ema.enabled=True", "train.ema.decay=0.999", "train.ema.warmup_iters=200"],
-    "lr 5e-4": ["optimizer.lr=5e-4"],
-    "lr 1e-3": ["optimizer.lr=1e-3"],
-    "no gradient clipping": ["train.clip_grad_norm=0"],
-    "20 [DET] tokens": ["model.detector.backbone.num_det_tokens=20", "train.max_iter=3300"],
-    "batch 4": ["dataloader.train.total_batch_size=4", "train.max_iter=11600", "lr_multiplier.warmup_iters=400"],
-    "batch 8": [*BATCH_8, "train.max_iter=7000"],
-    "batch 8, lr 1e-4": [*BATCH_8, "train.max_iter=7000", "optimizer.lr=1e-4"],
-    "batch 8, 5200 steps": [*BATCH_8, "train.max_iter=5200"],
+    "base": from_base(),
+    "EMA": from_base("train.ema.enabled=True", "train.ema.decay=0.999", "train.ema.warmup_iters=200"),
+    "lr 5e-4": from_base("optimizer.lr=5e-4"),
+    "lr 1e-3": from_base("optimizer.lr=1e-3"),
+    "no gradient clipping": from_base("train.clip_grad_norm=0"),
+    "20 [DET] tokens": from_base("model.detector.backbone.num_det_tokens=20", "train.max_iter=3300"),
+    "batch 4": from_base("dataloader.train.total_batch_size=4", "train.max_iter=11600", "lr_multiplier.warmup_iters=400"),
+    "batch 8": from_base(*BATCH_8, "train.max_iter=7000"),
+    "batch 8, lr 1e-4": from_base(*BATCH_8, "train.max_iter=7000", "optimizer.lr=1e-4"),
+    "batch 8, 5200 steps": from_base(*BATCH_8, "train.max_iter=5200"),
+    "no-object weight 0.5": from_base("model.criterion.eos_coef=0.5"),
+    "no-object weight 1": from_base("model.criterion.eos_coef=1.0"),
+    "no-object weight 0.5, 5 [DET] tokens": from_base("model.criterion.eos_coef=0.5", "model.detector.backbone.num_det_tokens=5"),
+    "no-object weight 0.5, lr 3e-4": from_base("model.criterion.eos_coef=0.5", "optimizer.lr=3e-4", "lr_multiplier.warmup_iters=200"),
 }
 
 
