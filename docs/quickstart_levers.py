@@ -42,9 +42,9 @@ def from_base(*changes: str) -> list:
 
 # change -> overrides of configs/quickstart.py. The one-thread rows of docs/training.md ran two
 # at a time on two cores (--threads 1 --cpus 0, --cpus 1); their step counts give each about the
-# time of 3,600 steps of 16 images on one thread: a step of 8 images takes 0.52 of the time of a
-# step of 16, a step of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed interleaved
-# on one thread). On two threads a whole step of 8 images takes 0.10 s against 0.15 s for 16:
+# time of the base's 3,600 steps of 16 images on one thread: a step of 8 images takes 0.52 of the
+# time of a step of 16, a step of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed
+# interleaved on one thread). On two threads a whole step of 8 images takes 0.10 s against 0.15 s for 16:
 # there 5,200 steps of 8 take the time of 3,600 of 16.
 BATCH_8 = ["dataloader.train.total_batch_size=8", "lr_multiplier.warmup_iters=200"]
 LEVERS = {
