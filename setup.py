@@ -17,7 +17,6 @@ setup(
             "yolos-det-token-stats = yolos_d2.tools.det_token_stats:console_main",
             "yolos-attention-maps = yolos_d2.tools.attention_maps:console_main",
             "yolos-model-info = yolos_d2.tools.model_info:console_main",
-            "yolos-benchmark = yolos_d2.tools.benchmark:console_main",
         ]
     },
     extras_require={

@@ -3,7 +3,7 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from yolos_d2.tools.attention_recording import det_token_patch_attention, record_attention
+from yolos_d2.inference.attention import det_token_patch_attention, record_attention
 
 from _helpers import build_model
 

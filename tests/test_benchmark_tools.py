@@ -8,11 +8,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from _helpers import build_model, config_path, synthetic_splits
 from detectron2.config import instantiate
-from yolos_d2.benchmark import batch_prediction, data_loading, inference, onnx_pipeline, precision, threads, timing, training
-from yolos_d2.benchmark.flops import detector_flops
-from yolos_d2.benchmark.huggingface import random_huggingface_model
-from yolos_d2.benchmark.memory import peak_allocated_bytes
-from yolos_d2.benchmark.timing import format_table, time_interleaved
+from benchmarks import (
+    batch_prediction,
+    data_loading,
+    inference,
+    onnx_pipeline,
+    precision,
+    threads,
+    timing,
+    training,
+)
+from yolos_d2.modeling.flops import detector_flops
+from benchmarks.huggingface import random_huggingface_model
+from benchmarks.memory import peak_allocated_bytes
+from yolos_d2.utils.table import format_table
+from benchmarks.timing import time_interleaved
 from yolos_d2.config import load_config
 
 

@@ -8,10 +8,10 @@ import torch
 
 from _helpers import build_model, config_path
 from _train_net import run_train_net
-from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images)
+from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images
 from yolos_d2.checkpoint import YOLOSCheckpointer, compact_key_names, save_checkpoint_atomic
 from yolos_d2.config import load_config
-from yolos_d2.engine import build_inference_model
+from yolos_d2.inference import build_inference_model
 from yolos_d2.tools.export import main as export_main
 
 

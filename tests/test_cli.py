@@ -5,12 +5,12 @@ from importlib.metadata import entry_points
 import pytest
 
 from _helpers import config_path
-from yolos_d2.config import ConfigError
-from yolos_d2.tools import benchmark, cli
+from yolos_d2.config import ConfigError, prepare_config
+from benchmarks import __main__ as benchmark
+from yolos_d2.tools import cli
 
 CONSOLE_SCRIPTS = {
     "yolos-attention-maps": "yolos_d2.tools.attention_maps",
-    "yolos-benchmark": "yolos_d2.tools.benchmark",
     "yolos-convert": "yolos_d2.tools.convert",
     "yolos-demo": "yolos_d2.tools.demo",
     "yolos-det-token-stats": "yolos_d2.tools.det_token_stats",
@@ -51,12 +51,12 @@ def test_an_argument_that_is_neither_an_option_nor_an_override_is_refused(capsys
 
 def test_weights_and_device_set_the_config_and_overrides_are_strict(tmp_path):
     weights = str(tmp_path / "a path, with = signs.pth")
-    cfg = cli.load_config(config_path("yolos_ti"), ["train.seed=3"], weights=weights, device="cpu")
+    cfg = prepare_config(config_path("yolos_ti"), ["train.seed=3"], weights=weights, device="cpu")
     assert (cfg.train.init_checkpoint, cfg.train.device, cfg.train.seed) == (weights, "cpu", 3)
     with pytest.raises(ConfigError, match="Unknown config key 'train.seedd'"):
-        cli.load_config(config_path("yolos_ti"), ["train.seedd=3"])
+        prepare_config(config_path("yolos_ti"), ["train.seedd=3"])
     with pytest.raises(ConfigError, match=r"train\.device='tpu'"):  # checked as training checks it
-        cli.load_config(config_path("yolos_ti"), device="tpu")
+        prepare_config(config_path("yolos_ti"), device="tpu")
 
 
 def test_usage_errors_end_the_command_with_status_2(capsys):

@@ -12,7 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from yolos_d2.data import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
+from yolos_d2.data import (
+    DETRResizeShortestEdge,
+    RandomSelect,
+    detr_test_augmentations,
+    detr_train_augmentations,
+)
 from yolos_d2.data.validation import clip_boxes_to_images
 
 SCALES = list(range(480, 801, 16))

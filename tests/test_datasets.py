@@ -9,7 +9,11 @@ from PIL import Image
 
 from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, check_num_classes, register_coco_dataset
 from yolos_d2.data import synthetic_shapes
-from yolos_d2.data.synthetic_shapes import SYNTHETIC_SHAPES_SPLITS, SyntheticShapesSpec, generate_synthetic_shapes
+from yolos_d2.data.synthetic_shapes import (
+    SYNTHETIC_SHAPES_SPLITS,
+    SyntheticShapesSpec,
+    generate_synthetic_shapes,
+)
 
 SPEC = SyntheticShapesSpec(num_images=20, seed=11)
 

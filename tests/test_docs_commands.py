@@ -68,10 +68,10 @@ NOT_RUN = {
     "yolos_d2.tools.attention_maps": "needs trained weights",
     "yolos_d2.tools.convert": "needs released checkpoints",
     "yolos_d2.tools.export": "needs trained weights; an export takes a minute",
-    "yolos_d2.tools.benchmark": "minutes per benchmark",
+    "benchmarks": "minutes per benchmark",
     "tests/parity/record_original.py": "needs a checkout of hustvl/YOLOS",
-    "docs/make_figures.py": "writes into docs/images",
-    "docs/quickstart_levers.py": "trains the quick start once per change and seed: ten minutes each",
+    "benchmarks/make_figures.py": "writes into docs/images",
+    "benchmarks/quickstart_levers.py": "trains the quick start once per change and seed: ten minutes each",
     "cp": "copies files the commands before it made",
 }
 
@@ -670,7 +670,7 @@ def test_a_renamed_flag_fails():
 
 
 def test_a_renamed_flag_of_a_subcommand_fails():
-    problems = _checked(f"{INTERPRETER} -m yolos_d2.tools.benchmark inference --original-checkout /path/to/YOLOS")
+    problems = _checked(f"{INTERPRETER} -m benchmarks inference --original-checkout /path/to/YOLOS")
     assert len(problems) == 1 and "unrecognized arguments: --original-checkout" in problems[0]
 
 

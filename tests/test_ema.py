@@ -8,7 +8,8 @@ from detectron2.engine import HookBase
 
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import ConfigError, load_config
-from yolos_d2.engine import EMAHook, WeightEMA, YOLOSTrainer, build_inference_model
+from yolos_d2.engine import EMAHook, WeightEMA, YOLOSTrainer
+from yolos_d2.inference import build_inference_model
 
 from _helpers import build_model, config_path
 

@@ -12,11 +12,13 @@ import torch
 from PIL import Image
 
 from _helpers import SMALL_PREDICTOR, build_model, config_path, favour_class_0, max_abs_diff
-from yolos_d2.benchmark.onnx_pipeline import smooth_image
+from benchmarks.onnx_pipeline import smooth_image
 from yolos_d2.checkpoint import save_checkpoint_atomic
-from yolos_d2.engine import YOLOSPipeline, YOLOSPredictor
-from yolos_d2.engine.pipeline import resize_like_pil
-from yolos_d2.tools.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, PIPELINE_INPUT_NAME, main
+from yolos_d2.export import YOLOSPipeline
+from yolos_d2.inference import YOLOSPredictor
+from yolos_d2.export.pipeline import resize_like_pil
+from yolos_d2.tools.export import EXPORTERS, INPUT_NAME, OUTPUT_NAMES, main
+from yolos_d2.export.onnx import PIPELINE_INPUT_NAME
 
 # Position embeddings on a 4x6 patch grid.
 SMALL = [

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from yolos_d2.benchmark import evaluation as benchmark
-from yolos_d2.benchmark.evaluation import synthetic_coco
+from benchmarks import evaluation as benchmark
+from benchmarks.evaluation import synthetic_coco
 from yolos_d2.evaluation import FastCOCOEvaluator, FastCOCOeval
 
 

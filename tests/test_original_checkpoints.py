@@ -5,7 +5,7 @@ import re
 import torch
 
 from _helpers import build_model, coco_rows, config_path, max_abs_diff
-from yolos_d2.benchmark.huggingface import random_huggingface_model
+from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
 from yolos_d2.tools.convert import main as convert_main

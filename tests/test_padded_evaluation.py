@@ -2,7 +2,7 @@
 import pytest
 from torch.utils.data import BatchSampler, DistributedSampler
 
-from yolos_d2.benchmark.padded_evaluation import original_eval_pairs
+from benchmarks.padded_evaluation import original_eval_pairs
 
 
 @pytest.mark.parametrize("num_images, processes", [(20, 8), (300, 8), (5000, 8), (7, 3), (16, 8)])

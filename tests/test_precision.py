@@ -9,9 +9,9 @@ import torch
 from _helpers import SMALL_PREDICTOR, build_model, favour_class_0
 from test_predictor import SIZES, make_predictor, random_images
 from yolos_d2.checkpoint import save_checkpoint_atomic
-from yolos_d2.engine import precision as precision_module
-from yolos_d2.engine.onnx_runtime import OnnxRuntimeDetector
-from yolos_d2.engine.precision import apply_precision, check_precision, quantize_linear_int8
+from yolos_d2.inference import precision as precision_module
+from yolos_d2.export.onnx import OnnxRuntimeDetector
+from yolos_d2.inference.precision import apply_precision, check_precision, quantize_linear_int8
 from yolos_d2.modeling.transformer import Block
 
 # A 2-block YOLOS-Ti, 12 [DET] tokens, on a 64x96 input.

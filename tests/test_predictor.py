@@ -16,7 +16,7 @@ from test_docs_commands import REPO, fenced_blocks
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.config import load_config
 from yolos_d2.data import read_image
-from yolos_d2.engine import YOLOSPredictor
+from yolos_d2.inference import YOLOSPredictor
 from yolos_d2.modeling import select_detections
 
 # (height, width) -> resized: 48x64, 51x70 and 60x80 all to 64x80 (one forward), 64x48 to 80x64,

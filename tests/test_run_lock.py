@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _train_net import run_train_net, start_train_net
-from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images)
+from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images
 from yolos_d2.engine.run_lock import LOCK_FILE, OutputDirError, RunLock
 
 

@@ -320,7 +320,7 @@ def test_demo_draws_16_bit_images_at_their_8_bit_levels(tiny, tmp_path):
 
 def test_predictor_bounds_the_longer_side(tiny, caplog):
     from yolos_d2.config import load_config
-    from yolos_d2.engine import DEFAULT_MAX_SIZE, YOLOSPredictor
+    from yolos_d2.inference import DEFAULT_MAX_SIZE, YOLOSPredictor
 
     cfg = load_config(tiny.unresized_config, [tiny.weights])
     assert DEFAULT_MAX_SIZE == 1333 and YOLOSPredictor(cfg).max_size == 1333

@@ -10,7 +10,7 @@ from PIL import Image
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import BoxMode, Boxes, Instances
 
 from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, register_voc_dataset
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files

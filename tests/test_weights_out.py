@@ -7,7 +7,7 @@ from detectron2.data.datasets import register_coco_instances
 
 from _helpers import build_model, coco_rows, config_path, max_abs_diff
 from test_original_checkpoints import original_state_dict
-from yolos_d2.benchmark.huggingface import random_huggingface_model
+from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
 from yolos_d2.config import load_config
 from yolos_d2.tools.convert import main as convert_main

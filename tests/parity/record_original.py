@@ -203,7 +203,7 @@ def import_original(repo: str) -> types.SimpleNamespace:
     benchmark imports it (a package without its ``__init__``, with the ``torch._six`` it needs);
     its ``util/`` and ``datasets/`` as the top-level packages its code imports them as.
     """
-    from yolos_d2.benchmark.original import _import_original_backbone
+    from benchmarks.original import _import_original_backbone
 
     package = _import_original_backbone(repo).__package__
     sys.path.insert(0, os.path.abspath(repo))

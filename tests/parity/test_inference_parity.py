@@ -17,7 +17,7 @@ from PIL import Image
 
 from record_original import FIXTURES, REPO, load_recorded, recorded_weights
 from yolos_d2.config import load_config
-from yolos_d2.engine import YOLOSPredictor
+from yolos_d2.inference import YOLOSPredictor
 
 SCORE_ATOL = 1e-4
 BOX_ATOL = 0.05  # pixels

@@ -3,7 +3,12 @@ from .images import image_to_array, read_image
 from .mapper import DatasetMapper
 from .datasets import check_num_classes, register_coco_dataset, register_voc_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
-from .transforms import DETRResizeShortestEdge, RandomSelect, detr_test_augmentations, detr_train_augmentations
+from .transforms import (
+    DETRResizeShortestEdge,
+    RandomSelect,
+    detr_test_augmentations,
+    detr_train_augmentations,
+)
 
 register_synthetic_shapes()
 

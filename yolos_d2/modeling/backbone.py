@@ -7,7 +7,13 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
-from .position_embedding import Grid, embedding_grid, patch_grid, resize_patch_pos_embed, sincos_patch_pos_embed
+from .position_embedding import (
+    Grid,
+    embedding_grid,
+    patch_grid,
+    resize_patch_pos_embed,
+    sincos_patch_pos_embed,
+)
 from .transformer import Block
 
 __all__ = ["ViTWithDetTokens"]

@@ -9,7 +9,6 @@ console script installed with the package:
 - ``det_token_stats`` (``yolos-det-token-stats``): what each ``[DET]`` token predicts over a dataset;
 - ``attention_maps`` (``yolos-attention-maps``): where chosen ``[DET]`` tokens attend in an image;
 - ``model_info`` (``yolos-model-info``): size and FLOPs of the configs' models;
-- ``benchmark`` (``yolos-benchmark``): the benchmarks of :mod:`yolos_d2.benchmark`.
 
 :mod:`.cli` gives them the same arguments (``--config-file``, ``KEY=VALUE`` overrides anywhere,
 ``--weights``, ``--device``). Nothing is imported here, so that importing one tool does not load

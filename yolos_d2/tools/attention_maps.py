@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..engine import YOLOSPredictor
+from ..config import prepare_config
+from ..inference import YOLOSPredictor
 from . import cli
-from .attention_recording import det_token_patch_attention, record_attention
+from ..inference.attention import det_token_patch_attention, record_attention
 from .outputs import OutputError, check_outputs
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
         parser.error(f"--top-k must be at least 1, got {args.top_k}")
 
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
     # Any token may be among the top k: no figure may replace the input.
     candidates = args.tokens or range(cfg.model.detector.backbone.num_det_tokens)
     try:

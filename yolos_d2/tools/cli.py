@@ -9,9 +9,8 @@ The command-line habits every yolos_d2 tool shares:
 - a config mistake, weights that do not fit the model or a file that does not exist end the
   command at start with the usual usage error (exit status 2) naming them.
 
-The config is loaded and checked as training loads it (:func:`yolos_d2.config.load_config`,
-:func:`yolos_d2.config.check_config`), and models with weights are built by
-:func:`yolos_d2.engine.build_inference_model`.
+The tools load and check the config as training does (:func:`yolos_d2.config.prepare_config`),
+and build models with weights by :func:`yolos_d2.inference.build_inference_model`.
 """
 import argparse
 import contextlib
@@ -19,11 +18,8 @@ import re
 import sys
 from typing import Callable, Iterator, NoReturn, Optional, Sequence
 
-from omegaconf import DictConfig
-
-from .. import config
-from ..engine.precision import PRECISIONS
-from ..engine.predictor import DEFAULT_MAX_SIZE
+from ..inference.precision import PRECISIONS
+from ..inference.predictor import DEFAULT_MAX_SIZE
 
 __all__ = [
     "OVERRIDE",
@@ -33,7 +29,6 @@ __all__ = [
     "add_max_size_argument",
     "add_precision_argument",
     "console_script",
-    "load_config",
     "parse_args",
     "usage_errors",
 ]
@@ -43,7 +38,7 @@ OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
 
 # Images per list given to YOLOSPredictor by the tools: YOLOS-Ti at 512x672 on 2 CPU cores
 # predicts 1.7 to 1.8 times as many images per second in lists of 4 as one at a time, and 1.9 in
-# lists of 8 (yolos-benchmark batch-prediction, two runs).
+# lists of 8 (python -m benchmarks batch-prediction, two runs).
 DEFAULT_BATCH_SIZE = 4
 
 
@@ -130,17 +125,6 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = 
     args = parser.parse_args([a for a in argv if not OVERRIDE.match(a)])
     args.opts = [a for a in argv if OVERRIDE.match(a)]
     return args
-
-
-def load_config(
-    config_file: str, overrides: Sequence[str] = (), weights: Optional[str] = None, device: Optional[str] = None
-) -> DictConfig:
-    """
-    The config of ``config_file`` with the ``KEY=VALUE`` ``overrides`` applied strictly,
-    ``train.init_checkpoint`` set to ``weights`` and ``train.device`` to ``device`` where given,
-    checked (:func:`yolos_d2.config.prepare_config`). Raises :class:`yolos_d2.config.ConfigError`.
-    """
-    return config.prepare_config(config_file, overrides, weights, device)
 
 
 @contextlib.contextmanager

@@ -33,6 +33,7 @@ from typing import List
 import torch
 from detectron2.config import instantiate
 
+from ..config import prepare_config
 from ..checkpoint import YOLOSCheckpointer, check_checkpoint_fits, convert_file, save_checkpoint_atomic
 from ..checkpoint.converters import Converted
 from ..checkpoint.formats import FORMATS_IN, FORMATS_OUT, save_huggingface, save_original_yolos
@@ -43,7 +44,7 @@ from ..checkpoint.position_embeddings import (
     resize_position_embeddings,
 )
 from ..checkpoint.vit_families import FAMILIES
-from ..engine import metadata_of_test_dataset
+from ..inference import metadata_of_test_dataset
 from . import cli
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def _convert_in(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         model = None
     else:
         with cli.usage_errors(parser):  # a config mistake, or an argument the model refuses (e.g. init_pe_size)
-            model = instantiate(cli.load_config(args.config_file, args.opts).model)
+            model = instantiate(prepare_config(args.config_file, args.opts).model)
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
         converted = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
@@ -141,7 +142,7 @@ def _convert_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     if args.config_file is None:
         parser.error(f"--to {args.to} needs --config-file: the config of the model SRC holds")
     with cli.usage_errors(parser):  # a config mistake, a checkpoint that does not fit
-        cfg = cli.load_config(args.config_file, args.opts)
+        cfg = prepare_config(args.config_file, args.opts)
         model = instantiate(cfg.model)
         YOLOSCheckpointer(model).load(args.src)
     class_names = _class_names(cfg)

@@ -35,8 +35,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from ..config import prepare_config
 from ..data import read_image
-from ..engine import YOLOSPredictor
+from ..inference import YOLOSPredictor
 from ..visualization import draw_predictions
 from . import cli
 from .outputs import OutputError, check_outputs
@@ -224,7 +225,7 @@ def main(argv=None) -> int:
     except OutputError as e:
         parser.error(str(e))
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
         predictor = YOLOSPredictor(cfg, max_size=args.max_size, precision=args.precision)
 
     skipped = []

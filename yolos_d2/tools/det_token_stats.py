@@ -40,7 +40,8 @@ from matplotlib.ticker import MaxNLocator
 from torchvision.ops import box_convert
 from tqdm import tqdm
 
-from ..engine import YOLOSPredictor, metadata_of_test_dataset
+from ..config import prepare_config
+from ..inference import YOLOSPredictor, metadata_of_test_dataset
 from . import cli
 from .outputs import OutputError, check_outputs
 
@@ -205,7 +206,7 @@ def main(argv=None) -> int:
 
     dataset_override = [f"dataloader.test.dataset.names={args.dataset}"] if args.dataset else []
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args.config_file, args.opts + dataset_override, args.weights, args.device)
+        cfg = prepare_config(args.config_file, args.opts + dataset_override, args.weights, args.device)
         dataset_dicts = instantiate(cfg.dataloader.test.dataset)[: args.max_images]
         metadata = metadata_of_test_dataset(cfg)
     dataset_names = cfg.dataloader.test.dataset.names

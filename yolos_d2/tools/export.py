@@ -41,86 +41,23 @@ import argparse
 import logging
 import os
 import tempfile
-from typing import Callable, Dict, Optional
 
 import torch
 from detectron2.config import instantiate
 
-from ..engine import YOLOSPipeline, build_inference_model
-from ..engine.onnx_runtime import INPUT_NAME, OUTPUT_NAMES, quantize_onnx_int8
-from ..engine.onnx_runtime import export_detector_onnx as export_onnx
-from ..engine.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
-from ..modeling import YOLOSDetector, check_selection
+from ..config import prepare_config
+from ..export import YOLOSPipeline, export_detector_onnx, export_pipeline_onnx, export_torchscript, quantize_onnx_int8
+from ..export.onnx import INPUT_NAME, OUTPUT_NAMES, PIPELINE_INPUT_NAME
+from ..export.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
+from ..inference import build_inference_model
+from ..modeling import check_selection
 from . import cli
 
-__all__ = ["export_onnx", "export_pipeline_onnx", "export_torchscript", "main"]
+__all__ = ["EXPORTERS", "main"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_INPUT_NAME = "image"
-
-
-def export_torchscript(detector: YOLOSDetector, images: torch.Tensor, path: str) -> None:
-    """
-    Write ``detector`` to ``path`` traced with ``torch.jit.trace``; the traced module returns
-    the same dict as :meth:`YOLOSDetector.forward`.
-
-    Args:
-        detector: in eval mode.
-        images: (B, 3, H, W) example input that is traced.
-    """
-    batch, _, height, width = images.shape
-    patch = detector.backbone.patch_size
-    # jit.trace also traces `other` (another batch size and patch grid) and raises if its graph or
-    # outputs differ from the example's: a trace specialised to the example's size cannot pass.
-    other = torch.randn(batch + 1, 3, width + patch, height + 2 * patch, device=images.device)
-    with torch.no_grad():
-        traced = torch.jit.trace(detector, (images,), strict=False, check_inputs=[(images,), (other,)])
-    traced.save(path)
-
-
-def _stable_sort_translation() -> Dict[Callable, Callable]:
-    """
-    ``aten.sort.stable``, which PyTorch's ONNX functions lack, as ONNX ``TopK`` over the whole
-    axis: ``TopK`` puts equal values in index order, as a stable sort does.
-    """
-    from onnxscript import opset18 as op
-
-    def sort_stable(self, dim: int = -1, descending: bool = False, stable: Optional[bool] = None):
-        length = op.Shape(self, start=dim, end=dim + 1) if dim != -1 else op.Shape(self, start=-1)
-        return op.TopK(self, length, axis=dim, largest=descending, sorted=True)
-
-    return {torch.ops.aten.sort.stable: sort_stable}
-
-
-def export_pipeline_onnx(pipeline: YOLOSPipeline, image: torch.Tensor, path: str) -> None:
-    """
-    Write ``pipeline`` to ``path`` as one ONNX file (weights included) whose input ``image`` has a
-    dynamic height and width.
-
-    Args:
-        pipeline: its model in eval mode.
-        image: (H, W, 3) uint8 example input that is traced.
-    """
-    dynamic = {PIPELINE_INPUT_NAME: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}}
-    with torch.no_grad():
-        # torch.export first: the ONNX exporter's own capture fails on the resize of an image whose
-        # size the graph computes (PyTorch 2.14), the exported program does not.
-        program = torch.export.export(pipeline, (image,), dynamic_shapes=dynamic)
-        torch.onnx.export(
-            program,
-            (image,),
-            path,
-            input_names=[PIPELINE_INPUT_NAME],
-            output_names=PIPELINE_OUTPUT_NAMES,
-            dynamic_shapes={PIPELINE_INPUT_NAME: {0: "height", 1: "width"}},  # names the dimensions
-            dynamo=True,
-            external_data=False,
-            custom_translation_table=_stable_sort_translation(),
-        )
-
-
-EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript}
+EXPORTERS = {"onnx": export_detector_onnx, "torchscript": export_torchscript}
 
 
 def main(argv=None) -> int:
@@ -151,7 +88,7 @@ def main(argv=None) -> int:
     # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
     with cli.usage_errors(parser):
         check_selection(args.score_threshold or 0.0, args.top_k)
-        cfg = cli.load_config(args.config_file, args.opts, args.weights, device="cpu")  # the graph is device-free
+        cfg = prepare_config(args.config_file, args.opts, args.weights, device="cpu")  # the graph is device-free
         model = build_inference_model(cfg, require_weights=False)
         if args.pipeline:
             augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)

@@ -10,7 +10,7 @@ config's evaluation size: a ``--image-size`` image (default 640x480, COCO's most
 resized by the config's test-time augmentations and padded as the model pads it. FLOPs count the
 matrix products (2 per multiply-add; normalisations, activations and softmax, a few percent, are
 left out) as the model computes them: its last block for the ``[DET]`` tokens only
-(:func:`yolos_d2.benchmark.flops.detector_flops`). Overrides apply to every config.
+(:func:`yolos_d2.modeling.flops.detector_flops`). Overrides apply to every config.
 """
 import argparse
 import dataclasses
@@ -23,9 +23,9 @@ from detectron2.config import instantiate
 from detectron2.data import transforms as T
 from omegaconf import DictConfig
 
-from ..benchmark.flops import detector_flops
-from ..benchmark.timing import format_table
-from ..config import CONFIG_DIR
+from ..modeling.flops import detector_flops
+from ..utils.table import format_table
+from ..config import CONFIG_DIR, prepare_config
 from ..modeling import YOLOS
 from . import cli
 
@@ -95,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = []
     for config_file in args.config_file:
         with cli.usage_errors(parser):
-            cfg = cli.load_config(config_file, args.opts)
+            cfg = prepare_config(config_file, args.opts)
             rows.append(model_info(cfg, image_size).row(os.path.relpath(config_file)))
     print(format_table(HEADER, rows))
     print(

@@ -28,18 +28,18 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import YOLOSCheckpointer
-from ..config import ConfigError, check_launch
+from ..config import ConfigError, check_launch, prepare_config
 from ..data import check_num_classes
 from ..engine import (
     EMAHook,
     SavePredictionImages,
     WeightEMA,
     YOLOSTrainer,
-    build_inference_model,
     iters_per_epoch,
     launch,
     scaled_lr,
 )
+from ..inference import build_inference_model
 from ..engine.run_lock import OutputDirError, RunLock
 from ..engine.threads import resolve_num_threads, set_num_threads
 from . import cli
@@ -200,7 +200,7 @@ def load_checked_config(args: argparse.Namespace):
     The config of ``args`` (see :func:`argument_parser`) with its overrides, ``--weights`` and
     ``--device`` applied and checked, also against the processes to launch; raises ``ConfigError``.
     """
-    cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+    cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
     check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
     if args.eval_only and not cfg.train.init_checkpoint:
         raise ConfigError("--eval-only needs the weights to evaluate: --weights FILE (or train.init_checkpoint=FILE)")

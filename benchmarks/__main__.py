@@ -1,29 +1,29 @@
 """
-Run one of yolos_d2's benchmarks (:mod:`yolos_d2.benchmark`), each printing a table of ratios
+Run one of yolos_d2's benchmarks from the repository root, each printing a table of ratios
 measured in one process::
 
-    yolos-benchmark inference [--device cuda] [--cases CONFIG:HxW:BATCH ...]
-    yolos-benchmark training [--config-file CONFIG] [--batch 2] [--size 512x688]
-    yolos-benchmark evaluation [--images 500]
-    yolos-benchmark padded-evaluation --config-file CONFIG --weights WEIGHTS [--crop-seed 0]
-    yolos-benchmark nonfinite-check [--config-file CONFIG]
-    yolos-benchmark batch-prediction [--config-file CONFIG] [--sizes 480x640 640x480 ...]
-    yolos-benchmark onnx-pipeline [--config-file CONFIG] [--time-size 480x640]
-    yolos-benchmark precision --config-file CONFIG --weights WEIGHTS
-    yolos-benchmark data-loading [--images 200] [--configs CONFIG ...]
-    yolos-benchmark threads [--config-file configs/quickstart.py] [--competitors 1]
+    python -m benchmarks inference [--device cuda] [--cases CONFIG:HxW:BATCH ...]
+    python -m benchmarks training [--config-file CONFIG] [--batch 2] [--size 512x688]
+    python -m benchmarks evaluation [--images 500]
+    python -m benchmarks padded-evaluation --config-file CONFIG --weights WEIGHTS [--crop-seed 0]
+    python -m benchmarks nonfinite-check [--config-file CONFIG]
+    python -m benchmarks batch-prediction [--config-file CONFIG] [--sizes 480x640 640x480 ...]
+    python -m benchmarks onnx-pipeline [--config-file CONFIG] [--time-size 480x640]
+    python -m benchmarks precision --config-file CONFIG --weights WEIGHTS
+    python -m benchmarks data-loading [--images 200] [--configs CONFIG ...]
+    python -m benchmarks threads [--config-file configs/quickstart.py] [--competitors 1]
 
-(also ``python -m yolos_d2.tools.benchmark``). ``yolos-benchmark NAME --help`` describes each.
+``python -m benchmarks NAME --help`` describes each.
 """
 import argparse
 import importlib
 from typing import Optional, Sequence
 
-from . import cli
+from yolos_d2.tools import cli
 
 __all__ = ["BENCHMARKS", "main"]
 
-# Subcommand -> (module of yolos_d2.benchmark whose main(argv) runs it, what it measures).
+# Subcommand -> (module of benchmarks whose main(argv) runs it, what it measures).
 BENCHMARKS = {
     "inference": ("inference", "detector speed against transformers' YOLOS, FLOP rate against a GEMM"),
     "training": ("training", "training step speed and peak memory, with and without activation checkpointing"),
@@ -47,12 +47,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("benchmark", choices=list(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("arguments", nargs=argparse.REMAINDER, help="its arguments")
     args = parser.parse_args(argv)
-    module = importlib.import_module(f"yolos_d2.benchmark.{BENCHMARKS[args.benchmark][0]}")
+    module = importlib.import_module(f"benchmarks.{BENCHMARKS[args.benchmark][0]}")
     module.main(args.arguments)
     return 0
 
 
-console_main = cli.console_script(main)
-
 if __name__ == "__main__":
-    console_main()
+    cli.console_script(main)()

@@ -3,7 +3,7 @@ Images per second that one data-loader worker maps, with each variant's training
 augmentation: decode, flip, multi-scale resize or resize-crop-resize, boxes) and test mapper
 (decode, resize), on COCO-like 640x480 JPEGs, in this process::
 
-    yolos-benchmark data-loading [--images 200] [--configs configs/yolos_ti.py configs/yolos_s.py]
+    python -m benchmarks data-loading [--images 200] [--configs configs/yolos_ti.py configs/yolos_s.py]
 
 The JPEGs (smooth random pictures, quality 90, 7 boxes each) are written to a temporary folder
 first; each mapper then maps every image once after a warm-up of 10, timed. A training step of
@@ -23,9 +23,9 @@ from detectron2.config import instantiate
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from ..config import load_config
+from yolos_d2.config import load_config
 from .onnx_pipeline import smooth_image
-from .timing import format_table
+from yolos_d2.utils.table import format_table
 
 __all__ = ["main", "write_jpegs"]
 
@@ -61,7 +61,7 @@ def images_per_second(mapper: Callable[[Dict], Dict], records: List[Dict], warmu
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark data-loading", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks data-loading", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
     parser.add_argument("--images", type=int, default=200)

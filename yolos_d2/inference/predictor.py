@@ -104,7 +104,7 @@ class YOLOSPredictor:
         input_format: channel order of the arrays given, ``model.input_format`` ("RGB" or "BGR").
         max_size: longest side, in pixels, of the images given to the model; None or 0: no limit.
         score_threshold, top_k, nms_iou: which detections are returned, see :meth:`__init__`.
-        precision: the :class:`~yolos_d2.engine.precision.InferencePrecision` in effect.
+        precision: the :class:`~yolos_d2.inference.precision.InferencePrecision` in effect.
     """
 
     def __init__(
@@ -133,7 +133,7 @@ class YOLOSPredictor:
                 scoring higher by more than this IoU (YOLOS is trained not to need it).
             precision: "fp32"; "int8" (CPU) or "bf16" (where the device computes it natively,
                 else fp32 with a warning) to run faster with slightly different outputs, see
-                :func:`yolos_d2.engine.precision.apply_precision` and docs/deployment.md.
+                :func:`yolos_d2.inference.precision.apply_precision` and docs/deployment.md.
 
         Raises:
             ValueError (:class:`yolos_d2.config.ConfigError` for the config) for a setting that

@@ -2,7 +2,7 @@
 Speed and peak memory of one training step (forward, matching, losses, backward, gradient
 clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpointing::
 
-    yolos-benchmark training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
+    python -m benchmarks training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Steps per second are timed interleaved in one process (the same model switches
 ``use_act_checkpoint`` between steps), and with them the update of an EMA of the weights
@@ -21,10 +21,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
-from ..engine import WeightEMA, YOLOSTrainer
-from ..tools import cli
+from yolos_d2.config import prepare_config
+from yolos_d2.engine import WeightEMA, YOLOSTrainer
+from yolos_d2.tools import cli
 from .memory import peak_allocated_bytes
-from .timing import format_table, time_interleaved
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 
 
 def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_per_image: int = 7) -> List[Dict]:
@@ -78,12 +80,12 @@ def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argpars
     args = cli.parse_args(parser, argv)
     args.size = tuple(int(v) for v in args.size.split("x"))
     with cli.usage_errors(parser):
-        return args, cli.load_config(args.config_file, args.opts, device=args.device)
+        return args, prepare_config(args.config_file, args.opts, device=args.device)
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_step_arguments(parser, repeats=5)
     args, cfg = parse_step_arguments(parser, argv)

@@ -3,7 +3,7 @@ Training steps on a CPU shared with other work: torch's default threads against 
 the count ``train.num_threads="auto"`` chooses (:mod:`yolos_d2.engine.threads`), each alone and
 beside competing processes, in one run::
 
-    yolos-benchmark threads [--config-file configs/quickstart.py] [--batch 16] [--size 128x128] [--competitors 1]
+    python -m benchmarks threads [--config-file configs/quickstart.py] [--batch 16] [--size 128x128] [--competitors 1]
 
 A competitor is a process spinning on one core (a Python busy loop), started before the timed
 steps of that row and stopped after them; "auto" measures the busy CPUs with the competitors
@@ -19,8 +19,9 @@ from typing import Dict
 import torch
 from detectron2.utils.events import EventStorage
 
-from ..engine.threads import available_cpus, choose_num_threads
-from .timing import format_table, time_interleaved
+from yolos_d2.engine.threads import available_cpus, choose_num_threads
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 from .training import add_step_arguments, build_trainer, parse_step_arguments
 
 __all__ = ["main"]
@@ -33,7 +34,7 @@ def start_competitors(count: int) -> list:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark threads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks threads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_step_arguments(parser, repeats=10)
     parser.set_defaults(config_file="configs/quickstart.py", batch=16, size="128x128")

@@ -1,19 +1,31 @@
 """
-A YOLOS detector exported to ONNX and run by onnxruntime, in float32 or with int8 weights
-(onnxruntime's dynamic quantisation of the exported graph), standing in for
-:class:`~yolos_d2.modeling.YOLOSDetector`.
+ONNX files of the YOLOS detector and of the whole prediction (:class:`YOLOSPipeline`), their int8
+quantisation (onnxruntime's dynamic quantisation), and the detector's export run by onnxruntime
+standing in for :class:`~yolos_d2.modeling.YOLOSDetector`.
 """
 import os
 import tempfile
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["OnnxRuntimeDetector", "export_detector_onnx", "quantize_onnx_int8"]
+from .pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
+from .pipeline import YOLOSPipeline
+
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAMES",
+    "PIPELINE_INPUT_NAME",
+    "OnnxRuntimeDetector",
+    "export_detector_onnx",
+    "export_pipeline_onnx",
+    "quantize_onnx_int8",
+]
 
 INPUT_NAME = "images"
 OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
+PIPELINE_INPUT_NAME = "image"
 
 
 def export_detector_onnx(detector: nn.Module, images: torch.Tensor, path: str) -> None:
@@ -35,6 +47,47 @@ def export_detector_onnx(detector: nn.Module, images: torch.Tensor, path: str) -
             dynamic_shapes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
             dynamo=True,
             external_data=False,
+        )
+
+
+def _stable_sort_translation() -> Dict[Callable, Callable]:
+    """
+    ``aten.sort.stable``, which PyTorch's ONNX functions lack, as ONNX ``TopK`` over the whole
+    axis: ``TopK`` puts equal values in index order, as a stable sort does.
+    """
+    from onnxscript import opset18 as op
+
+    def sort_stable(self, dim: int = -1, descending: bool = False, stable: Optional[bool] = None):
+        length = op.Shape(self, start=dim, end=dim + 1) if dim != -1 else op.Shape(self, start=-1)
+        return op.TopK(self, length, axis=dim, largest=descending, sorted=True)
+
+    return {torch.ops.aten.sort.stable: sort_stable}
+
+
+def export_pipeline_onnx(pipeline: YOLOSPipeline, image: torch.Tensor, path: str) -> None:
+    """
+    Write ``pipeline`` to ``path`` as one ONNX file (weights included) whose input ``image`` has a
+    dynamic height and width.
+
+    Args:
+        pipeline: its model in eval mode.
+        image: (H, W, 3) uint8 example input that is traced.
+    """
+    dynamic = {PIPELINE_INPUT_NAME: {0: torch.export.Dim.DYNAMIC, 1: torch.export.Dim.DYNAMIC}}
+    with torch.no_grad():
+        # torch.export first: the ONNX exporter's own capture fails on the resize of an image whose
+        # size the graph computes (PyTorch 2.14), the exported program does not.
+        program = torch.export.export(pipeline, (image,), dynamic_shapes=dynamic)
+        torch.onnx.export(
+            program,
+            (image,),
+            path,
+            input_names=[PIPELINE_INPUT_NAME],
+            output_names=PIPELINE_OUTPUT_NAMES,
+            dynamic_shapes={PIPELINE_INPUT_NAME: {0: "height", 1: "width"}},  # names the dimensions
+            dynamo=True,
+            external_data=False,
+            custom_translation_table=_stable_sort_translation(),
         )
 
 

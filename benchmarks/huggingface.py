@@ -5,7 +5,7 @@ of outputs and speed; its config is the one ``yolos-convert --to hf`` writes
 """
 import torch
 
-from ..checkpoint.converters import huggingface_config
+from yolos_d2.checkpoint.converters import huggingface_config
 
 __all__ = ["random_huggingface_model"]
 

@@ -2,7 +2,7 @@
 The whole-pipeline ONNX export (``yolos-export --pipeline``) against the Python predictor, on the
 same random weights, in one process::
 
-    yolos-benchmark onnx-pipeline [--config-file configs/yolos_ti.py] [--time-size 480x640] [KEY=VALUE ...]
+    python -m benchmarks onnx-pipeline [--config-file configs/yolos_ti.py] [--time-size 480x640] [KEY=VALUE ...]
 
 Agreement: for images of ``--sizes`` (smooth random pictures; wide, tall, enlarged and shrunk),
 each of the predictor's ``--top-n`` highest-scoring detections against onnxruntime's detection of
@@ -21,12 +21,14 @@ import torch
 from detectron2.config import instantiate
 from PIL import Image
 
-from ..config import load_config
-from ..engine import YOLOSPipeline
-from ..tools import cli
-from ..tools.export import PIPELINE_INPUT_NAME, export_pipeline_onnx
+from yolos_d2.config import load_config
+from yolos_d2.export import YOLOSPipeline
+from yolos_d2.tools import cli
+from yolos_d2.export.onnx import PIPELINE_INPUT_NAME
+from yolos_d2.export import export_pipeline_onnx
 from .batch_prediction import parse_size, random_predictor
-from .timing import format_table, time_interleaved
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 
 __all__ = ["smooth_image"]
 
@@ -56,7 +58,7 @@ def _differences(expected, outputs, top_n: int) -> Tuple[float, float, float, fl
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark onnx-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks onnx-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_config_arguments(parser, required=False, weights=False, device=False)
     parser.set_defaults(config_file="configs/yolos_ti.py")

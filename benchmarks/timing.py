@@ -1,9 +1,9 @@
-"""Interleaved wall-clock timing and plain-text tables shared by the benchmarks."""
+"""Interleaved wall-clock timing shared by the benchmarks."""
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List
 
-__all__ = ["format_table", "time_interleaved"]
+__all__ = ["time_interleaved"]
 
 
 def time_interleaved(
@@ -29,12 +29,3 @@ def time_interleaved(
             if round_index >= warmup:
                 samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table (readable as plain text too); floats are printed as given by the caller."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in cells]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)

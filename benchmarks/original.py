@@ -12,7 +12,7 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from ..modeling import YOLOSDetector
+from yolos_d2.modeling import YOLOSDetector
 
 __all__ = ["original_detector"]
 

@@ -1,7 +1,7 @@
 """
 Predicting on a list of images of mixed sizes, three ways, timed interleaved in one process::
 
-    yolos-benchmark batch-prediction [--config-file configs/yolos_ti.py] [--sizes 480x640 640x480 ...] [KEY=VALUE ...]
+    python -m benchmarks batch-prediction [--config-file configs/yolos_ti.py] [--sizes 480x640 640x480 ...] [KEY=VALUE ...]
 
 - one image at a time;
 - grouped by size, what :class:`~yolos_d2.engine.YOLOSPredictor` does with a list: one forward
@@ -28,13 +28,14 @@ from detectron2.config import instantiate
 from detectron2.structures import Instances
 from omegaconf import DictConfig
 
-from ..checkpoint import save_checkpoint_atomic
-from ..config import load_config
-from ..engine import YOLOSPredictor
-from ..modeling import YOLOS
-from ..modeling.transformer import Block
-from ..tools import cli
-from .timing import format_table, time_interleaved
+from yolos_d2.checkpoint import save_checkpoint_atomic
+from yolos_d2.config import load_config
+from yolos_d2.inference import YOLOSPredictor
+from yolos_d2.modeling import YOLOS
+from yolos_d2.modeling.transformer import Block
+from yolos_d2.tools import cli
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 
 __all__ = ["masked_padded_forward", "random_predictor"]
 
@@ -132,7 +133,7 @@ def parse_size(text: str) -> Tuple[int, int]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark batch-prediction",
+        prog="python -m benchmarks batch-prediction",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -2,7 +2,7 @@
 What the check for infinite or NaN predictions (run by :class:`SetCriterion` before matching)
 costs, as a share of a training step of :class:`YOLOSTrainer`::
 
-    yolos-benchmark nonfinite-check [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
+    python -m benchmarks nonfinite-check [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
 Timed interleaved in one process: the check alone on a step's predictions, a whole training step
 (which runs the check), and the same step with the check replaced by nothing. The check's share
@@ -15,14 +15,15 @@ from unittest import mock
 import torch
 from detectron2.utils.events import EventStorage
 
-from ..modeling import criterion
-from .timing import format_table, time_interleaved
+from yolos_d2.modeling import criterion
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 from .training import add_step_arguments, build_trainer, parse_step_arguments, synthetic_batch
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark nonfinite-check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks nonfinite-check", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_step_arguments(parser, repeats=10)
     args, cfg = parse_step_arguments(parser, argv)

@@ -2,7 +2,7 @@
 Draw the diagrams of the docs that are not outputs of a tool (those are made by the commands in
 docs/inference.md). Run from the repository root:
 
-    .venv/bin/python docs/make_figures.py
+    .venv/bin/python benchmarks/make_figures.py
 
 and it writes docs/images/position_embeddings.png (docs/models.md).
 """

@@ -2,7 +2,7 @@
 Speed of :class:`yolos_d2.evaluation.FastCOCOeval` against pycocotools' ``COCOeval`` on a
 synthetic COCO-like problem, timed interleaved in one process::
 
-    yolos-benchmark evaluation [--images 500 --dets 100 --repeats 3]
+    python -m benchmarks evaluation [--images 500 --dets 100 --repeats 3]
 
 Each timed call builds the evaluator and runs ``evaluate()`` and ``accumulate()`` on boxes;
 ``summarize()`` (a few milliseconds, the same code in both) is run once afterwards for the AP and
@@ -19,8 +19,9 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..evaluation import FastCOCOeval
-from .timing import format_table, time_interleaved
+from yolos_d2.evaluation import FastCOCOeval
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 
 __all__ = ["synthetic_coco", "main"]
 
@@ -109,7 +110,7 @@ def evaluate_and_accumulate(cls, coco_gt: COCO, coco_dt: COCO) -> COCOeval:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--categories", type=int, default=80)

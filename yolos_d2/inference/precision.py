@@ -1,7 +1,7 @@
 """
 Running a YOLOS model for inference in lower precision: int8 weights (PyTorch's dynamic
 quantisation of the ``nn.Linear`` layers, on the CPU) or bfloat16 (autocast, where the device
-computes it natively). onnxruntime's int8 (:mod:`yolos_d2.engine.onnx_runtime`) is the other int8
+computes it natively). onnxruntime's int8 (:mod:`yolos_d2.export.onnx`) is the other int8
 path, for exported files.
 """
 import contextlib

@@ -4,7 +4,7 @@ several seeds, and print AP, AP50 and AP75 per change (mean and spread over the 
 wall time of each run: the table of docs/training.md, "The quick-start recipe". Run from the
 repository root:
 
-    .venv/bin/python docs/quickstart_levers.py --levers recipe base --seeds 0 1 2
+    .venv/bin/python benchmarks/quickstart_levers.py --levers recipe base --seeds 0 1 2
 
 Each run is ``train_net.py --config-file configs/quickstart.py train.seed=SEED`` plus the
 change's overrides, in a subprocess, one after the other (about ten minutes each on 2 CPU

@@ -1,7 +1,7 @@
 """
 AP of a trained model run in each inference precision, on its config's test set, in one process::
 
-    yolos-benchmark precision --config-file configs/quickstart.py --weights output/quickstart/model_final.pth
+    python -m benchmarks precision --config-file configs/quickstart.py --weights output/quickstart/model_final.pth
 
 Rows: float32; int8 with PyTorch's dynamic quantisation of the Linear layers (``--precision int8``
 of the predictor and the demo); int8 with onnxruntime's dynamic quantisation of the detector's
@@ -20,12 +20,13 @@ import torch
 from detectron2.config import instantiate
 from detectron2.evaluation import inference_on_dataset
 
-from ..engine import build_inference_model
-from ..engine.onnx_runtime import OnnxRuntimeDetector
-from ..engine.precision import apply_precision, bf16_is_fast
-from ..modeling import YOLOS
-from ..tools import cli
-from .timing import format_table
+from yolos_d2.config import prepare_config
+from yolos_d2.inference import build_inference_model
+from yolos_d2.export.onnx import OnnxRuntimeDetector
+from yolos_d2.inference.precision import apply_precision, bf16_is_fast
+from yolos_d2.modeling import YOLOS
+from yolos_d2.tools import cli
+from yolos_d2.utils.table import format_table
 
 __all__ = ["main"]
 
@@ -65,12 +66,12 @@ def precision_models(model: YOLOS, device: str) -> Dict[str, _InPrecision]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark precision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks precision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_config_arguments(parser)
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
         model = build_inference_model(cfg)
     data_loader = instantiate(cfg.dataloader.test)
     device = cfg.train.device

@@ -3,7 +3,7 @@ How much the original's batched evaluation moves AP: a trained model evaluated o
 time, and in pairs padded to a common size without a mask, as the original evaluates YOLOS-Ti
 (``--batch_size 2 --eval`` on 8 GPUs)::
 
-    yolos-benchmark padded-evaluation --config-file configs/quickstart.py \\
+    python -m benchmarks padded-evaluation --config-file configs/quickstart.py \\
         --weights output/quickstart/model_final.pth
 
 Pairs are formed as the original's ``DistributedSampler(shuffle=False)`` forms them on
@@ -31,10 +31,11 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from PIL import Image
 
-from ..data import register_coco_dataset
-from ..engine import build_inference_model
-from ..tools import cli
-from .timing import format_table
+from yolos_d2.config import prepare_config
+from yolos_d2.data import register_coco_dataset
+from yolos_d2.inference import build_inference_model
+from yolos_d2.tools import cli
+from yolos_d2.utils.table import format_table
 
 __all__ = ["original_eval_pairs", "main"]
 
@@ -115,7 +116,7 @@ def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark padded-evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks padded-evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_config_arguments(parser)
     parser.add_argument("--processes", type=int, default=8, help="the original's GPUs, which form the pairs")
@@ -124,7 +125,7 @@ def main(argv=None) -> None:
     args = cli.parse_args(parser, argv)
 
     with cli.usage_errors(parser):
-        cfg = cli.load_config(args.config_file, args.opts, args.weights, args.device)
+        cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
         model = build_inference_model(cfg)
     name = cfg.dataloader.test.dataset.names
     if args.crop_seed is not None:

@@ -3,9 +3,9 @@ Inference speed of yolos_d2's detector against transformers' ``YolosForObjectDet
 and SDPA attention and against onnxruntime, on the same (random) weights and input, timed
 interleaved in one process::
 
-    yolos-benchmark inference                      # the CPU defaults below
-    yolos-benchmark inference --device cuda --cases configs/yolos_s.py:800x1333:8
-    yolos-benchmark inference --original-repo ../YOLOS   # also the original code
+    python -m benchmarks inference                      # the CPU defaults below
+    python -m benchmarks inference --device cuda --cases configs/yolos_s.py:800x1333:8
+    python -m benchmarks inference --original-repo ../YOLOS   # also the original code
 
 Each case is ``CONFIG:HxW:BATCH``. The table gives milliseconds per batch (median over
 ``--repeats`` rounds after warm-up), images per second, the model's FLOP rate and its fraction of
@@ -22,7 +22,7 @@ to ONNX and run by onnxruntime in float32 and in int8 (its dynamic quantisation,
 int8 paths quantise the matrix products with weights only: attention (queries times keys, and
 its weights times values) stays float32, and the line under the table gives its share of
 yolos_d2's float32 time, which bounds what int8 can gain. bfloat16 rows (autocast) are added
-where the device computes bfloat16 natively (``yolos_d2.engine.precision.bf16_is_fast``).
+where the device computes bfloat16 natively (``yolos_d2.inference.precision.bf16_is_fast``).
 """
 import argparse
 import copy
@@ -34,16 +34,17 @@ import torch
 from detectron2.config import instantiate
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from ..checkpoint.converters import coco_class_head_rows, convert_huggingface
-from ..config import load_config
-from ..engine.onnx_runtime import OnnxRuntimeDetector
-from ..engine.precision import bf16_is_fast, quantize_linear_int8
-from ..modeling import YOLOSDetector
-from ..modeling.position_embedding import patch_grid
-from .flops import detector_flops
+from yolos_d2.checkpoint.converters import coco_class_head_rows, convert_huggingface
+from yolos_d2.config import load_config
+from yolos_d2.export.onnx import OnnxRuntimeDetector
+from yolos_d2.inference.precision import bf16_is_fast, quantize_linear_int8
+from yolos_d2.modeling import YOLOSDetector
+from yolos_d2.modeling.position_embedding import patch_grid
+from yolos_d2.modeling.flops import detector_flops
 from .huggingface import random_huggingface_model
 from .original import original_detector
-from .timing import format_table, time_interleaved
+from yolos_d2.utils.table import format_table
+from .timing import time_interleaved
 
 DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
 GEMM_SIZE = 2048
@@ -188,7 +189,7 @@ def run_case(
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
-        prog="yolos-benchmark inference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m benchmarks inference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="CONFIG:HxW:BATCH ...")
     parser.add_argument("--device", default="cpu")

@@ -1,8 +1,8 @@
 """Analytic FLOP counts of the YOLOS detector (2 FLOPs per multiply-add of its matrix products)."""
 from typing import Tuple
 
-from ..modeling.backbone import ViTWithDetTokens
-from ..modeling.position_embedding import patch_grid
+from .backbone import ViTWithDetTokens
+from .position_embedding import patch_grid
 
 __all__ = ["detector_flops"]
 
