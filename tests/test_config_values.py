@@ -6,10 +6,9 @@ import sys
 import pytest
 import torch
 
-from _helpers import config_path
+from conftest import REPO, config_path
 from yolos_d2.config import ConfigError, check_config, check_launch, load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
 # (config, overrides, the start of the message). YOLOS-Ti's recipe is 300 epochs at 16 images per

@@ -2,7 +2,7 @@
 import pytest
 from detectron2.config import instantiate
 
-from _helpers import VARIANTS, config_path
+from conftest import VARIANTS, config_path
 from yolos_d2.config import load_config
 
 EXPECTED = {

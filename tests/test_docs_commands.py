@@ -43,9 +43,9 @@ from unittest import mock
 
 import pytest
 
+from conftest import REPO, fenced_blocks
 from yolos_d2.tools.cli import OVERRIDE  # what the tools read as a KEY=VALUE config override
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))]
 INTERPRETER = ".venv/bin/python"
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -112,25 +112,6 @@ class Command:
 
 # ---------------------------------------------------------------------------------------------
 # Reading the pages
-
-
-def fenced_blocks(text: str) -> List[Tuple[str, int, List[str]]]:
-    """(language, line number of the first line, lines) of each fenced block."""
-    blocks, lines, i = [], text.splitlines(), 0
-    while i < len(lines):
-        m = re.match(r"^(\s*)(`{3,}|~{3,})\s*([\w+-]*)", lines[i])
-        if not m:
-            i += 1
-            continue
-        fence, language, start = m.group(2), m.group(3).lower(), i + 1
-        i += 1
-        body = []
-        while i < len(lines) and not lines[i].strip().startswith(fence):
-            body.append(lines[i])
-            i += 1
-        blocks.append((language, start + 1, body))
-        i += 1
-    return blocks
 
 
 def logical_lines(language: str, first_line: int, body: List[str]) -> List[Tuple[int, str]]:

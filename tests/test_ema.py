@@ -11,7 +11,7 @@ from yolos_d2.config import ConfigError, load_config
 from yolos_d2.engine import EMAHook, WeightEMA, YOLOSTrainer
 from yolos_d2.inference import build_inference_model
 
-from _helpers import build_model, config_path
+from conftest import build_model, config_path
 
 
 class _Regression(torch.nn.Module):

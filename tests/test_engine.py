@@ -17,7 +17,7 @@ from yolos_d2.data import DatasetMapper, ResumableTrainingSampler, build_train_l
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.engine import SavePredictionImages, YOLOSTrainer
 
-from _helpers import build_model, synthetic_splits
+from conftest import build_model, synthetic_splits
 
 TINY = ["model.detector.backbone.depth=1", "model.detector.backbone.num_det_tokens=5"]
 

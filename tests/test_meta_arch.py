@@ -5,7 +5,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from _helpers import build_model
+from conftest import build_model
 
 SMALL = ["model.detector.backbone.depth=2"]
 

@@ -8,9 +8,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from _helpers import build_model
-from _train_net import run_train_net
-from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images
+from conftest import build_model, run_train_net
 from benchmarks import nonfinite_check
 from yolos_d2.engine import YOLOSTrainer
 from yolos_d2.modeling import HungarianMatcher, SetCriterion

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _helpers import build_model, config_path, max_abs_diff
+from conftest import build_model, config_path, max_abs_diff
 from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file, save_checkpoint_atomic
 from yolos_d2.config import load_config

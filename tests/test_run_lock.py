@@ -12,8 +12,7 @@ import time
 import pytest
 import torch
 
-from _train_net import run_train_net, start_train_net
-from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images
+from conftest import run_train_net, start_train_net
 from yolos_d2.engine.run_lock import LOCK_FILE, OutputDirError, RunLock
 
 

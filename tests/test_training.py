@@ -11,54 +11,10 @@ import time
 import pytest
 import torch
 
-from _helpers import synthetic_splits
-from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN_NET = os.path.join(REPO, "train_net.py")
+from conftest import run_train_net, start_train_net
 
 # Whole training runs in subprocesses: about two minutes together on 2 CPU cores (-m slow).
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    """A config file training a 2-block quick-start model on 48 synthetic images (16 for validation)."""
-    root = tmp_path_factory.mktemp("tiny_shapes")
-    splits = synthetic_splits(str(root), {"tiny_train": SyntheticShapesSpec(48, seed=3), "tiny_val": SyntheticShapesSpec(16, seed=4)})
-    path = root / "tiny.py"
-    path.write_text(
-        textwrap.dedent(
-            f"""
-            from detectron2.config import LazyConfig
-            from yolos_d2.data import register_coco_dataset
-
-            _base = LazyConfig.load({os.path.join(REPO, "configs", "quickstart.py")!r})
-            model, dataloader, optimizer, lr_multiplier, train = (
-                _base[k] for k in ("model", "dataloader", "optimizer", "lr_multiplier", "train")
-            )
-            dataloader.train.dataset.names = register_coco_dataset("tiny_train", *{splits["tiny_train"]!r})
-            dataloader.test.dataset.names = register_coco_dataset("tiny_val", *{splits["tiny_val"]!r})
-            dataloader.train.total_batch_size = 4
-            model.detector.backbone.depth = 2
-            lr_multiplier.warmup_iters = 0
-            train.update(max_iter=40, eval_period=40, log_period=5, checkpointer=dict(period=20, max_to_keep=5))
-            train.prediction_images.num_images = 2
-            """
-        )
-    )
-    return str(path)
-
-
-def run_train_net(config, output_dir, *args, overrides=(), background=False):
-    """Run train_net.py to completion and return its output, or return the running process."""
-    cmd = [sys.executable, TRAIN_NET, "--config-file", config, *args, f"train.output_dir={output_dir}", *overrides]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if background:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return result.stdout + result.stderr
 
 
 def read_metrics(output_dir):
@@ -81,7 +37,7 @@ def final_weights(output_dir):
 def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     """The loss falls, the run ends with an evaluation and images, and --eval-only reproduces its AP."""
     out = str(tmp_path / "run")
-    log = run_train_net(tiny_config, out)
+    _, log = run_train_net(tiny_config, out, check=True)
     assert "Intra-op threads: 1 (OMP_NUM_THREADS=1)" in log
     losses = [m["total_loss"] for m in read_metrics(out) if "total_loss" in m]
     assert len(losses) == 8
@@ -89,8 +45,8 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     trained_ap = copypaste_ap(log)
     assert os.path.isfile(os.path.join(out, "predictions", "000001.png"))
 
-    eval_log = run_train_net(
-        tiny_config, str(tmp_path / "eval"), "--eval-only", overrides=[f"train.init_checkpoint={out}/model_final.pth"]
+    _, eval_log = run_train_net(
+        tiny_config, str(tmp_path / "eval"), "--eval-only", f"train.init_checkpoint={out}/model_final.pth", check=True
     )
     assert copypaste_ap(eval_log) == pytest.approx(trained_ap, abs=1e-4, nan_ok=True)
 
@@ -105,7 +61,7 @@ RESUMABLE_RUN = ["train.seed=7", "train.max_iter=24", "train.checkpointer.period
 def uninterrupted_weights(tiny_config, tmp_path_factory):
     """Final weights of a run of ``RESUMABLE_RUN`` without data-loader workers."""
     out = str(tmp_path_factory.mktemp("uninterrupted"))
-    run_train_net(tiny_config, out, overrides=RESUMABLE_RUN)
+    run_train_net(tiny_config, out, *RESUMABLE_RUN, check=True)
     return final_weights(out)
 
 
@@ -128,7 +84,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_
     """
     killed = str(tmp_path / "killed")
     overrides = [*RESUMABLE_RUN, f"dataloader.train.num_workers={num_workers}"]
-    proc = run_train_net(tiny_config, killed, overrides=overrides, background=True)
+    proc = start_train_net(tiny_config, killed, *overrides, capture=False)
     try:
         deadline = time.time() + 300
         while last_logged_iteration(killed) < 9:
@@ -141,7 +97,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_
         checkpoint = f.read()
     assert last_logged_iteration(killed) > int(checkpoint[len("model_") : -len(".pth")]), "killed at a checkpoint"
 
-    log = run_train_net(tiny_config, killed, "--resume", overrides=overrides)
+    _, log = run_train_net(tiny_config, killed, "--resume", *overrides, check=True)
     assert f"Loading from {killed}/{checkpoint}" in log
     resumed = final_weights(killed)
     assert uninterrupted_weights.keys() == resumed.keys()

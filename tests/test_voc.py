@@ -15,7 +15,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, register_voc_dataset
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec, generate_synthetic_shapes, split_files
 
-from _helpers import CONFIG_DIR
+from conftest import CONFIG_DIR
 
 _OBJECT_XML = (
     "<object><name>{name}</name><pose>Unspecified</pose><truncated>0</truncated><difficult>0</difficult>"
