@@ -1,11 +1,19 @@
-"""record_attention: the recorded weights are the ones the block attends with, and recording changes nothing."""
+"""
+record_attention: the recorded weights are the ones the block attends with, and recording changes
+nothing; the [DET] tokens' weights laid out on the patch grid and on the unpadded image.
+"""
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from yolos_d2.inference.attention import det_token_patch_attention, record_attention
+from yolos_d2.inference.attention import (
+    attention_over_image,
+    det_token_patch_attention,
+    padded_patch_grid,
+    record_attention,
+)
 
-from _helpers import build_model
+from conftest import build_model
 
 NUM_DET_TOKENS = 5
 TINY = ["model.detector.backbone.depth=2", f"model.detector.backbone.num_det_tokens={NUM_DET_TOKENS}"]
@@ -101,3 +109,12 @@ def test_det_token_patch_attention_lays_the_patches_out_row_major():
     assert patches[0, 0, 3, 0, 0].item() == pytest.approx(1 + 0.4)
     with pytest.raises(ValueError, match="3x3 patch grid"):
         det_token_patch_attention(weights.expand(1, 1, -1, -1), (3, 3), num_det)
+
+
+def test_attention_is_mapped_back_to_the_unpadded_image():
+    assert padded_patch_grid((40, 72), size_divisibility=16, patch_size=16) == (3, 5)
+    assert padded_patch_grid((40, 72), size_divisibility=32, patch_size=16) == (4, 6)
+    patch_maps = torch.arange(6.0).reshape(1, 2, 3)
+    pixels = attention_over_image(patch_maps, patch_size=16, image_size=(20, 40))
+    assert pixels.shape == (1, 20, 40)
+    assert pixels[0, 15, 15] == 0 and pixels[0, 16, 15] == 3 and pixels[0, 19, 39] == 5 and pixels[0, 0, 32] == 2

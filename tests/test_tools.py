@@ -13,12 +13,12 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from PIL import Image
 
-from _helpers import synthetic_splits
+from conftest import REPO, synthetic_splits
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
+from yolos_d2.inference.token_stats import class_distribution, gt_class_counts, size_categories
 from yolos_d2.tools import attention_maps, demo, det_token_stats
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_IMAGES, NUM_DET_TOKENS, IMAGE_SIZE, EVAL_SIZE = 3, 4, 48, 40
 
 
@@ -208,12 +208,12 @@ def test_det_token_stats_refuses_a_dataset_that_is_not_registered(tiny, tmp_path
 
 
 def test_det_token_statistics_by_hand():
-    distribution = det_token_stats.class_distribution(np.array([0, 0, 0, 2]), np.array([1, 1, 0, 2]), 3, 3)
+    distribution = class_distribution(np.array([0, 0, 0, 2]), np.array([1, 1, 0, 2]), 3, 3)
     np.testing.assert_allclose(distribution, [[1 / 3, 2 / 3, 0], [0, 0, 0], [0, 0, 1]])
     dicts = [{"annotations": [{"category_id": 2}, {"category_id": 2}]}, {"annotations": []}, {}]
-    assert det_token_stats.gt_class_counts(dicts, 4).tolist() == [0, 0, 2, 0]
+    assert gt_class_counts(dicts, 4).tolist() == [0, 0, 2, 0]
     boxes = np.array([[0, 0, 31, 33], [10, 10, 42, 42], [0, 0, 95, 97], [5, 5, 101, 101]], dtype=np.float32)
-    assert det_token_stats.size_categories(boxes).tolist() == [0, 1, 1, 2]
+    assert size_categories(boxes).tolist() == [0, 1, 1, 2]
 
 
 def test_attention_maps_draws_one_figure_per_token(tiny, tmp_path):
@@ -233,15 +233,6 @@ def test_attention_maps_refuses_tokens_the_model_does_not_have(tiny, tmp_path, c
     with pytest.raises(SystemExit):
         attention_maps.main(args + [tiny.weights])
     assert "which has 4 (0..3)" in capsys.readouterr().err
-
-
-def test_attention_is_mapped_back_to_the_unpadded_image():
-    assert attention_maps.padded_patch_grid((40, 72), size_divisibility=16, patch_size=16) == (3, 5)
-    assert attention_maps.padded_patch_grid((40, 72), size_divisibility=32, patch_size=16) == (4, 6)
-    patch_maps = torch.arange(6.0).reshape(1, 2, 3)
-    pixels = attention_maps.attention_over_image(patch_maps, patch_size=16, image_size=(20, 40))
-    assert pixels.shape == (1, 20, 40)
-    assert pixels[0, 15, 15] == 0 and pixels[0, 16, 15] == 3 and pixels[0, 19, 39] == 5 and pixels[0, 0, 32] == 2
 
 
 def copy_images(tiny, folder, names=None):

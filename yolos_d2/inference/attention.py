@@ -1,20 +1,30 @@
 """
-Reading a ViT block's self-attention weights without changing how the model computes: an
-inspection aid for ``attention_maps``, not a part of the model.
+Reading a ViT block's self-attention weights without changing how the model computes, and laying
+the ``[DET]`` tokens' weights out on the image: an inspection aid, not a part of the model.
 
 The blocks compute attention with fused kernels that never form the attention matrix, so
 :func:`record_attention` recomputes it, only while it is active, from the output of the block's
 ``attn.qkv`` projection. It relies on nothing else of the attention module than ``qkv`` (a Linear
 D -> 3D whose output is q, k, v, each with its heads contiguous, as in timm), ``num_heads`` and,
 when present, timm's ``q_norm`` / ``k_norm``; the scale is ``head_dim ** -0.5``.
+:func:`det_token_patch_attention` picks the ``[DET]`` tokens' weights on the patch grid
+(:func:`padded_patch_grid`) and :func:`attention_over_image` spreads them on the image's pixels.
 """
+import math
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-__all__ = ["attention_weights", "det_token_patch_attention", "record_attention"]
+__all__ = [
+    "attention_over_image",
+    "attention_weights",
+    "det_token_patch_attention",
+    "padded_patch_grid",
+    "record_attention",
+]
 
 
 def attention_weights(
@@ -117,3 +127,24 @@ def det_token_patch_attention(weights: torch.Tensor, grid: Tuple[int, int], num_
         )
     patches = weights[:, :, num_queries - num_det_tokens :, 1 : 1 + rows * cols]
     return patches.reshape(batch, heads, num_det_tokens, rows, cols)
+
+
+def padded_patch_grid(image_size: Tuple[int, int], size_divisibility: int, patch_size: int) -> Tuple[int, int]:
+    """(rows, cols) of the patches of an (H, W) image padded by the model to a multiple of ``size_divisibility``."""
+    return tuple(math.ceil(side / size_divisibility) * size_divisibility // patch_size for side in image_size)
+
+
+def attention_over_image(patch_maps: torch.Tensor, patch_size: int, image_size: Tuple[int, int]) -> torch.Tensor:
+    """
+    Args:
+        patch_maps: (..., rows, cols) one value per patch of the padded image.
+        patch_size: patch side in pixels.
+        image_size: (H, W) of the image before padding (at the top left of the padded one).
+
+    Returns:
+        (..., H, W): each patch's value on its pixels, the padding cut off.
+    """
+    *batch, rows, cols = patch_maps.shape
+    pixels = F.interpolate(patch_maps.reshape(1, -1, rows, cols), scale_factor=patch_size, mode="nearest")
+    height, width = image_size
+    return pixels[0, :, :height, :width].reshape(*batch, height, width)

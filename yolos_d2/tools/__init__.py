@@ -10,7 +10,10 @@ console script installed with the package:
 - ``attention_maps`` (``yolos-attention-maps``): where chosen ``[DET]`` tokens attend in an image;
 - ``model_info`` (``yolos-model-info``): size and FLOPs of the configs' models;
 
-:mod:`.cli` gives them the same arguments (``--config-file``, ``KEY=VALUE`` overrides anywhere,
-``--weights``, ``--device``). Nothing is imported here, so that importing one tool does not load
-the others' dependencies.
+A tool parses its arguments, reads and writes its files and leaves the work to yolos_d2's
+packages (e.g. the predictions and their analyses to :mod:`yolos_d2.inference`, the figures to
+:mod:`yolos_d2.visualization`). :mod:`.cli` gives the tools the same arguments
+(``--config-file``, ``KEY=VALUE`` overrides anywhere, ``--weights``, ``--device``) and
+:mod:`.outputs` keeps their outputs off their inputs. Nothing is imported here, so that importing
+one tool does not load the others' dependencies.
 """

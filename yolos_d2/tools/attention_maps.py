@@ -16,20 +16,16 @@ that would replace the input image is refused before anything is done (exit stat
 """
 import argparse
 import logging
-import math
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from ..config import prepare_config
 from ..inference import YOLOSPredictor
+from ..inference.attention import attention_over_image, det_token_patch_attention, padded_patch_grid, record_attention
+from ..visualization import draw_token_attention
 from . import cli
-from ..inference.attention import det_token_patch_attention, record_attention
 from .outputs import OutputError, check_outputs
 
 logger = logging.getLogger(__name__)
@@ -55,64 +51,9 @@ def select_tokens(scores: torch.Tensor, tokens: Optional[Sequence[int]], top_k: 
     return scores.topk(min(top_k, num_tokens)).indices.tolist()
 
 
-def padded_patch_grid(image_size: Tuple[int, int], size_divisibility: int, patch_size: int) -> Tuple[int, int]:
-    """(rows, cols) of the patches of an (H, W) image padded by the model to a multiple of ``size_divisibility``."""
-    return tuple(math.ceil(side / size_divisibility) * size_divisibility // patch_size for side in image_size)
-
-
-def attention_over_image(patch_maps: torch.Tensor, patch_size: int, image_size: Tuple[int, int]) -> torch.Tensor:
-    """
-    Args:
-        patch_maps: (..., rows, cols) one value per patch of the padded image.
-        patch_size: patch side in pixels.
-        image_size: (H, W) of the image before padding (at the top left of the padded one).
-
-    Returns:
-        (..., H, W): each patch's value on its pixels, the padding cut off.
-    """
-    *batch, rows, cols = patch_maps.shape
-    pixels = F.interpolate(patch_maps.reshape(1, -1, rows, cols), scale_factor=patch_size, mode="nearest")
-    height, width = image_size
-    return pixels[0, :, :height, :width].reshape(*batch, height, width)
-
-
 def figure_path(output: str, token: int) -> str:
     """The figure of ``[DET]`` token ``token`` in the folder ``output``."""
     return os.path.join(output, f"det_token_{token}.png")
-
-
-def draw_token_attention(
-    image: np.ndarray,
-    head_maps: np.ndarray,
-    box_xyxy: Sequence[float],
-    title: str,
-    path: str,
-    panel_inches: float = 2.5,
-) -> None:
-    """
-    Save a figure of panels over ``image``: the mean of ``head_maps`` over the heads, then each head.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        head_maps: (heads, H, W) attention weights on the image's pixels.
-        box_xyxy: the token's box in the image's pixels, drawn on every panel.
-    """
-    maps = [head_maps.mean(axis=0)] + list(head_maps)
-    names = [f"mean of {len(head_maps)} heads"] + [f"head {h}" for h in range(len(head_maps))]
-    cols = min(len(maps), 4)
-    rows = math.ceil(len(maps) / cols)
-    height, width = image.shape[:2]
-    fig = Figure(figsize=(cols * panel_inches, rows * panel_inches * height / width + 0.4), layout="constrained")
-    x0, y0, x1, y1 = box_xyxy
-    for ax, attention, name in zip(fig.subplots(rows, cols, squeeze=False).flat, maps, names):
-        ax.imshow(image)
-        ax.imshow(attention, cmap="inferno", alpha=0.6, vmin=0, vmax=attention.max())
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
-        ax.set_title(name, fontsize=8)
-    for ax in fig.axes:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ Images are read at any bit depth (16-bit ones scaled to 8 bits), resized by the 
 mapper, then scaled down to at most ``--max-size`` pixels on their longer side, and the class
 names come from the config's test dataset. Predictions scoring at least ``--confidence-threshold``
 are drawn; the log gives their number per image. Consecutive images, and the frames of a video,
-are predicted in lists of ``--batch-size`` (see :class:`~yolos_d2.engine.YOLOSPredictor`: an
+are predicted in lists of ``--batch-size`` (see :class:`~yolos_d2.inference.YOLOSPredictor`: an
 image's detections do not depend on the others in its list). An input that cannot be read is
 reported and skipped; the exit status is then 1.
 """
