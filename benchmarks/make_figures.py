@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
 
-IMAGES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "images")
+IMAGES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "images")
 
 # YOLOS-S (configs/yolos_s.py): DeiT-S pre-trained at 224, init_pe_size = mid_pe_size = 512x864,
 # eval size 800; a 640x480 COCO image is resized to 800x1056 (H x W) at test time.

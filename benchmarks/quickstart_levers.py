@@ -1,7 +1,7 @@
 """
 Train the quick start (configs/quickstart.py) with one change of its recipe at a time, over
 several seeds, and print AP, AP50 and AP75 per change (mean and spread over the seeds) and the
-wall time of each run: the table of docs/training.md, "The quick-start recipe". Run from the
+wall time of each run: the tables of docs/notes.md. Run from the
 repository root:
 
     .venv/bin/python benchmarks/quickstart_levers.py --levers recipe base --seeds 0 1 2
@@ -40,7 +40,7 @@ def from_base(*changes: str) -> list:
     return [f"{key}={value}" for key, value in overrides.items()]
 
 
-# change -> overrides of configs/quickstart.py. The one-thread rows of docs/training.md ran two
+# change -> overrides of configs/quickstart.py. The one-thread rows of docs/notes.md ran two
 # at a time on two cores (--threads 1 --cpus 0, --cpus 1); their step counts give each about the
 # time of the base's 3,600 steps of 16 images on one thread: a step of 8 images takes 0.52 of the
 # time of a step of 16, a step of 4 0.31, one with 20 [DET] tokens 1.09 (training steps timed
