@@ -8,6 +8,8 @@ original. Initialise from it: yolos-convert deit_base_distilled_patch16_384-d027
 """
 from .yolos_s import dataloader, lr_multiplier, model, optimizer, train
 
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
 model.detector.backbone.update(
     embed_dim=768, depth=12, num_heads=12, init_pe_size=(800, 1344), mid_pe_size=(800, 1344)
 )

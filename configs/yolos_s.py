@@ -7,6 +7,8 @@ Initialise from DeiT-S: yolos-convert deit_small_patch16_224-cd65a155.pth \
 """
 from .common.yolos import dataloader, lr_multiplier, model, optimizer, train
 
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
 model.detector.backbone.update(
     embed_dim=384, depth=12, num_heads=6, init_pe_size=(512, 864), mid_pe_size=(512, 864)
 )

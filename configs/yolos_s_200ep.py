@@ -7,5 +7,7 @@ Initialise from it: yolos-convert deit-small-200epoch.pth \
 """
 from .yolos_s import dataloader, lr_multiplier, model, optimizer, train
 
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
 train.init_checkpoint = "deit_small_200ep_yolos_d2.pth"
 train.output_dir = "./output/yolos_s_200ep"

@@ -7,6 +7,8 @@ Initialise from it: yolos-convert deit-small-dWr-scale.pth \
 """
 from .yolos_s import dataloader, lr_multiplier, model, optimizer, train
 
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
 model.detector.backbone.update(embed_dim=330, depth=14, num_heads=6)
 
 train.init_checkpoint = "deit_small_dwr_yolos_d2.pth"

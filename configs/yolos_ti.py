@@ -7,6 +7,8 @@ Initialise from DeiT-Ti: yolos-convert deit_tiny_patch16_224-a1311bcf.pth \
 """
 from .common.yolos import dataloader, lr_multiplier, model, optimizer, train
 
+__all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
 # The original's init_pe_size 800x1333 floored to whole patches: the same 50x83 grid.
 model.detector.backbone.update(
     embed_dim=192, depth=12, num_heads=3, init_pe_size=(800, 1328), mid_pe_size=None

@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import build_model, config_path
-from _train_net import run_train_net
-from test_training import tiny_config  # noqa: F401  (a fixture: a config training a 2-block model on 48 images
+from conftest import build_model, config_path, run_train_net
 from yolos_d2.checkpoint import YOLOSCheckpointer, compact_key_names, save_checkpoint_atomic
 from yolos_d2.config import load_config
 from yolos_d2.inference import build_inference_model

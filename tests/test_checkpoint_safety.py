@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import build_model
+from conftest import build_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
 
 SMALL = ["model.detector.backbone.depth=1"]

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from _helpers import build_model, config_path
+from conftest import build_model, config_path
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file, save_checkpoint_atomic
 from yolos_d2.tools.convert import main as convert_main
 

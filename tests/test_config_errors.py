@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from _helpers import VARIANTS, config_path
+from conftest import REPO, VARIANTS, config_path
 from yolos_d2.config import ConfigError, check_config, load_config, prepare_config
 from yolos_d2.modeling import ViTWithDetTokens
 from yolos_d2.tools.convert import main as convert_main
@@ -62,13 +62,23 @@ def test_a_config_object_is_prepared_on_a_copy():
         prepare_config(cfg, device="tpu")
 
 
-def test_missing_config_file_lists_the_available_configs():
+def test_missing_config_file_lists_the_configs_of_its_folder(monkeypatch):
+    monkeypatch.chdir(REPO)
     with pytest.raises(ConfigError) as info:
-        load_config("configs/yolos_x.py")
+        load_config("configs/yolos_tiny.py")
     message = str(info.value)
-    assert message.startswith("Config file 'configs/yolos_x.py' does not exist. Did you mean configs/yolos_")
+    assert message.startswith("Config file 'configs/yolos_tiny.py' does not exist. Did you mean configs/yolos_ti.py? ")
     assert "Available configs: configs/quickstart.py, configs/yolos_b.py, configs/yolos_s.py" in message
     assert "configs/yolos_ti.py" in message
+
+
+def test_missing_config_folder_is_named(tmp_path):
+    missing = str(tmp_path / "configs" / "yolos_ti.py")
+    with pytest.raises(ConfigError) as info:
+        load_config(missing)
+    assert str(info.value) == (
+        f"Config file {missing!r} does not exist. Its folder {str(tmp_path / 'configs')!r} does not exist either."
+    )
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from yolos_d2.config import ConfigError, load_config
 from yolos_d2.engine import EMAHook, YOLOSTrainer
 from yolos_d2.tools import train as train_tool
 
-from _helpers import VARIANTS, config_path
+from conftest import VARIANTS, config_path
 
 # Every numeric key of two paper configs, each building a model, optimizer, loaders and hooks:
 # about 40 s on 2 CPU cores (-m slow).

@@ -5,7 +5,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from _helpers import build_model, config_path, max_abs_diff
+from conftest import build_model, config_path, max_abs_diff
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
 from yolos_d2.tools.convert import main as convert_main
 

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from _helpers import build_model, coco_rows, config_path, max_abs_diff
+from conftest import build_model, config_path, max_abs_diff
+from yolos_d2.checkpoint.class_head import coco_class_head_rows
 from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
@@ -37,7 +38,7 @@ def _convert_and_load(tmp_path, variant, overrides, hf_model, hub_bin=False):
 
 
 def _assert_same_outputs(model, hf_model):
-    rows = torch.tensor(coco_rows())
+    rows = torch.tensor(coco_class_head_rows())
     for height, width in INPUT_SIZES:
         torch.manual_seed(height)
         images = torch.randn(2, 3, height, width)
@@ -79,13 +80,13 @@ def test_full_depth_at_eval_size_matches_transformers(tmp_path, variant):
     images = torch.randn(1, 3, 800, 1216)
     with torch.no_grad():
         ours, theirs = model.detector(images), hf_model(pixel_values=images)
-    assert max_abs_diff(ours["pred_logits"], theirs.logits[..., torch.tensor(coco_rows())]) <= 1e-4
+    assert max_abs_diff(ours["pred_logits"], theirs.logits[..., torch.tensor(coco_class_head_rows())]) <= 1e-4
     assert max_abs_diff(ours["pred_boxes"], theirs.pred_boxes) <= 1e-4
 
 
 def _largest_differences(model, hf_model):
     """The largest differences of logits and of boxes over the two input sizes."""
-    rows = torch.tensor(coco_rows())
+    rows = torch.tensor(coco_class_head_rows())
     logits, boxes = 0.0, 0.0
     for height, width in INPUT_SIZES:
         torch.manual_seed(height)

@@ -1,47 +1,14 @@
 """Original YOLOS checkpoints ({"model", "args", ...} as its main.py saves them) convert exactly."""
 import argparse
-import re
 
 import torch
 
-from _helpers import build_model, coco_rows, config_path, max_abs_diff
+from conftest import build_model, config_path, max_abs_diff, original_state_dict
+from yolos_d2.checkpoint.class_head import coco_class_head_rows
 from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.config import load_config
 from yolos_d2.tools.convert import main as convert_main
-
-_HF_TO_ORIGINAL = [
-    (r"^vit\.embeddings\.cls_token$", "backbone.cls_token"),
-    (r"^vit\.embeddings\.detection_tokens$", "backbone.det_token"),
-    (r"^vit\.embeddings\.position_embeddings$", "backbone.pos_embed"),
-    (r"^vit\.embeddings\.patch_embeddings\.projection\.", "backbone.patch_embed.proj."),
-    (r"^vit\.encoder\.interpolation\.mid_position_embeddings$", "backbone.mid_pos_embed"),
-    (r"^vit\.encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"backbone.blocks.\1.attn.proj."),
-    (r"^vit\.encoder\.layer\.(\d+)\.layernorm_before\.", r"backbone.blocks.\1.norm1."),
-    (r"^vit\.encoder\.layer\.(\d+)\.layernorm_after\.", r"backbone.blocks.\1.norm2."),
-    (r"^vit\.encoder\.layer\.(\d+)\.intermediate\.dense\.", r"backbone.blocks.\1.mlp.fc1."),
-    (r"^vit\.encoder\.layer\.(\d+)\.output\.dense\.", r"backbone.blocks.\1.mlp.fc2."),
-    (r"^vit\.layernorm\.", "backbone.norm."),
-    (r"^class_labels_classifier\.", "class_embed."),
-    (r"^bbox_predictor\.", "bbox_embed."),
-]
-
-
-def original_state_dict(hf_model):
-    """The state dict the original YOLOS code would hold for the same weights (its key layout)."""
-    hf = hf_model.state_dict()
-    out = {}
-    for key, value in hf.items():
-        qkv = re.match(r"^vit\.encoder\.layer\.(\d+)\.attention\.attention\.query\.(weight|bias)$", key)
-        if qkv:
-            layer, kind = qkv.groups()
-            parts = [hf[f"vit.encoder.layer.{layer}.attention.attention.{n}.{kind}"] for n in ("query", "key", "value")]
-            out[f"backbone.blocks.{layer}.attn.qkv.{kind}"] = torch.cat(parts)
-        for pattern, repl in _HF_TO_ORIGINAL:
-            if re.match(pattern, key):
-                out[re.sub(pattern, repl, key)] = value
-    return out
-
 
 def test_original_checkpoint_with_args_namespace_matches_reference(tmp_path):
     overrides = ["model.detector.backbone.depth=2"]
@@ -63,7 +30,7 @@ def test_original_checkpoint_with_args_namespace_matches_reference(tmp_path):
     images = torch.randn(1, 3, 256, 416)
     with torch.no_grad():
         ours, theirs = model.detector(images), hf_model(pixel_values=images)
-    assert max_abs_diff(ours["pred_logits"], theirs.logits[..., torch.tensor(coco_rows())]) <= 1e-4
+    assert max_abs_diff(ours["pred_logits"], theirs.logits[..., torch.tensor(coco_class_head_rows())]) <= 1e-4
     assert max_abs_diff(ours["pred_boxes"], theirs.pred_boxes) <= 1e-4
 
 

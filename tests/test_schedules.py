@@ -3,14 +3,16 @@ import math
 
 import pytest
 import torch
-from detectron2.config import instantiate
+from detectron2.config import LazyConfig, instantiate
 from detectron2.solver import LRMultiplier
+from omegaconf import OmegaConf
 
 from yolos_d2.config import load_config
 from yolos_d2.engine import EpochCosine, epochs_to_iters, iters_per_epoch, warmup_cosine
-from yolos_d2.tools.train import resolve_schedule
+from yolos_d2.tools import cli
+from yolos_d2.tools.train import argument_parser, load_checked_config, resolve_schedule
 
-from _helpers import config_path
+from conftest import config_path
 
 COCO_TRAIN_IMAGES = 118287
 
@@ -81,6 +83,17 @@ def test_paper_schedules_follow_the_total_batch_after_overrides(variant, epochs,
     cfg = load_config(config_path(variant), ["train.max_iter=1000", "train.schedule.epochs=2"])
     assert cfg.train.max_iter == 1000 and instantiate(cfg.lr_multiplier).max_iter == 1000
     assert cfg.train.eval_period == math.ceil(COCO_TRAIN_IMAGES / batch)
+
+
+def test_a_saved_config_reloads_for_training_with_the_schedule_it_computes(tmp_path):
+    # The config.yaml a run saves (detectron2's default_setup) keeps the interpolations.
+    saved = str(tmp_path / "config.yaml")
+    LazyConfig.save(load_config(config_path("yolos_ti"), ["dataloader.train.total_batch_size=8"]), saved)
+    for name in ("yolos_d2.iters_per_epoch", "yolos_d2.epochs_to_iters"):
+        OmegaConf.clear_resolver(name)  # as in a new process, where no config file registered them
+    cfg = load_checked_config(cli.parse_args(argument_parser(), ["--config-file", saved, "--device", "cpu"]))
+    assert cfg.train.eval_period == math.ceil(COCO_TRAIN_IMAGES / 8)
+    assert cfg.train.max_iter == 300 * math.ceil(COCO_TRAIN_IMAGES / 8)
 
 
 def test_quickstart_keeps_the_per_iteration_cosine_and_follows_overrides():

@@ -11,7 +11,7 @@ import timm
 import torch
 from timm.models.vision_transformer import _load_weights as timm_load_npz
 
-from _helpers import build_model, config_path, max_abs_diff
+from conftest import build_model, config_path, max_abs_diff
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
 from yolos_d2.tools.convert import main as convert_main
 

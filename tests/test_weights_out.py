@@ -5,8 +5,8 @@ import pytest
 import torch
 from detectron2.data.datasets import register_coco_instances
 
-from _helpers import build_model, coco_rows, config_path, max_abs_diff
-from test_original_checkpoints import original_state_dict
+from conftest import build_model, config_path, max_abs_diff, original_state_dict
+from yolos_d2.checkpoint.class_head import coco_class_head_rows
 from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
 from yolos_d2.config import load_config
@@ -81,10 +81,10 @@ def test_to_yolos_holds_the_original_names_and_coco_ids(tmp_path):
     for key, value in expected.items():
         if not key.startswith(head):
             assert torch.equal(written["model"][key], value), key
-    rows = torch.tensor(coco_rows())
+    rows = torch.tensor(coco_class_head_rows())
     for kind in ("weight", "bias"):
         assert torch.equal(written["model"][head + kind][rows], expected[head + kind][rows])
-    unused = sorted(set(range(92)) - set(coco_rows()))
+    unused = sorted(set(range(92)) - set(coco_class_head_rows()))
     assert len(unused) == 11
     assert torch.equal(written["model"][head + "weight"][unused], torch.zeros(11, 384))
     assert torch.equal(written["model"][head + "bias"][unused], torch.full((11,), -1e4))

@@ -8,7 +8,6 @@ LazyConfig files are Python code, run when loaded: load only configs you trust.
 """
 import copy
 import difflib
-import glob
 import inspect
 import math
 import os
@@ -26,7 +25,6 @@ from .modeling.position_embedding import embedding_grid
 
 __all__ = [
     "AMP_DTYPES",
-    "CONFIG_DIR",
     "ConfigError",
     "apply_overrides_strict",
     "check_config",
@@ -34,9 +32,6 @@ __all__ = [
     "load_config",
     "prepare_config",
 ]
-
-# The project's configs (one per variant), listed when a config file is not found.
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 # train.amp.dtype -> the autocast dtype; None is full precision.
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -56,7 +51,7 @@ def load_config(config_file: str, overrides: Sequence[str] = ()) -> DictConfig:
     """
     ``LazyConfig.load(config_file)`` with the ``key=value`` ``overrides`` applied by
     :func:`apply_overrides_strict`. A missing file raises :class:`ConfigError` listing the
-    project's configs.
+    configs of the folder its path points into.
     """
     if not os.path.isfile(config_file):
         raise ConfigError(f"Config file {config_file!r} does not exist.{_available_configs(config_file)}")
@@ -90,12 +85,21 @@ def prepare_config(
 
 
 def _available_configs(missing: str) -> str:
-    """The project's configs as a sentence, led by the one whose name is closest to ``missing``'s."""
-    project = os.path.dirname(CONFIG_DIR)
-    by_name = {os.path.basename(p): os.path.relpath(p, project) for p in glob.glob(f"{CONFIG_DIR}/*.py")}
-    close = difflib.get_close_matches(os.path.basename(missing), list(by_name), n=1)
-    hint = f" Did you mean {by_name[close[0]]}?" if close else ""
-    return f"{hint} Available configs: {', '.join(sorted(by_name.values())) or 'none'}"
+    """
+    The ``.py`` configs of the folder the path ``missing`` points into, as a sentence led by the
+    one whose name is closest to ``missing``'s; or that the folder does not exist.
+    """
+    folder, name = os.path.split(missing)
+    if folder and not os.path.isdir(folder):
+        return f" Its folder {folder!r} does not exist either."
+    names = sorted(
+        n for n in os.listdir(folder or ".") if n.endswith(".py") and os.path.isfile(os.path.join(folder, n))
+    )
+    if not names:
+        return f" There is no .py config in {repr(folder) if folder else 'the current folder'}."
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean {os.path.join(folder, close[0])}?" if close else ""
+    return f"{hint} Available configs: {', '.join(os.path.join(folder, n) for n in names)}"
 
 
 def apply_overrides_strict(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:

@@ -10,7 +10,7 @@ cosine, stepped after each epoch.
 """
 from detectron2.config import LazyCall as L
 
-from yolos_d2.engine import EpochCosine
+from yolos_d2.engine import EpochCosine, register_schedule_resolvers
 
 from .coco_data import COCO_TRAIN_IMAGES, dataloader
 from .optim import optimizer
@@ -18,6 +18,10 @@ from .train import train
 from .yolos_model import model
 
 __all__ = ["dataloader", "lr_multiplier", "model", "optimizer", "train"]
+
+# The interpolations ${yolos_d2.iters_per_epoch:...} and ${yolos_d2.epochs_to_iters:...} below
+# call yolos_d2.engine's iters_per_epoch and epochs_to_iters, when the value is read.
+register_schedule_resolvers()
 
 train.schedule = dict(
     epochs=150,

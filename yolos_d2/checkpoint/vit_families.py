@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from ..modeling.position_embedding import Grid, resize_patch_pos_embed, square_grid
-from .converters import (
+from .io import state_dict_of
+from .key_maps import (
     BACKBONE,
     MID_POS_EMBED,
     POS_EMBED,
@@ -28,7 +29,6 @@ from .converters import (
     StateDict,
     require_keys,
 )
-from .io import state_dict_of
 
 __all__ = ["FAMILIES", "ViTFamily", "convert_vit", "convert_vit_release", "fold_layer_scale"]
 

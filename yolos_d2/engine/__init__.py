@@ -2,7 +2,14 @@
 from .ema import EMAHook, WeightEMA, unwrap_model
 from .hooks import SavePredictionImages
 from .launch import launch
-from .lr_schedule import EpochCosine, epochs_to_iters, iters_per_epoch, scaled_lr, warmup_cosine
+from .lr_schedule import (
+    EpochCosine,
+    epochs_to_iters,
+    iters_per_epoch,
+    register_schedule_resolvers,
+    scaled_lr,
+    warmup_cosine,
+)
 from .optimizer import get_param_groups
 from .trainer import YOLOSTrainer
 
@@ -16,6 +23,7 @@ __all__ = [
     "get_param_groups",
     "iters_per_epoch",
     "launch",
+    "register_schedule_resolvers",
     "scaled_lr",
     "unwrap_model",
     "warmup_cosine",

@@ -1,10 +1,7 @@
 """
 The original YOLOS learning-rate schedules as detectron2 ``ParamScheduler``s, and the epoch
-arithmetic that turns a recipe stated in epochs into iterations.
-
-Importing this module registers the OmegaConf resolvers ``yolos_d2.iters_per_epoch`` and
-``yolos_d2.epochs_to_iters``, with which the paper configs derive ``train.max_iter`` and the
-periods from the epochs and the final ``dataloader.train.total_batch_size``, after overrides.
+arithmetic that turns a recipe stated in epochs into iterations, also as OmegaConf resolvers for
+configs (:func:`register_schedule_resolvers`).
 """
 import math
 
@@ -12,7 +9,14 @@ from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, ParamScheduler
 from omegaconf import OmegaConf
 
-__all__ = ["EpochCosine", "epochs_to_iters", "iters_per_epoch", "scaled_lr", "warmup_cosine"]
+__all__ = [
+    "EpochCosine",
+    "epochs_to_iters",
+    "iters_per_epoch",
+    "register_schedule_resolvers",
+    "scaled_lr",
+    "warmup_cosine",
+]
 
 
 def iters_per_epoch(epoch_size: int, total_batch_size: int) -> int:
@@ -43,8 +47,16 @@ def scaled_lr(lr: float, total_batch_size: int, reference_batch_size: int) -> fl
     return lr * total_batch_size / reference_batch_size
 
 
-OmegaConf.register_new_resolver("yolos_d2.iters_per_epoch", iters_per_epoch, replace=True)
-OmegaConf.register_new_resolver("yolos_d2.epochs_to_iters", epochs_to_iters, replace=True)
+def register_schedule_resolvers() -> None:
+    """
+    Make :func:`iters_per_epoch` and :func:`epochs_to_iters` available to config interpolations
+    as ``${yolos_d2.iters_per_epoch:EPOCH_SIZE,TOTAL_BATCH_SIZE}`` and
+    ``${yolos_d2.epochs_to_iters:EPOCHS,EPOCH_SIZE,TOTAL_BATCH_SIZE}``. Resolved when read, they
+    follow overrides of their arguments, e.g. of ``dataloader.train.total_batch_size``. Calling it
+    again changes nothing.
+    """
+    OmegaConf.register_new_resolver("yolos_d2.iters_per_epoch", iters_per_epoch, replace=True)
+    OmegaConf.register_new_resolver("yolos_d2.epochs_to_iters", epochs_to_iters, replace=True)
 
 
 def warmup_cosine(

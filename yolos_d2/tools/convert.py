@@ -35,8 +35,10 @@ from detectron2.config import instantiate
 
 from ..config import prepare_config
 from ..checkpoint import YOLOSCheckpointer, check_checkpoint_fits, convert_file, save_checkpoint_atomic
-from ..checkpoint.converters import Converted
-from ..checkpoint.formats import FORMATS_IN, FORMATS_OUT, save_huggingface, save_original_yolos
+from ..checkpoint.formats import FORMATS_IN, FORMATS_OUT
+from ..checkpoint.huggingface import save_huggingface
+from ..checkpoint.key_maps import Converted
+from ..checkpoint.original import save_original_yolos
 from ..checkpoint.position_embeddings import (
     GRIDS_KEY,
     grids_record,

@@ -37,6 +37,7 @@ from ..engine import (
     YOLOSTrainer,
     iters_per_epoch,
     launch,
+    register_schedule_resolvers,
     scaled_lr,
 )
 from ..inference import build_inference_model
@@ -200,6 +201,9 @@ def load_checked_config(args: argparse.Namespace):
     The config of ``args`` (see :func:`argument_parser`) with its overrides, ``--weights`` and
     ``--device`` applied and checked, also against the processes to launch; raises ``ConfigError``.
     """
+    # The config.yaml a run saves keeps the paper configs' ${yolos_d2.epochs_to_iters:...} and
+    # ${yolos_d2.iters_per_epoch:...}; unlike the config files, it cannot register them itself.
+    register_schedule_resolvers()
     cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
     check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
     if args.eval_only and not cfg.train.init_checkpoint:
