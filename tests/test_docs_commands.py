@@ -249,7 +249,7 @@ def is_ours(command: Command) -> bool:
     """Whether the command's arguments are parsed by yolos_d2's code (a tool, or a script of the repository)."""
     if command.kind in ("console", "script"):
         return True
-    return command.kind == "module" and command.program.split(".")[0] == "yolos_d2"
+    return command.kind == "module" and command.program.split(".")[0] in ("yolos_d2", "benchmarks")
 
 
 def runner(command: Command) -> Callable[[], object]:
