@@ -14,6 +14,7 @@ from PIL import Image
 
 from yolos_d2.data import (
     DETRResizeShortestEdge,
+    EvalResize,
     RandomSelect,
     detr_test_augmentations,
     detr_train_augmentations,
@@ -240,6 +241,57 @@ def test_random_select_probability():
 def test_bad_arguments_name_themselves(build, name):
     with pytest.raises(ValueError, match=name):
         build()
+
+
+def capped_by_hand(h, w, max_size):
+    """(h, w) scaled to a longer side of ``max_size``, each side rounded half up (at least 1), if it is longer."""
+    longer = max(h, w)
+    if not max_size or longer <= max_size:
+        return h, w
+    return tuple(max(1, math.floor(side * max_size / longer + 0.5)) for side in (h, w))
+
+
+# (h, w): landscape, portrait, square, small and large; eval size 512 caps the longer side at 853.
+EVAL_SIZES = [(300, 420), (240, 520), (600, 200), (64, 64), (1000, 1500), (2000, 3000), (30, 100)]
+
+
+@pytest.mark.parametrize("max_size", [None, 0, 50, 400, 853, 1333])
+def test_eval_resize_is_the_config_resize_then_the_cap(max_size):
+    with_resize, without = EvalResize(detr_test_augmentations(512), max_size), EvalResize([], max_size)
+    for h, w in EVAL_SIZES:
+        expected = capped_by_hand(*detr_size(h, w, 512, 853), max_size)
+        assert with_resize.output_shape(h, w) == expected
+        assert without.output_shape(h, w) == capped_by_hand(h, w, max_size)
+        # As while exporting the whole pipeline: 0-d tensors in, 0-d int64 tensors of the same sides out.
+        sides = with_resize.output_shape(torch.tensor(h), torch.tensor(w))
+        assert all(side.dtype == torch.int64 and side.dim() == 0 for side in sides)
+        assert tuple(int(side) for side in sides) == expected
+        assert with_resize.is_capped(h, w) == (bool(max_size) and max(detr_size(h, w, 512, 853)) > max_size)
+
+
+def test_eval_resize_resizes_once_as_pil_and_as_the_test_mapper():
+    image = np.random.default_rng(0).integers(0, 256, (300, 1000, 3), dtype=np.uint8)
+    # 300x1000 -> 256x853 by the config, floored to 256x848; capped at 400: 121x400 (256 * 400 / 848 = 120.75).
+    capped = EvalResize(detr_test_augmentations(512), 400).apply_image(image)
+    np.testing.assert_array_equal(capped, np.asarray(Image.fromarray(image).resize((400, 121), Image.BILINEAR)))
+    aug_input = T.AugInput(image)
+    T.AugmentationList(detr_test_augmentations(512))(aug_input)
+    np.testing.assert_array_equal(EvalResize(detr_test_augmentations(512), 1333).apply_image(image), aug_input.image)
+    assert EvalResize([], 1333).apply_image(image) is image
+
+
+@pytest.mark.parametrize(
+    "augmentations, max_size, message",
+    [
+        ([T.RandomFlip()], None, "dataloader.test.mapper.augmentations must be one DETRResizeShortestEdge"),
+        ([DETRResizeShortestEdge([480, 512], 853)], None, "with one shorter-side length"),
+        (detr_test_augmentations(512) * 2, None, "or none; got"),
+        ([], -1, "max_size must be None, 0"),
+    ],
+)
+def test_eval_resize_names_what_it_cannot_take(augmentations, max_size, message):
+    with pytest.raises(ValueError, match=message):
+        EvalResize(augmentations, max_size)
 
 
 def _boxes_by_hand(transforms, boxes):

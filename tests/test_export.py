@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from _helpers import SMALL_PREDICTOR, build_model, config_path, favour_class_0, max_abs_diff
+from conftest import SMALL_PREDICTOR, build_model, config_path, favour_class_0, max_abs_diff
 from benchmarks.onnx_pipeline import smooth_image
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.export import YOLOSPipeline
@@ -223,13 +223,17 @@ def test_resize_like_pil_is_pils_but_for_a_level_on_few_pixels():
         ours = resize_like_pil(torch.from_numpy(image).permute(2, 0, 1).float(), (new_height, new_width))
         difference = np.abs(ours.permute(1, 2, 0).numpy() - pil.astype(np.float32))
         assert difference.max() <= 1 and (difference > 0).mean() < 0.03
+    # The graph resizes an image the cap leaves alone to its own size: each output pixel is its own.
+    image = torch.from_numpy(smooth_image(37, 53, seed=0)).permute(2, 0, 1).float()
+    assert torch.equal(resize_like_pil(image, (37, 53)), image)
 
 
 def test_pipeline_export_refuses_what_it_cannot_do(tmp_path, capsys):
     output = str(tmp_path / "pipeline.onnx")
     base = ["--config-file", config_path("yolos_ti"), "--output", output]
     for argv, message in [
-        (["--top-k", "5"], "--score-threshold and --top-k belong to --pipeline"),
+        (["--top-k", "5"], "--score-threshold, --top-k and --max-size belong to --pipeline"),
+        (["--max-size", "1333"], "--score-threshold, --top-k and --max-size belong to --pipeline"),
         (["--pipeline", "--format", "torchscript"], "--pipeline exports ONNX only"),
         (["--pipeline", "--top-k", "0"], "top_k must be None or at least 1, got 0"),
     ]:
@@ -238,5 +242,5 @@ def test_pipeline_export_refuses_what_it_cannot_do(tmp_path, capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
     from detectron2.data import transforms as T
 
-    with pytest.raises(ValueError, match="takes a test-time resize of DETRResizeShortestEdge"):
+    with pytest.raises(ValueError, match="dataloader.test.mapper.augmentations must be one DETRResizeShortestEdge"):
         YOLOSPipeline(build_model("yolos_ti", SMALL), [T.RandomFlip()])

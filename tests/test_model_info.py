@@ -1,10 +1,11 @@
 """yolos-model-info: parameters by hand, FLOPs by torch's counter, the input size by the config's resize."""
+import pytest
 import torch
 from detectron2.config import instantiate
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import config_path
+from conftest import config_path
 from yolos_d2.config import load_config
 from yolos_d2.tools import model_info
 
@@ -61,3 +62,9 @@ def test_command_prints_a_markdown_row_per_config(capsys):
     # YOLOS-S resizes to 800: 48x80 -> 800x1333, floored to 800x1328; the quick start keeps the size.
     assert [row[3] for row in cells] == ["800x1328", "48x80"]
     assert all(row[1] == f"{D}, {DEPTH}, {HEADS}" for row in cells)
+
+
+def test_command_needs_config_files(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        model_info.main([])
+    assert exit_info.value.code == 2 and "--config-file" in capsys.readouterr().err

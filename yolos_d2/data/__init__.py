@@ -4,7 +4,9 @@ from .mapper import DatasetMapper
 from .datasets import check_num_classes, register_coco_dataset, register_voc_dataset
 from .synthetic_shapes import SYNTHETIC_SHAPES_CLASSES, generate_synthetic_shapes, register_synthetic_shapes
 from .transforms import (
+    DEFAULT_MAX_SIZE,
     DETRResizeShortestEdge,
+    EvalResize,
     RandomSelect,
     detr_test_augmentations,
     detr_train_augmentations,
@@ -13,8 +15,10 @@ from .transforms import (
 register_synthetic_shapes()
 
 __all__ = [
+    "DEFAULT_MAX_SIZE",
     "DatasetMapper",
     "DETRResizeShortestEdge",
+    "EvalResize",
     "RandomSelect",
     "ResumableTrainingSampler",
     "SYNTHETIC_SHAPES_CLASSES",

@@ -5,16 +5,26 @@ with the original YOLOS sizes: each resized side is floored to a multiple of the
 Use the lists of :func:`detr_train_augmentations` and :func:`detr_test_augmentations` as the
 ``augmentations`` of detectron2's ``DatasetMapper``: it clips the transformed boxes to the
 image, drops empty boxes and, in training, crowd annotations, as DETR's dataset does.
+
+:class:`EvalResize` is the test-time resize of a config, with an optional cap on the longer side,
+as the predictor, the exported pipeline and the model summary apply it.
 """
 from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+from detectron2.config import instantiate
 from detectron2.data import transforms as T
 from PIL import Image
 
 # The original YOLOS floors resized sides to whole 16-pixel patches.
 DEFAULT_SIZE_MULTIPLE = 16
+
+# The longer side, in pixels, that the predictor and the exported pipeline cap images at by
+# default: DETR's test-time maximum. The attention's memory grows with the square of the pixel count.
+DEFAULT_MAX_SIZE = 1333
+
+Side = Union[int, torch.Tensor]
 
 
 class _ResizeTransform(T.ResizeTransform):
@@ -66,12 +76,8 @@ class DETRResizeShortestEdge(T.Augmentation):
 
     @staticmethod
     def get_output_shape(
-        oldh: Union[int, torch.Tensor],
-        oldw: Union[int, torch.Tensor],
-        short_edge_length: int,
-        max_size: Optional[int],
-        size_multiple: int = 1,
-    ) -> Tuple[Union[int, torch.Tensor], Union[int, torch.Tensor]]:
+        oldh: Side, oldw: Side, short_edge_length: int, max_size: Optional[int], size_multiple: int = 1
+    ) -> Tuple[Side, Side]:
         """
         The (height, width) in pixels of an (oldh, oldw) image resized: DETR's
         ``get_size_with_aspect_ratio`` (the capped shorter side rounded, the longer side floored,
@@ -162,3 +168,90 @@ def detr_test_augmentations(eval_size: int, size_multiple: int = DEFAULT_SIZE_MU
     if eval_size < size_multiple:
         raise ValueError(f"eval_size={eval_size} must be at least size_multiple={size_multiple} pixels")
     return [DETRResizeShortestEdge(eval_size, eval_size * 1333 // 800, size_multiple)]
+
+
+class EvalResize:
+    """
+    The test-time resize of a config, in one resize: the size its test augmentations give an image
+    (none: the image's own; one :class:`DETRResizeShortestEdge` of one shorter-side length: its
+    :meth:`~DETRResizeShortestEdge.get_output_shape`), then, if the longer side of that size
+    exceeds ``max_size``, that size scaled to a longer side of ``max_size`` (each side rounded,
+    at least 1 pixel). The image is resized from its own size to the result at once, with PIL's
+    bilinear filter as the data mapper's resize.
+
+    Attributes:
+        detr_resize: the config's :class:`DETRResizeShortestEdge`, or None.
+        max_size: the cap on the longer side in pixels; None or 0: no cap.
+    """
+
+    def __init__(self, augmentations: Sequence[T.Augmentation], max_size: Optional[int] = None):
+        """
+        Args:
+            augmentations: the config's test augmentations, built
+                (``dataloader.test.mapper.augmentations``).
+            max_size: see the class description.
+
+        Raises:
+            ValueError for other augmentations or a negative ``max_size``.
+        """
+        augmentations = list(augmentations)
+        one_resize = (
+            len(augmentations) == 1
+            and isinstance(augmentations[0], DETRResizeShortestEdge)
+            and len(augmentations[0].short_edge_length) == 1
+        )
+        if augmentations and not one_resize:
+            raise ValueError(
+                "dataloader.test.mapper.augmentations must be one DETRResizeShortestEdge with one shorter-side "
+                f"length (e.g. detr_test_augmentations), or none; got {augmentations}"
+            )
+        if max_size is not None and max_size < 0:
+            raise ValueError(f"max_size must be None, 0 (no cap) or a positive number of pixels, got {max_size}")
+        self.detr_resize: Optional[DETRResizeShortestEdge] = augmentations[0] if augmentations else None
+        self.max_size = max_size
+
+    @classmethod
+    def from_config(cls, cfg, max_size: Optional[int] = None) -> "EvalResize":
+        """The resize of ``cfg.dataloader.test.mapper.augmentations``, capped at ``max_size``."""
+        return cls(instantiate(cfg.dataloader.test.mapper.augmentations), max_size)
+
+    @property
+    def keeps_every_size(self) -> bool:
+        """Whether every image keeps its size: no resize in the config and no cap."""
+        return self.detr_resize is None and not self.max_size
+
+    def config_shape(self, height: Side, width: Side) -> Tuple[Side, Side]:
+        """The (height, width) in pixels that the config's augmentations alone give an image of (height, width)."""
+        resize = self.detr_resize
+        if resize is None:
+            return height, width
+        return resize.get_output_shape(height, width, resize.short_edge_length[0], resize.max_size, resize.size_multiple)
+
+    def is_capped(self, height: int, width: int) -> bool:
+        """Whether ``max_size`` changes the size of an image of (height, width) pixels."""
+        return bool(self.max_size) and max(self.config_shape(height, width)) > self.max_size
+
+    def output_shape(self, height: Side, width: Side) -> Tuple[Side, Side]:
+        """
+        The (height, width) in pixels of an image of (height, width) resized. ``height`` and
+        ``width`` may be 0-d tensors (an image's symbolic size while exporting): the sides are
+        then 0-d int64 tensors, computed without branching on the sizes.
+        """
+        height, width = self.config_shape(height, width)
+        if not self.max_size:
+            return height, width
+        sides = [torch.as_tensor(side, dtype=torch.int64) for side in (height, width)]
+        longer = torch.maximum(*sides)
+        capped = [torch.clamp((side * self.max_size + longer // 2) // longer, min=1) for side in sides]
+        sides = [torch.where(longer > self.max_size, cap, side) for cap, side in zip(capped, sides)]
+        if isinstance(height, torch.Tensor) or isinstance(width, torch.Tensor):
+            return sides[0], sides[1]
+        return int(sides[0]), int(sides[1])
+
+    def apply_image(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, C) uint8 -> (H', W', C) uint8, ``(H', W') = output_shape(H, W)``; the image itself if they are equal."""
+        height, width = image.shape[:2]
+        new_height, new_width = self.output_shape(height, width)
+        if (new_height, new_width) == (height, width):
+            return image
+        return _ResizeTransform(height, width, new_height, new_width, Image.BILINEAR).apply_image(image)

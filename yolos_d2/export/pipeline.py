@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from detectron2.data import transforms as T
 
-from ..data import DETRResizeShortestEdge
+from ..data import DEFAULT_MAX_SIZE, EvalResize
 from ..modeling import YOLOS, check_selection, select_detections
 
 __all__ = ["OUTPUT_NAMES", "YOLOSPipeline", "resize_like_pil"]
@@ -47,15 +47,13 @@ class YOLOSPipeline(nn.Module):
     """
     :class:`YOLOSPredictor`'s work on one image, in tensor operations:
 
-    1. the config's test-time resize rule (:meth:`DETRResizeShortestEdge.get_output_shape`:
-       shorter side to the eval size, longer side capped, each side floored to a multiple of the
-       patch size), computed from the image's size inside the graph; the resize itself by
-       :func:`resize_like_pil`, as the predictor's PIL resize;
+    1. the predictor's size for the image (:meth:`yolos_d2.data.EvalResize.output_shape`: the
+       config's test-time resize, the longer side capped at ``max_size``), computed from the
+       image's size inside the graph; the resize itself by :func:`resize_like_pil`, as the
+       predictor's PIL resize;
     2. ``model``'s normalisation, padding to ``model.size_divisibility``, detector and
        post-processing (boxes in the input image's pixels, clipped if ``model.clip_boxes``);
     3. :func:`select_detections` with ``score_threshold`` and ``top_k``, fixed in the module.
-
-    The predictor's ``max_size`` limit is not applied: the config's rule alone sizes the image.
     """
 
     def __init__(
@@ -64,32 +62,21 @@ class YOLOSPipeline(nn.Module):
         augmentations: Sequence[T.Augmentation],
         score_threshold: float = 0.0,
         top_k: Optional[int] = None,
+        max_size: Optional[int] = DEFAULT_MAX_SIZE,
     ):
         """
         Args:
             model: in eval mode.
-            augmentations: the config's test-time augmentations, built: none (the image keeps
-                its size) or one :class:`DETRResizeShortestEdge` with one shorter-side length.
-            score_threshold, top_k: see :class:`YOLOSPredictor`.
+            augmentations: the config's test-time augmentations, built, as :class:`EvalResize` takes them.
+            score_threshold, top_k, max_size: see :class:`YOLOSPredictor`.
 
         Raises:
-            ValueError for other augmentations or a selection setting out of range.
+            ValueError for other augmentations or a setting out of range.
         """
         super().__init__()
         check_selection(score_threshold, top_k)
-        augmentations = list(augmentations)
-        one_resize = (
-            len(augmentations) == 1
-            and isinstance(augmentations[0], DETRResizeShortestEdge)
-            and len(augmentations[0].short_edge_length) == 1
-        )
-        if augmentations and not one_resize:
-            raise ValueError(
-                "The whole pipeline takes a test-time resize of DETRResizeShortestEdge with one shorter-side length, "
-                f"or none; the config's augmentations are {augmentations}"
-            )
         self.model = model
-        self.resize = augmentations[0] if augmentations else None
+        self.resize = EvalResize(augmentations, max_size)
         self.score_threshold = score_threshold
         self.top_k = top_k
 
@@ -106,14 +93,12 @@ class YOLOSPipeline(nn.Module):
         """
         height, width = image.shape[0], image.shape[1]
         pixels = image.permute(2, 0, 1).float()
-        if self.resize is not None:
-            resize = self.resize
-            size = (torch.scalar_tensor(height), torch.scalar_tensor(width))
-            sides = resize.get_output_shape(*size, resize.short_edge_length[0], resize.max_size, resize.size_multiple)
+        if not self.resize.keeps_every_size:
+            sides = self.resize.output_shape(torch.scalar_tensor(height), torch.scalar_tensor(width))
             new_height, new_width = (side.item() for side in sides)
-            # What torch.export cannot infer of sizes computed from values: each is at least one multiple.
-            torch._check(new_height >= resize.size_multiple)
-            torch._check(new_width >= resize.size_multiple)
+            # What torch.export cannot infer of sizes computed from values: each is at least a pixel.
+            torch._check(new_height >= 1)
+            torch._check(new_width >= 1)
             pixels = resize_like_pil(pixels, (new_height, new_width))
         model = self.model
         normalized = model.normalize(pixels)

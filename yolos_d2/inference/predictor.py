@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, Metadata, MetadataCatalog
-from detectron2.data import transforms as T
 from detectron2.structures import Instances
 from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import log_first_n
@@ -20,17 +19,13 @@ from PIL import Image
 
 from ..checkpoint import YOLOSCheckpointer
 from ..config import prepare_config
-from ..data import check_num_classes, image_to_array, read_image
+from ..data import DEFAULT_MAX_SIZE, EvalResize, check_num_classes, image_to_array, read_image
 from ..modeling import YOLOS, check_selection, select_detections
 from .precision import apply_precision, check_precision
 
 __all__ = ["DEFAULT_MAX_SIZE", "ImageInput", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
 
 logger = logging.getLogger(__name__)
-
-# Longest image side, in pixels, the predictor gives the model by default: DETR's test-time
-# maximum. The attention's memory grows with the square of the pixel count.
-DEFAULT_MAX_SIZE = 1333
 
 # An image the predictor reads: a file path, an (H, W, 3) uint8 array in the model's input format
 # (``model.input_format``), or a PIL image.
@@ -88,8 +83,9 @@ class YOLOSPredictor:
     """
     Runs a trained YOLOS on images: the weights of ``cfg.train.init_checkpoint``, the test-time
     resize of ``cfg.dataloader.test.mapper.augmentations``, on ``cfg.train.device``. An image
-    whose longer side exceeds ``max_size`` after that resize (a config without one, such as the
-    quick start's, keeps the image's size) is scaled down to it, and this is logged.
+    whose longer side would exceed ``max_size`` after that resize (a config without one, such as
+    the quick start's, keeps the image's size) is resized to a longer side of ``max_size``
+    instead, and this is logged: :class:`yolos_d2.data.EvalResize`, one PIL bilinear resize.
 
     Called on one image it returns its ``Instances``; on a list, one ``Instances`` per image.
     The images of a list that have the same size after the resize run in one forward, those of
@@ -103,6 +99,7 @@ class YOLOSPredictor:
         metadata: of the config's test dataset; its ``thing_classes`` name the predicted classes.
         input_format: channel order of the arrays given, ``model.input_format`` ("RGB" or "BGR").
         max_size: longest side, in pixels, of the images given to the model; None or 0: no limit.
+        eval_resize: the :class:`~yolos_d2.data.EvalResize` of the config and ``max_size``.
         score_threshold, top_k, nms_iou: which detections are returned, see :meth:`__init__`.
         precision: the :class:`~yolos_d2.inference.precision.InferencePrecision` in effect.
     """
@@ -145,7 +142,7 @@ class YOLOSPredictor:
         self.model = build_inference_model(cfg)
         self.precision = apply_precision(self.model, precision, cfg.train.device)
         self.metadata = metadata_of_test_dataset(cfg)
-        self.augmentations = T.AugmentationList(list(instantiate(cfg.dataloader.test.mapper.augmentations)))
+        self.eval_resize = EvalResize.from_config(cfg, max_size)
         self.input_format = self.model.input_format
         self.max_size = max_size
         self.score_threshold = score_threshold
@@ -173,25 +170,21 @@ class YOLOSPredictor:
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """
-        (H, W, 3) uint8 -> (H', W', 3), resized as the config's test mapper resizes images,
-        then scaled (bilinear, sides rounded, aspect ratio kept) so that max(H', W') <= ``max_size``.
+        (H, W, 3) uint8 -> (H', W', 3): the config's test-time resize, the longer side capped at
+        ``max_size`` (:meth:`yolos_d2.data.EvalResize.apply_image`).
         """
-        aug_input = T.AugInput(image)
-        self.augmentations(aug_input)
-        resized = aug_input.image
-        height, width = resized.shape[:2]
-        longer = max(height, width)
-        if not self.max_size or longer <= self.max_size:
-            return resized
-        new_height, new_width = (max(1, (side * self.max_size + longer // 2) // longer) for side in (height, width))
-        log_first_n(
-            logging.INFO,
-            f"Scaled a {width}x{height} image down to {new_width}x{new_height} for prediction: its longer side "
-            f"exceeds max_size={self.max_size}",
-            key="message",
-            name=__name__,
-        )
-        return T.ResizeTransform(height, width, new_height, new_width).apply_image(resized)
+        resized = self.eval_resize.apply_image(image)
+        height, width = image.shape[:2]
+        if self.eval_resize.is_capped(height, width):
+            new_height, new_width = resized.shape[:2]
+            log_first_n(
+                logging.INFO,
+                f"Scaled a {width}x{height} image down to {new_width}x{new_height} for prediction: its longer side "
+                f"exceeds max_size={self.max_size}",
+                key="message",
+                name=__name__,
+            )
+        return resized
 
     def predict(self, resized: np.ndarray, output_size: Optional[Tuple[int, int]] = None) -> Instances:
         """

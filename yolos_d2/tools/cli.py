@@ -70,7 +70,7 @@ def add_config_arguments(
 
 
 def add_max_size_argument(parser: argparse.ArgumentParser) -> None:
-    """``--max-size``, the :class:`~yolos_d2.engine.YOLOSPredictor` argument of the same name."""
+    """``--max-size``, the :class:`~yolos_d2.inference.YOLOSPredictor` argument of the same name."""
     parser.add_argument(
         "--max-size",
         type=int,
@@ -82,7 +82,7 @@ def add_max_size_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
-    """``--batch-size``: how many images the tool gives :class:`~yolos_d2.engine.YOLOSPredictor` at once."""
+    """``--batch-size``: how many images the tool gives :class:`~yolos_d2.inference.YOLOSPredictor` at once."""
     parser.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -94,7 +94,7 @@ def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
-    """``--precision``: what :class:`~yolos_d2.engine.YOLOSPredictor` runs the model in."""
+    """``--precision``: what :class:`~yolos_d2.inference.YOLOSPredictor` runs the model in."""
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,

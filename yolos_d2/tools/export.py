@@ -5,7 +5,7 @@ prediction (resize, model, post-processing) to ONNX::
     yolos-export --config-file CONFIG --output yolos.onnx [--weights WEIGHTS] \
         [--format {onnx,torchscript}] [--height H --width W] [KEY=VALUE ...]
     yolos-export --config-file CONFIG --output yolos_pipeline.onnx --pipeline [--weights WEIGHTS] \
-        [--score-threshold S] [--top-k K] [KEY=VALUE ...]
+        [--score-threshold S] [--top-k K] [--max-size PIXELS] [KEY=VALUE ...]
     yolos-export --config-file CONFIG --output yolos_int8.onnx --int8 [--pipeline] [--weights WEIGHTS]
 
 (also ``python -m yolos_d2.tools.export``). The detector graph is ``model.detector``
@@ -23,11 +23,11 @@ patches are dropped. To get ``YOLOS``'s detections, zero-pad the normalised imag
 of ``model.size_divisibility`` and scale the boxes by the image size before padding.
 ``--height`` and ``--width`` only set the example input that is traced.
 
-``--pipeline`` exports :class:`~yolos_d2.engine.YOLOSPipeline` instead (ONNX only): input
-``image``, one (H, W, 3) uint8 image of any size in ``model.input_format``; outputs ``boxes``
-(N, 4) XYXY in the image's pixels, ``scores`` (N,), ``classes`` (N,) and ``det_tokens`` (N,), the
-detections scoring at least ``--score-threshold``, at most ``--top-k`` of them, both fixed in the
-file.
+``--pipeline`` exports :class:`~yolos_d2.export.YOLOSPipeline` instead (ONNX only): input
+``image``, one (H, W, 3) uint8 image of any size in ``model.input_format``, resized as the
+predictor resizes it (``--max-size`` as the demo's); outputs ``boxes`` (N, 4) XYXY in the image's
+pixels, ``scores`` (N,), ``classes`` (N,) and ``det_tokens`` (N,), the detections scoring at least
+``--score-threshold``, at most ``--top-k`` of them; all three fixed in the file.
 
 ``--int8`` writes an ONNX file whose matrix products with weights take int8 weights (one scale
 per output channel) and quantise their inputs to uint8 as they come: onnxruntime's dynamic
@@ -46,6 +46,7 @@ import torch
 from detectron2.config import instantiate
 
 from ..config import prepare_config
+from ..data import DEFAULT_MAX_SIZE
 from ..export import YOLOSPipeline, export_detector_onnx, export_pipeline_onnx, export_torchscript, quantize_onnx_int8
 from ..export.onnx import INPUT_NAME, OUTPUT_NAMES, PIPELINE_INPUT_NAME
 from ..export.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
@@ -74,12 +75,14 @@ def main(argv=None) -> int:
         "--score-threshold", type=float, help="--pipeline: keep the detections scoring at least this (default 0: all)"
     )
     parser.add_argument("--top-k", type=int, help="--pipeline: keep at most this many, the highest scoring")
+    cli.add_max_size_argument(parser)
+    parser.set_defaults(max_size=None)  # None: not given; --pipeline then takes the predictor's default
     parser.add_argument(
         "--int8", action="store_true", help="ONNX: quantise the weights of the matrix products to int8 (onnxruntime)"
     )
     args = cli.parse_args(parser, argv)
-    if not args.pipeline and (args.score_threshold is not None or args.top_k is not None):
-        parser.error("--score-threshold and --top-k belong to --pipeline")
+    if not args.pipeline and any(v is not None for v in (args.score_threshold, args.top_k, args.max_size)):
+        parser.error("--score-threshold, --top-k and --max-size belong to --pipeline")
     if args.pipeline and args.format != "onnx":
         parser.error("--pipeline exports ONNX only")
     if args.int8 and args.format != "onnx":
@@ -92,7 +95,8 @@ def main(argv=None) -> int:
         model = build_inference_model(cfg, require_weights=False)
         if args.pipeline:
             augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
-            pipeline = YOLOSPipeline(model, augmentations, args.score_threshold or 0.0, args.top_k)
+            max_size = DEFAULT_MAX_SIZE if args.max_size is None else args.max_size
+            pipeline = YOLOSPipeline(model, augmentations, args.score_threshold or 0.0, args.top_k, max_size)
     patch = model.detector.backbone.patch_size
     if min(args.height, args.width) < patch:
         parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")

@@ -1,15 +1,15 @@
 """
 The size and cost of the models that configs describe, as a Markdown table::
 
-    yolos-model-info                                   # the five paper configs
     yolos-model-info --config-file configs/yolos_s.py configs/quickstart.py [KEY=VALUE ...]
 
 (also ``python -m yolos_d2.tools.model_info``). For each config: the backbone (width, depth,
 heads), the parameters of the model it builds (in millions), and the FLOPs of one image at the
-config's evaluation size: a ``--image-size`` image (default 640x480, COCO's most common size)
-resized by the config's test-time augmentations and padded as the model pads it. FLOPs count the
-matrix products (2 per multiply-add; normalisations, activations and softmax, a few percent, are
-left out) as the model computes them: its last block for the ``[DET]`` tokens only
+config's evaluation size: an ``--image-size`` image (height x width, default 480x640, COCO's
+most common size) resized by the config's test-time resize (:class:`yolos_d2.data.EvalResize`,
+without the predictor's cap on the longer side) and padded as the model pads it. FLOPs count
+the matrix products (2 per multiply-add; normalisations, activations and softmax, a few percent,
+are left out) as the model computes them: its last block for the ``[DET]`` tokens only
 (:func:`yolos_d2.modeling.flops.detector_flops`). Overrides apply to every config.
 """
 import argparse
@@ -18,34 +18,19 @@ import math
 import os
 from typing import List, Optional, Sequence, Tuple
 
-import numpy as np
 from detectron2.config import instantiate
-from detectron2.data import transforms as T
 from omegaconf import DictConfig
 
+from ..config import prepare_config
+from ..data import EvalResize
+from ..modeling import YOLOS
 from ..modeling.flops import detector_flops
 from ..utils.table import format_table
-from ..config import CONFIG_DIR, prepare_config
-from ..modeling import YOLOS
 from . import cli
 
-__all__ = ["PAPER_CONFIGS", "ModelInfo", "eval_input_size", "main", "model_info"]
+__all__ = ["ModelInfo", "main", "model_info"]
 
-PAPER_CONFIGS = [
-    os.path.join(CONFIG_DIR, f"{name}.py")
-    for name in ("yolos_ti", "yolos_s", "yolos_s_200ep", "yolos_s_dwr", "yolos_b")
-]
 HEADER = ["config", "backbone (dim, depth, heads)", "parameters (M)", "input (HxW)", "GFLOPs"]
-
-
-def eval_input_size(cfg: DictConfig, image_size: Tuple[int, int], size_divisibility: int) -> Tuple[int, int]:
-    """
-    (H, W) of the tensor the model sees for an image of ``image_size`` (H, W): resized by
-    ``cfg.dataloader.test.mapper.augmentations``, then padded to a multiple of ``size_divisibility``.
-    """
-    aug_input = T.AugInput(np.zeros((*image_size, 3), dtype=np.uint8))
-    T.AugmentationList(list(instantiate(cfg.dataloader.test.mapper.augmentations)))(aug_input)
-    return tuple(math.ceil(side / size_divisibility) * size_divisibility for side in aug_input.image.shape[:2])
 
 
 @dataclasses.dataclass
@@ -72,7 +57,8 @@ def model_info(cfg: DictConfig, image_size: Tuple[int, int]) -> ModelInfo:
     """The size of the model ``cfg`` describes (built on the CPU) and its FLOPs on an image of ``image_size`` (H, W)."""
     model: YOLOS = instantiate(cfg.model)
     backbone = model.detector.backbone
-    input_size = eval_input_size(cfg, image_size, model.size_divisibility)
+    resized = EvalResize.from_config(cfg).output_shape(*image_size)
+    input_size = tuple(math.ceil(side / model.size_divisibility) * model.size_divisibility for side in resized)
     return ModelInfo(
         embed_dim=backbone.embed_dim,
         depth=backbone.depth,
@@ -85,9 +71,7 @@ def model_info(cfg: DictConfig, image_size: Tuple[int, int]) -> ModelInfo:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--config-file", nargs="+", default=PAPER_CONFIGS, metavar="FILE", help="LazyConfigs (default: the paper's)"
-    )
+    parser.add_argument("--config-file", nargs="+", required=True, metavar="FILE", help="LazyConfigs, one row each")
     parser.add_argument("--image-size", default="480x640", metavar="HxW", help="the image resized (default 480x640)")
     args = cli.parse_args(parser, argv)
     image_size = tuple(int(side) for side in args.image_size.split("x"))
