@@ -59,6 +59,8 @@ WRAPPERS = {"time", "/usr/bin/time", "env"}
 # commands are checked but not run, with the reason.
 NOT_RUN = {
     "bash .ci/setup": "builds .venv (minutes, package downloads)",
+    "bash .ci/quickstart": "builds .venv, then trains the quick start: minutes",
+    "bash .ci/test": "the test suite itself",
     "pytest": "the test suite itself",
     "train_net.py": "trains or evaluates: minutes (quick start) to days (COCO)",
     "yolos_d2.tools.train": "trains or evaluates: minutes (quick start) to days (COCO)",
