@@ -19,6 +19,7 @@ of one image size.
 import argparse
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -35,9 +36,9 @@ from yolos_d2.modeling import YOLOS
 from yolos_d2.modeling.transformer import Block
 from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
-from .timing import time_interleaved
+from .timing import Timing, time_interleaved, timings
 
-__all__ = ["masked_padded_forward", "random_predictor"]
+__all__ = ["masked_padded_forward", "random_predictor", "run", "main"]
 
 # COCO-like image sizes, (height, width): at YOLOS-Ti's eval size 512, five resized sizes.
 DEFAULT_SIZES = [(480, 640), (640, 480), (427, 640), (480, 640), (640, 427), (375, 500), (640, 640), (480, 640)]
@@ -131,6 +132,100 @@ def parse_size(text: str) -> Tuple[int, int]:
     return height, width
 
 
+@dataclass(frozen=True)
+class WayTiming(Timing):
+    """
+    A way of predicting on the list; ``ratio`` against grouped by size. The largest differences of
+    its detections' scores and boxes (pixels) from one image at a time's.
+    """
+
+    score_difference: float
+    box_difference: float
+
+
+@dataclass(frozen=True)
+class ListTiming(Timing):
+    """
+    A list of ``images`` copies of one image; ``ratio`` against the first list's time,
+    ``rate_ratio`` its images per second over the first list's.
+    """
+
+    images: int
+    rate_ratio: float
+
+
+@dataclass(frozen=True)
+class BatchPredictionResult:
+    """
+    The number of ``images`` and their distinct ``resized_sizes`` (H, W, sorted), the three ways on
+    the list of them, and the lists of copies of one image.
+    """
+
+    images: int
+    resized_sizes: List[Tuple[int, int]]
+    ways: List[WayTiming]
+    lists: List[ListTiming]
+
+    @property
+    def padded_size(self) -> Tuple[int, int]:
+        """(H, W) all the resized images are padded to."""
+        return max(h for h, _ in self.resized_sizes), max(w for _, w in self.resized_sizes)
+
+
+def run(
+    predictor: YOLOSPredictor, sizes: Sequence[Tuple[int, int]], batch_sizes: Sequence[int], repeats: int
+) -> BatchPredictionResult:
+    """
+    ``predictor`` on random images of ``sizes`` (H, W, before its resize) the three ways, then on
+    lists of ``batch_sizes`` copies of the first image, each timed over ``repeats`` rounds.
+    """
+    model = predictor.model
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+    def padded_and_masked() -> List[Instances]:
+        outputs = masked_padded_forward(model, [_as_tensor(predictor.resize(image)) for image in images])
+        return [
+            model.postprocess(logits, boxes, image.shape[:2], model.clip_boxes)
+            for logits, boxes, image in zip(outputs["pred_logits"], outputs["pred_boxes"], images)
+        ]
+
+    ways = {
+        "one at a time": lambda: [predictor(image) for image in images],
+        "grouped by size": lambda: predictor(images),
+        "padded and masked": padded_and_masked,
+    }
+    results = {name: way() for name, way in ways.items()}
+    times = time_interleaved(ways, repeats=repeats, warmup=1)
+    score_differences, box_differences = {}, {}
+    for name, instances in results.items():
+        pairs = list(zip(instances, results["one at a time"]))
+        score_differences[name] = max((a.scores - b.scores).abs().max().item() for a, b in pairs)
+        box_differences[name] = max((a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max().item() for a, b in pairs)
+
+    image = images[0]
+    lists = {f"{n} x {image.shape[0]}x{image.shape[1]}": [image] * n for n in batch_sizes}
+    list_times = time_interleaved(
+        {name: (lambda same=same: predictor(same)) for name, same in lists.items()}, repeats=repeats, warmup=1
+    )
+    rates = {name: len(lists[name]) / seconds for name, seconds in list_times.items()}
+    first = next(iter(lists))
+    return BatchPredictionResult(
+        images=len(images),
+        resized_sizes=sorted({predictor.resize(image).shape[:2] for image in images}),
+        ways=timings(
+            times, "grouped by size", WayTiming, score_difference=score_differences, box_difference=box_differences
+        ),
+        lists=timings(
+            list_times,
+            first,
+            ListTiming,
+            images={name: len(same) for name, same in lists.items()},
+            rate_ratio={name: rate / rates[first] for name, rate in rates.items()},
+        ),
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks batch-prediction",
@@ -147,49 +242,22 @@ def main(argv=None) -> None:
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
         predictor = random_predictor(load_config(args.config_file, args.opts))
-    model = predictor.model
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in args.sizes]
+    result = run(predictor, args.sizes, args.batch_sizes, args.repeats)
 
-    def padded_and_masked() -> List[Instances]:
-        outputs = masked_padded_forward(model, [_as_tensor(predictor.resize(image)) for image in images])
-        return [
-            model.postprocess(logits, boxes, image.shape[:2], model.clip_boxes)
-            for logits, boxes, image in zip(outputs["pred_logits"], outputs["pred_boxes"], images)
-        ]
-
-    ways = {
-        "one at a time": lambda: [predictor(image) for image in images],
-        "grouped by size": lambda: predictor(images),
-        "padded and masked": padded_and_masked,
-    }
-    results = {name: way() for name, way in ways.items()}
-    times = time_interleaved(ways, repeats=args.repeats, warmup=1)
-
-    sizes = sorted({predictor.resize(image).shape[:2] for image in images})
+    sizes = ", ".join(f"{h}x{w}" for h, w in result.resized_sizes)
     print(
-        f"{args.config_file}, random weights, CPU ({torch.get_num_threads()} threads): {len(images)} images resized "
-        f"to {len(sizes)} sizes ({', '.join(f'{h}x{w}' for h, w in sizes)}); padded to "
-        f"{max(h for h, _ in sizes)}x{max(w for _, w in sizes)}"
+        f"{args.config_file}, random weights, CPU ({torch.get_num_threads()} threads): {result.images} images resized "
+        f"to {len(result.resized_sizes)} sizes ({sizes}); padded to {result.padded_size[0]}x{result.padded_size[1]}"
     )
-    rows = []
-    for name, seconds in times.items():
-        pairs = list(zip(results[name], results["one at a time"]))
-        score = max((a.scores - b.scores).abs().max().item() for a, b in pairs)
-        box = max((a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max().item() for a, b in pairs)
-        rows.append(
-            [name, f"{seconds:.2f}", f"{len(images) / seconds:.2f}", f"{seconds / times['grouped by size']:.2f}",
-             f"{score:.1e}", f"{box:.1e}"]
-        )
+    rows = [
+        [way.name, f"{way.seconds:.2f}", f"{result.images / way.seconds:.2f}", f"{way.ratio:.2f}",
+         f"{way.score_difference:.1e}", f"{way.box_difference:.1e}"]
+        for way in result.ways
+    ]
     header = ["way", "s per list", "images/s", "time / grouped", "max |score diff|", "max |box diff| px"]
     print(format_table(header, rows) + "\n(differences from one image at a time)")
-
-    image = images[0]
-    lists = {f"{n} x {image.shape[0]}x{image.shape[1]}": [image] * n for n in args.batch_sizes}
-    times = time_interleaved(
-        {name: (lambda same=same: predictor(same)) for name, same in lists.items()}, repeats=args.repeats, warmup=1
-    )
-    rates = {name: len(lists[name]) / seconds for name, seconds in times.items()}
-    first = next(iter(rates.values()))
-    rows = [[name, f"{times[name]:.2f}", f"{rate:.2f}", f"{rate / first:.2f}"] for name, rate in rates.items()]
+    rows = [
+        [same.name, f"{same.seconds:.2f}", f"{same.images / same.seconds:.2f}", f"{same.rate_ratio:.2f}"]
+        for same in result.lists
+    ]
     print(format_table(["list of one image size", "s per list", "images/s", "images/s / first's"], rows))

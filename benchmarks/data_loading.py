@@ -16,7 +16,8 @@ import math
 import os
 import tempfile
 import time
-from typing import Callable, Dict, List
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 from detectron2.config import instantiate
@@ -27,7 +28,7 @@ from yolos_d2.config import load_config
 from .onnx_pipeline import smooth_image
 from yolos_d2.utils.table import format_table
 
-__all__ = ["main", "write_jpegs"]
+__all__ = ["run", "main", "write_jpegs"]
 
 DEFAULT_CONFIGS = ["configs/yolos_ti.py", "configs/yolos_s.py", "configs/yolos_b.py"]
 
@@ -59,6 +60,38 @@ def images_per_second(mapper: Callable[[Dict], Dict], records: List[Dict], warmu
     return len(records) / (time.perf_counter() - start)
 
 
+@dataclass(frozen=True)
+class LoadingRow:
+    """
+    A config's mappers: images per second of its training and test mappers in one process, its
+    images per GPU per step (its total batch over 8 GPUs), and the workers per GPU that keep a
+    step of each of the benchmark's step times fed.
+    """
+
+    config: str
+    train_rate: float
+    test_rate: float
+    images_per_gpu: int
+    workers: List[int]
+
+
+def run(configs: Sequence[str], images: int, step_seconds: Sequence[float]) -> List[LoadingRow]:
+    """Time each config's training and test mappers on ``images`` JPEGs; workers for each of ``step_seconds``."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="data_loading_") as folder:
+        records = write_jpegs(folder, images)
+        for config_file in configs:
+            cfg = load_config(config_file)
+            train_rate, test_rate = (
+                images_per_second(instantiate(cfg.dataloader[split].mapper), records) for split in ("train", "test")
+            )
+            # Images per GPU per step: the config's total batch over 8 GPUs, as the paper trains.
+            per_gpu = max(1, cfg.dataloader.train.total_batch_size // 8)
+            workers = [math.ceil(per_gpu / (s * train_rate)) for s in step_seconds]
+            rows.append(LoadingRow(os.path.basename(config_file), train_rate, test_rate, per_gpu, workers))
+    return rows
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks data-loading", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -67,24 +100,10 @@ def main(argv=None) -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--step-seconds", nargs="+", type=float, default=[0.01, 0.025, 0.05, 0.1])
     args = parser.parse_args(argv)
+    rows = run(args.configs, args.images, args.step_seconds)
 
-    rows, worker_rows = [], []
-    with tempfile.TemporaryDirectory(prefix="data_loading_") as folder:
-        records = write_jpegs(folder, args.images)
-        for config_file in args.configs:
-            cfg = load_config(config_file)
-            rates = {
-                split: images_per_second(instantiate(cfg.dataloader[split].mapper), records)
-                for split in ("train", "test")
-            }
-            name = os.path.basename(config_file)
-            rows.append([name, f"{rates['train']:.1f}", f"{rates['test']:.1f}"])
-            # Images per GPU per step: the config's total batch over 8 GPUs, as the paper trains.
-            per_gpu = max(1, cfg.dataloader.train.total_batch_size // 8)
-            worker_rows.append(
-                [name, per_gpu, *(math.ceil(per_gpu / (s * rates["train"])) for s in args.step_seconds)]
-            )
     print(f"{args.images} JPEGs of 640x480, one process")
-    print(format_table(["config", "training mapper, images/s", "test mapper, images/s"], rows))
+    rates = [[row.config, f"{row.train_rate:.1f}", f"{row.test_rate:.1f}"] for row in rows]
+    print(format_table(["config", "training mapper, images/s", "test mapper, images/s"], rates))
     header = ["config", "images per GPU (8 GPUs)", *(f"workers per GPU at {s:g} s/step" for s in args.step_seconds)]
-    print(format_table(header, worker_rows))
+    print(format_table(header, [[row.config, row.images_per_gpu, *row.workers] for row in rows]))

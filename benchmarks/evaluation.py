@@ -12,8 +12,9 @@ under it the largest difference between the two's 12 summary numbers.
 import argparse
 import contextlib
 import io
+from dataclasses import dataclass
 from functools import partial
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -21,9 +22,9 @@ from pycocotools.cocoeval import COCOeval
 
 from yolos_d2.evaluation import FastCOCOeval
 from yolos_d2.utils.table import format_table
-from .timing import time_interleaved
+from .timing import Timing, time_interleaved, timings
 
-__all__ = ["synthetic_coco", "main"]
+__all__ = ["synthetic_coco", "run", "main"]
 
 _IMAGE_SIZE = (480, 640)  # H, W
 
@@ -108,6 +109,50 @@ def evaluate_and_accumulate(cls, coco_gt: COCO, coco_dt: COCO) -> COCOeval:
     return evaluator
 
 
+@dataclass(frozen=True)
+class EvaluationTiming(Timing):
+    """An evaluator's seconds for ``evaluate()`` and ``accumulate()`` (``ratio`` against pycocotools') and its AP."""
+
+    ap: float
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """
+    The evaluators' ``rows``, the problem's numbers of ground truths and detections, and the
+    largest absolute difference between the two's 12 summary numbers (AP, AR).
+    """
+
+    rows: List[EvaluationTiming]
+    ground_truths: int
+    detections: int
+    max_stats_difference: float
+
+
+def run(images: int, categories: int, gts: float, dets: int, repeats: int, seed: int) -> EvaluationResult:
+    """Time both evaluators on :func:`synthetic_coco` (these arguments), and summarise each once."""
+    coco_gt, coco_dt = synthetic_coco(images, categories, gts, dets, seed=seed)
+    implementations = {"pycocotools COCOeval": COCOeval, "FastCOCOeval": FastCOCOeval}
+    times = time_interleaved(
+        {name: partial(evaluate_and_accumulate, cls, coco_gt, coco_dt) for name, cls in implementations.items()},
+        repeats=repeats,
+        warmup=1,
+    )
+    stats = {}
+    for name, cls in implementations.items():
+        evaluator = evaluate_and_accumulate(cls, coco_gt, coco_dt)
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluator.summarize()
+        stats[name] = evaluator.stats
+    aps = {name: float(summary[0]) for name, summary in stats.items()}
+    return EvaluationResult(
+        rows=timings(times, "pycocotools COCOeval", EvaluationTiming, ap=aps),
+        ground_truths=len(coco_gt.anns),
+        detections=len(coco_dt.anns),
+        max_stats_difference=float(np.abs(stats["FastCOCOeval"] - stats["pycocotools COCOeval"]).max()),
+    )
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -119,27 +164,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-
-    coco_gt, coco_dt = synthetic_coco(args.images, args.categories, args.gts, args.dets, seed=args.seed)
-    implementations = {"pycocotools COCOeval": COCOeval, "FastCOCOeval": FastCOCOeval}
-    times = time_interleaved(
-        {name: partial(evaluate_and_accumulate, cls, coco_gt, coco_dt) for name, cls in implementations.items()},
-        repeats=args.repeats,
-        warmup=1,
-    )
-    stats = {}
-    for name, cls in implementations.items():
-        evaluator = evaluate_and_accumulate(cls, coco_gt, coco_dt)
-        with contextlib.redirect_stdout(io.StringIO()):
-            evaluator.summarize()
-        stats[name] = evaluator.stats
+    result = run(args.images, args.categories, args.gts, args.dets, args.repeats, args.seed)
 
     print(
-        f"{args.images} images, {args.categories} categories, {len(coco_gt.anns)} ground truths, "
-        f"{len(coco_dt.anns)} detections; evaluate() + accumulate(), median of {args.repeats}"
+        f"{args.images} images, {args.categories} categories, {result.ground_truths} ground truths, "
+        f"{result.detections} detections; evaluate() + accumulate(), median of {args.repeats}"
     )
-    reference = times["pycocotools COCOeval"]
-    rows = [[name, f"{t:.3f}", f"{t / reference:.3f}", f"{stats[name][0]:.6f}"] for name, t in times.items()]
+    rows = [[row.name, f"{row.seconds:.3f}", f"{row.ratio:.3f}", f"{row.ap:.6f}"] for row in result.rows]
     print(format_table(["implementation", "seconds", "ratio", "AP"], rows))
-    difference = np.abs(stats["FastCOCOeval"] - stats["pycocotools COCOeval"]).max()
-    print(f"max |difference| of the 12 summary numbers (AP, AR): {difference:.3g}")
+    print(f"max |difference| of the 12 summary numbers (AP, AR): {result.max_stats_difference:.3g}")

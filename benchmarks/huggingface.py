@@ -1,11 +1,11 @@
 """
 transformers' ``YolosForObjectDetection`` as a peer of a yolos_d2 config's model, for comparisons
 of outputs and speed; its config is the one ``yolos-convert --to hf`` writes
-(:func:`~yolos_d2.checkpoint.converters.huggingface_config`).
+(:func:`~yolos_d2.checkpoint.huggingface.huggingface_config`).
 """
 import torch
 
-from yolos_d2.checkpoint.converters import huggingface_config
+from yolos_d2.checkpoint.huggingface import huggingface_config
 
 __all__ = ["random_huggingface_model"]
 

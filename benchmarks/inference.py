@@ -28,13 +28,15 @@ import argparse
 import copy
 import os
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import instantiate
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from yolos_d2.checkpoint.converters import coco_class_head_rows, convert_huggingface
+from yolos_d2.checkpoint.class_head import coco_class_head_rows
+from yolos_d2.checkpoint.huggingface import convert_huggingface
 from yolos_d2.config import load_config
 from yolos_d2.export.onnx import OnnxRuntimeDetector
 from yolos_d2.inference.precision import bf16_is_fast, quantize_linear_int8
@@ -44,7 +46,7 @@ from yolos_d2.modeling.flops import detector_flops
 from .huggingface import random_huggingface_model
 from .original import original_detector
 from yolos_d2.utils.table import format_table
-from .timing import time_interleaved
+from .timing import Timing, device_sync, time_interleaved, timings
 
 DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
 GEMM_SIZE = 2048
@@ -129,6 +131,49 @@ def attention_fn(backbone, images: torch.Tensor) -> Callable[[], None]:
     return lambda: [torch.nn.functional.scaled_dot_product_attention(query, k, v) for query in queries]
 
 
+@dataclass(frozen=True)
+class InferenceTiming(Timing):
+    """
+    An implementation timed on a case; ``ratio`` is its time over yolos_d2's in the same precision,
+    ``difference`` the largest absolute difference of its logits and boxes from yolos_d2's in float32.
+    """
+
+    difference: float
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """
+    One case (``CONFIG:HxW:BATCH``) in one precision: its ``rows``, and the FLOPs per image of the
+    full sequence (``flops``) and of what yolos_d2 computes (``executed_flops``), the FLOP rate of
+    a ``GEMM_SIZE`` square ``torch.mm`` timed in the same rounds, and the seconds of the attention
+    of every block alone (:func:`attention_fn`).
+    """
+
+    case: str
+    dtype: str
+    rows: List[InferenceTiming]
+    flops: float
+    executed_flops: float
+    gemm_flops_per_second: float
+    attention_seconds: float
+
+    def row(self, name: str) -> InferenceTiming:
+        """The row of the implementation ``name``."""
+        return next(row for row in self.rows if row.name == name)
+
+    @property
+    def attention_share(self) -> float:
+        """The attention's seconds over yolos_d2's: what int8 matrix products cannot make faster."""
+        return self.attention_seconds / self.row("yolos_d2").seconds
+
+
+def benchmark_dtypes(device: str) -> List[str]:
+    """The precisions timed on ``device``: fp32, bf16 where it computes bfloat16 natively, fp16 on CUDA."""
+    cuda = device.startswith("cuda")
+    return ["fp32"] + (["bf16"] if bf16_is_fast(device) else []) + (["fp16"] if cuda else [])
+
+
 def run_case(
     case: str,
     device: str,
@@ -137,7 +182,8 @@ def run_case(
     warmup: int,
     original_repo: Optional[str] = None,
     onnxruntime: bool = True,
-) -> List[List[str]]:
+) -> CaseResult:
+    """Time every implementation on ``case`` in ``dtype`` (the module description says which)."""
     config_file, (height, width), batch = parse_case(case)
     models = build_models(config_file, device, original_repo)
     images = torch.randn(batch, 3, height, width, device=device)
@@ -150,41 +196,67 @@ def run_case(
     autocast = torch.autocast(device.split(":")[0], dtype=AUTOCAST_DTYPES[dtype]) if dtype != "fp32" else nullcontext()
     with torch.inference_mode(), autocast:
         differences = {name: max_output_difference(reference, fn()) for name, fn in fns.items()}
-    backbone = ours.backbone
-    flops = detector_flops(backbone, ours.num_classes, (height, width)) * batch
-    executed = detector_flops(backbone, ours.num_classes, (height, width), det_only_last_block=True)
 
     gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
     fns["gemm"] = lambda: gemm_a @ gemm_a
-    fns["attention"] = attention_fn(backbone, images)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fns["attention"] = attention_fn(ours.backbone, images)
     with torch.inference_mode(), autocast:
-        times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=sync)
-    gemm_rate = 2 * GEMM_SIZE**3 / times.pop("gemm")
-    attention = times.pop("attention")
-
-    rows = []
-    for name, seconds in times.items():
-        rows.append(
-            [
-                f"{os.path.basename(config_file)} {height}x{width} x{batch} {dtype}",
-                name,
-                f"{seconds * 1e3:.1f}",
-                f"{batch / seconds:.2f}",
-                f"{flops / seconds / 1e9:.1f}",
-                f"{flops / seconds / gemm_rate:.2f}",
-                f"{seconds / times['yolos_d2']:.2f}",
-                f"{differences[name]:.1e}",
-            ]
-        )
-    print(
-        f"{case} {dtype}: GEMM {GEMM_SIZE}^2 {gemm_rate / 1e9:.1f} GFLOP/s; model {flops / batch / 1e9:.1f} GFLOP "
-        f"per image, yolos_d2 executes {executed / 1e9:.1f} ({executed * batch / times['yolos_d2'] / 1e9:.1f} "
-        f"GFLOP/s, {executed * batch / times['yolos_d2'] / gemm_rate:.2f} of GEMM); attention alone "
-        f"(scaled_dot_product_attention of every block, in {dtype}) {attention * 1e3:.1f} ms, "
-        f"{attention / times['yolos_d2']:.2f} of yolos_d2's time"
+        times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=device_sync(device))
+    gemm_seconds = times.pop("gemm")
+    attention_seconds = times.pop("attention")
+    return CaseResult(
+        case=case,
+        dtype=dtype,
+        rows=timings(times, "yolos_d2", InferenceTiming, difference=differences),
+        flops=detector_flops(ours.backbone, ours.num_classes, (height, width)),
+        executed_flops=detector_flops(ours.backbone, ours.num_classes, (height, width), det_only_last_block=True),
+        gemm_flops_per_second=2 * GEMM_SIZE**3 / gemm_seconds,
+        attention_seconds=attention_seconds,
     )
-    return rows
+
+
+def run(
+    cases: Sequence[str],
+    device: str,
+    repeats: int,
+    warmup: int,
+    original_repo: Optional[str] = None,
+    onnxruntime: bool = True,
+) -> Iterator[CaseResult]:
+    """:func:`run_case` for each case in each of :func:`benchmark_dtypes`, yielded as it ends (a case takes minutes)."""
+    for case in cases:
+        for dtype in benchmark_dtypes(device):
+            yield run_case(case, device, dtype, repeats, warmup, original_repo, onnxruntime)
+
+
+def format_case(result: CaseResult) -> str:
+    """The line of ``result``'s GEMM rate, FLOPs and attention time, and its table."""
+    config_file, (height, width), batch = parse_case(result.case)
+    gemm = result.gemm_flops_per_second
+    executed_rate = result.executed_flops * batch / result.row("yolos_d2").seconds
+    line = (
+        f"{result.case} {result.dtype}: GEMM {GEMM_SIZE}^2 {gemm / 1e9:.1f} GFLOP/s; model {result.flops / 1e9:.1f} "
+        f"GFLOP per image, yolos_d2 executes {result.executed_flops / 1e9:.1f} ({executed_rate / 1e9:.1f} "
+        f"GFLOP/s, {executed_rate / gemm:.2f} of GEMM); attention alone (scaled_dot_product_attention of every "
+        f"block, in {result.dtype}) {result.attention_seconds * 1e3:.1f} ms, {result.attention_share:.2f} of "
+        "yolos_d2's time"
+    )
+    label = f"{os.path.basename(config_file)} {height}x{width} x{batch} {result.dtype}"
+    rows = [
+        [
+            label,
+            row.name,
+            f"{row.seconds * 1e3:.1f}",
+            f"{batch / row.seconds:.2f}",
+            f"{result.flops * batch / row.seconds / 1e9:.1f}",
+            f"{result.flops * batch / row.seconds / gemm:.2f}",
+            f"{row.ratio:.2f}",
+            f"{row.difference:.1e}",
+        ]
+        for row in result.rows
+    ]
+    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2", "max abs difference"]
+    return line + "\n" + format_table(header, rows)
 
 
 def main(argv=None) -> None:
@@ -204,14 +276,10 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cuda = args.device.startswith("cuda")
-    dtypes = ["fp32"] + (["bf16"] if bf16_is_fast(args.device) else []) + (["fp16"] if cuda else [])
-    device_name = torch.cuda.get_device_name(args.device) if cuda else "CPU"
+    dtypes = benchmark_dtypes(args.device)
+    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
     print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
     if "bf16" not in dtypes:
         print("bf16 skipped: this device does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
-    header = ["case", "implementation", "ms/batch", "images/s", "GFLOP/s", "x GEMM", "time / yolos_d2", "max abs difference"]
-    for case in args.cases:
-        for dtype in dtypes:
-            rows = run_case(case, args.device, dtype, args.repeats, args.warmup, args.original_repo, args.onnxruntime)
-            print(format_table(header, rows), flush=True)
+    for result in run(args.cases, args.device, args.repeats, args.warmup, args.original_repo, args.onnxruntime):
+        print(format_case(result), flush=True)

@@ -10,15 +10,44 @@ is its time over the step's; the difference of the two steps is printed too, but
 machine it is within the noise of the step times.
 """
 import argparse
+from typing import List, Tuple
 from unittest import mock
 
 import torch
 from detectron2.utils.events import EventStorage
+from omegaconf import DictConfig
 
 from yolos_d2.modeling import criterion
 from yolos_d2.utils.table import format_table
-from .timing import time_interleaved
-from .training import add_step_arguments, build_trainer, parse_step_arguments, synthetic_batch
+from .timing import Timing, device_sync, time_interleaved, timings
+from .training import add_step_arguments, build_trainer, describe_step, parse_step_arguments, synthetic_batch
+
+__all__ = ["run", "main"]
+
+
+def run(cfg: DictConfig, batch: int, size: Tuple[int, int], repeats: int) -> List[Timing]:
+    """
+    "check alone", "training step" and "step without check", timed interleaved over ``repeats``
+    rounds on ``batch`` synthetic images of ``size`` (H, W); ``ratio`` against the training step.
+    """
+    trainer = build_trainer(cfg, batch, size)
+    model = trainer.model
+    with torch.no_grad():  # the predictions of the step's batch
+        inputs = synthetic_batch(batch, size, model.criterion.num_classes)
+        outputs = model.detector(model.preprocess_image(inputs).tensor)
+
+    def step_without_check():
+        with mock.patch.object(criterion, "check_finite_predictions", lambda outputs: None):
+            trainer.run_step()
+
+    fns = {
+        "check alone": lambda: criterion.check_finite_predictions(outputs),
+        "training step": trainer.run_step,
+        "step without check": step_without_check,
+    }
+    with EventStorage(0) as trainer.storage:
+        times = time_interleaved(fns, repeats=repeats, warmup=2, sync=device_sync(cfg.train.device))
+    return timings(times, "training step")
 
 
 def main(argv=None) -> None:
@@ -27,38 +56,12 @@ def main(argv=None) -> None:
     )
     add_step_arguments(parser, repeats=10)
     args, cfg = parse_step_arguments(parser, argv)
-    size, device = args.size, cfg.train.device
+    check, step, without = run(cfg, args.batch, args.size, args.repeats)
 
-    trainer = build_trainer(cfg, args.batch, size)
-    model = trainer.model
-    with torch.no_grad():  # the predictions of the step's batch
-        batch = synthetic_batch(args.batch, size, model.criterion.num_classes)
-        outputs = model.detector(model.preprocess_image(batch).tensor)
-
-    def step_without_check():
-        with mock.patch.object(criterion, "check_finite_predictions", lambda outputs: None):
-            trainer.run_step()
-
-    on_cuda = device.startswith("cuda")
-    sync = torch.cuda.synchronize if on_cuda else (lambda: None)
-    with EventStorage(0) as trainer.storage:
-        times = time_interleaved(
-            {
-                "check": lambda: criterion.check_finite_predictions(outputs),
-                "step": trainer.run_step,
-                "step without check": step_without_check,
-            },
-            repeats=args.repeats,
-            warmup=2,
-            sync=sync,
-        )
-
-    device = f"{device} ({torch.cuda.get_device_name() if on_cuda else f'{torch.get_num_threads()} threads'})"
-    print(f"{args.config_file}, batch {args.batch} at {size[0]}x{size[1]}, {device}, amp {trainer.amp_dtype}")
+    print(describe_step(args.config_file, args.batch, args.size, cfg))
     rows = [
-        ["check alone", f"{times['check'] * 1e3:.4f}", f"{100 * times['check'] / times['step']:.4f}"],
-        ["training step", f"{times['step'] * 1e3:.1f}", "100"],
-        ["step without check", f"{times['step without check'] * 1e3:.1f}",
-         f"{100 * times['step without check'] / times['step']:.2f}"],
+        [check.name, f"{check.seconds * 1e3:.4f}", f"{100 * check.ratio:.4f}"],
+        [step.name, f"{step.seconds * 1e3:.1f}", "100"],
+        [without.name, f"{without.seconds * 1e3:.1f}", f"{100 * without.ratio:.2f}"],
     ]
     print(format_table(["", "ms", "% of a step"], rows))

@@ -3,11 +3,13 @@ The original implementation's backbone (``models/backbone.py`` of a local checko
 github.com/hustvl/YOLOS) holding a yolos_d2 detector's weights, to time it side by side.
 """
 import collections.abc
+import contextlib
 import importlib
 import os
 import sys
 import types
 from functools import partial
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -19,20 +21,35 @@ __all__ = ["original_detector"]
 _PACKAGE = "yolos_original_models"
 
 
+@contextlib.contextmanager
+def _torch_six() -> Iterator[None]:
+    """
+    Inside, ``torch._six`` (removed in torch 2.0) can be imported, with the ``container_abcs`` the
+    original's layers take from it: ``collections.abc``. Imports keep what they took; the module goes.
+    """
+    if "torch._six" in sys.modules:
+        yield
+        return
+    six = types.ModuleType("torch._six")
+    six.container_abcs = collections.abc
+    sys.modules["torch._six"] = six
+    try:
+        yield
+    finally:
+        del sys.modules["torch._six"]
+
+
 def _import_original_backbone(repo: str) -> types.ModuleType:
     models_dir = os.path.join(repo, "models")
     if not os.path.isfile(os.path.join(models_dir, "backbone.py")):
         raise FileNotFoundError(f"{repo!r} is not a checkout of hustvl/YOLOS: it has no models/backbone.py")
-    # Its layers import torch._six.container_abcs, removed in torch 2.0: it was collections.abc.
-    if "torch._six" not in sys.modules:
-        six = types.ModuleType("torch._six")
-        six.container_abcs = collections.abc
-        sys.modules["torch._six"] = six
-    # Import models/ as a package without its __init__, which pulls in the training code.
+    # Import models/ as a package without its __init__, which pulls in the training code; it stays
+    # registered, so that its other modules (detector.py, matcher.py) can be imported after.
     package = types.ModuleType(_PACKAGE)
     package.__path__ = [models_dir]
     sys.modules.setdefault(_PACKAGE, package)
-    return importlib.import_module(f"{_PACKAGE}.backbone")
+    with _torch_six():
+        return importlib.import_module(f"{_PACKAGE}.backbone")
 
 
 class _OriginalDetector(nn.Module):

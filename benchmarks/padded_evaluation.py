@@ -19,16 +19,19 @@ size as COCO images do. The table gives both evaluations' AP, AP50 and AP75 and 
 were padded.
 """
 import argparse
+import copy
 import json
 import os
 import tempfile
-from typing import Dict, List, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+from omegaconf import DictConfig
 from PIL import Image
 
 from yolos_d2.config import prepare_config
@@ -37,7 +40,7 @@ from yolos_d2.inference import build_inference_model
 from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
 
-__all__ = ["original_eval_pairs", "main"]
+__all__ = ["original_eval_pairs", "run", "main"]
 
 
 def original_eval_pairs(num_images: int, processes: int, per_process: int = 2) -> List[Tuple[int, ...]]:
@@ -114,6 +117,59 @@ def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], 
     return evaluator.evaluate(), padded
 
 
+@dataclass(frozen=True)
+class PaddedEvaluationRow:
+    """One way of evaluating: how many of the images were ``padded`` beyond their own size, and the AP (0-100)."""
+
+    name: str
+    padded: int
+    ap: float
+    ap50: float
+    ap75: float
+
+
+@dataclass(frozen=True)
+class PaddedEvaluationResult:
+    """The evaluated ``dataset`` (cropped or not), its number of ``images``, and a row per way of evaluating."""
+
+    dataset: str
+    images: int
+    rows: List[PaddedEvaluationRow]
+
+
+def run(
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    processes: int,
+    crop_seed: Optional[int] = None,
+    work_dir: Optional[str] = None,
+) -> PaddedEvaluationResult:
+    """
+    Evaluate ``model`` on the config's test set one image at a time, then in the pairs of the
+    original's evaluation on ``processes`` processes; with ``crop_seed``, on the set's images
+    cropped first (:func:`crop_dataset`, written to ``work_dir``, default a temporary folder).
+    """
+    name = cfg.dataloader.test.dataset.names
+    if crop_seed is not None:
+        name = crop_dataset(name, work_dir or tempfile.mkdtemp(prefix="padded_eval_"), crop_seed)
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    inputs = [mapper(dict(record)) for record in DatasetCatalog.get(name)]
+    evaluator_cfg = copy.deepcopy(cfg.dataloader.evaluator)
+    evaluator_cfg.dataset_name = name
+    evaluator = instantiate(evaluator_cfg)
+
+    rows = []
+    cases = [
+        ("one image at a time", [(i,) for i in range(len(inputs))]),
+        (f"pairs, as on {processes} processes", original_eval_pairs(len(inputs), processes)),
+    ]
+    for label, batches in cases:
+        results, padded = evaluate(model, inputs, batches, evaluator)
+        bbox = results["bbox"]
+        rows.append(PaddedEvaluationRow(label, padded, bbox["AP"], bbox["AP50"], bbox["AP75"]))
+    return PaddedEvaluationResult(name, len(inputs), rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks padded-evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -123,26 +179,14 @@ def main(argv=None) -> None:
     parser.add_argument("--crop-seed", type=int, help="crop the images to random sizes with this seed first")
     parser.add_argument("--work-dir", help="where the cropped dataset is written (default: a temporary folder)")
     args = cli.parse_args(parser, argv)
-
     with cli.usage_errors(parser):
         cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
         model = build_inference_model(cfg)
-    name = cfg.dataloader.test.dataset.names
-    if args.crop_seed is not None:
-        name = crop_dataset(name, args.work_dir or tempfile.mkdtemp(prefix="padded_eval_"), args.crop_seed)
-        cfg.dataloader.test.dataset.names = name
-    mapper = instantiate(cfg.dataloader.test.mapper)
-    inputs = [mapper(dict(record)) for record in DatasetCatalog.get(name)]
-    evaluator = instantiate(cfg.dataloader.evaluator)
+    result = run(cfg, model, args.processes, args.crop_seed, args.work_dir)
 
-    rows = []
-    cases = [
-        ("one image at a time", [(i,) for i in range(len(inputs))]),
-        (f"pairs, as on {args.processes} processes", original_eval_pairs(len(inputs), args.processes)),
+    rows = [
+        [row.name, f"{row.padded}/{result.images}", *(f"{ap:.2f}" for ap in (row.ap, row.ap50, row.ap75))]
+        for row in result.rows
     ]
-    for label, batches in cases:
-        results, padded = evaluate(model, inputs, batches, evaluator)
-        bbox = results["bbox"]
-        rows.append([label, f"{padded}/{len(inputs)}", *(f"{bbox[k]:.2f}" for k in ("AP", "AP50", "AP75"))])
-    print(f"dataset {name}: {len(inputs)} images")
+    print(f"dataset {result.dataset}: {result.images} images")
     print(format_table(["evaluation", "images padded", "AP", "AP50", "AP75"], rows))

@@ -14,11 +14,13 @@ import argparse
 import contextlib
 import copy
 import time
+from dataclasses import dataclass
 from typing import Dict, List
 
 import torch
 from detectron2.config import instantiate
 from detectron2.evaluation import inference_on_dataset
+from omegaconf import DictConfig
 
 from yolos_d2.config import prepare_config
 from yolos_d2.inference import build_inference_model
@@ -28,7 +30,7 @@ from yolos_d2.modeling import YOLOS
 from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
 
-__all__ = ["main"]
+__all__ = ["run", "main"]
 
 
 class _InPrecision(torch.nn.Module):
@@ -64,6 +66,60 @@ def precision_models(model: YOLOS, device: str) -> Dict[str, _InPrecision]:
     return models
 
 
+@dataclass(frozen=True)
+class PrecisionRow:
+    """
+    The model in one precision on the test set: AP, AP50 and AP75 (0-100), the changes of AP and
+    AP50 from float32, the largest absolute difference of its scores from float32's, and the
+    seconds of its evaluation (forwards and COCO evaluation).
+    """
+
+    name: str
+    ap: float
+    ap50: float
+    ap75: float
+    ap_change: float
+    ap50_change: float
+    score_difference: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class PrecisionResult:
+    """The evaluated ``dataset``, the number of ``detections`` float32 made on it, and a row per precision."""
+
+    dataset: str
+    detections: int
+    rows: List[PrecisionRow]
+
+
+def run(cfg: DictConfig, model: YOLOS) -> PrecisionResult:
+    """Evaluate the trained ``model`` on the config's test set in each of :func:`precision_models`."""
+    data_loader = instantiate(cfg.dataloader.test)
+    models = precision_models(model, cfg.train.device)
+    results = {}
+    for name, wrapped in models.items():
+        start = time.perf_counter()
+        results[name] = inference_on_dataset(wrapped, data_loader, instantiate(cfg.dataloader.evaluator))["bbox"]
+        results[name]["seconds"] = time.perf_counter() - start
+    reference = results["fp32"]
+    reference_scores = torch.cat(models["fp32"].scores)
+    rows = [
+        PrecisionRow(
+            name,
+            bbox["AP"],
+            bbox["AP50"],
+            bbox["AP75"],
+            bbox["AP"] - reference["AP"],
+            bbox["AP50"] - reference["AP50"],
+            (torch.cat(models[name].scores) - reference_scores).abs().max().item(),
+            bbox["seconds"],
+        )
+        for name, bbox in results.items()
+    ]
+    return PrecisionResult(cfg.dataloader.test.dataset.names, len(reference_scores), rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks precision", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,31 +129,20 @@ def main(argv=None) -> None:
     with cli.usage_errors(parser):
         cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
         model = build_inference_model(cfg)
-    data_loader = instantiate(cfg.dataloader.test)
-    device = cfg.train.device
-    models = precision_models(model, device)
-    if "bf16" not in models:
-        print(f"bf16 skipped: {device} does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
+    result = run(cfg, model)
 
-    results = {}
-    for name, wrapped in models.items():
-        start = time.perf_counter()
-        results[name] = inference_on_dataset(wrapped, data_loader, instantiate(cfg.dataloader.evaluator))["bbox"]
-        results[name]["seconds"] = time.perf_counter() - start
-    reference = results["fp32"]
-    reference_scores = torch.cat(models["fp32"].scores)
-    rows = []
-    for name, bbox in results.items():
-        score_difference = (torch.cat(models[name].scores) - reference_scores).abs().max().item()
-        rows.append(
-            [
-                name,
-                *(f"{bbox[k]:.2f}" for k in ("AP", "AP50", "AP75")),
-                *(f"{bbox[k] - reference[k]:+.2f}" for k in ("AP", "AP50")),
-                f"{score_difference:.1e}",
-                f"{bbox['seconds']:.1f}",
-            ]
-        )
-    print(f"{cfg.dataloader.test.dataset.names}: {len(reference_scores)} detections, {torch.get_num_threads()} threads")
+    if "bf16" not in {row.name for row in result.rows}:
+        print(f"bf16 skipped: {cfg.train.device} does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
+    rows = [
+        [
+            row.name,
+            *(f"{ap:.2f}" for ap in (row.ap, row.ap50, row.ap75)),
+            *(f"{change:+.2f}" for change in (row.ap_change, row.ap50_change)),
+            f"{row.score_difference:.1e}",
+            f"{row.seconds:.1f}",
+        ]
+        for row in result.rows
+    ]
+    print(f"{result.dataset}: {result.detections} detections, {torch.get_num_threads()} threads")
     header = ["precision", "AP", "AP50", "AP75", "AP change", "AP50 change", "max score difference", "seconds"]
     print(format_table(header, rows))

@@ -1,9 +1,46 @@
-"""Interleaved wall-clock timing shared by the benchmarks."""
+"""Interleaved wall-clock timing shared by the benchmarks, and the row a timed thing gives."""
 import statistics
 import time
-from typing import Callable, Dict, List
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Mapping, Type, TypeVar
 
-__all__ = ["time_interleaved"]
+import torch
+
+__all__ = ["Timing", "device_sync", "time_interleaved", "timings"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """
+    A timed implementation or setting: ``seconds`` per call (a median) and ``ratio``, those seconds
+    over the reference's of the same benchmark (1.0 for the reference itself).
+    """
+
+    name: str
+    seconds: float
+    ratio: float
+
+
+T = TypeVar("T", bound=Timing)
+
+
+def timings(
+    times: Mapping[str, float], reference: str, row: Type[T] = Timing, **columns: Mapping[str, object]
+) -> List[T]:
+    """
+    ``times`` (name -> seconds, as :func:`time_interleaved` gives) as rows of type ``row``, in
+    their order, each with its ratio to ``times[reference]`` and its value of every column of
+    ``columns`` (field name of ``row`` -> name -> value).
+    """
+    return [
+        row(name, seconds, seconds / times[reference], **{field: values[name] for field, values in columns.items()})
+        for name, seconds in times.items()
+    ]
+
+
+def device_sync(device: str) -> Callable[[], None]:
+    """What :func:`time_interleaved` calls before each clock reading on ``device``: CUDA's synchronize, or nothing."""
+    return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
 
 def time_interleaved(

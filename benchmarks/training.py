@@ -12,6 +12,7 @@ it), from ``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's al
 """
 import argparse
 import itertools
+from dataclasses import dataclass
 from functools import partial
 from typing import Dict, List, Tuple
 
@@ -21,12 +22,12 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
-from yolos_d2.config import prepare_config
+from yolos_d2.config import AMP_DTYPES, prepare_config
 from yolos_d2.engine import WeightEMA, YOLOSTrainer
 from yolos_d2.tools import cli
 from .memory import peak_allocated_bytes
 from yolos_d2.utils.table import format_table
-from .timing import time_interleaved
+from .timing import Timing, device_sync, time_interleaved, timings
 
 
 def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_per_image: int = 7) -> List[Dict]:
@@ -61,8 +62,8 @@ def build_trainer(cfg, batch: int, size: Tuple[int, int]) -> YOLOSTrainer:
         clip_grad_norm=cfg.train.clip_grad_norm,
         seed=0,
     )
-    trainer.iter = trainer.start_iter = 0
-    trainer.before_train()
+    # Training for no iteration builds the data iterator (from iteration 0) and runs no step.
+    trainer.train(0, 0)
     return trainer
 
 
@@ -83,44 +84,81 @@ def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argpars
         return args, prepare_config(args.config_file, args.opts, device=args.device)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_step_arguments(parser, repeats=5)
-    args, cfg = parse_step_arguments(parser, argv)
+def describe_step(config_file: str, batch: int, size: Tuple[int, int], cfg: DictConfig) -> str:
+    """The line above a table of training steps: config, batch, size, device (GPU name or threads), autocast."""
     device = cfg.train.device
+    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    amp_dtype = AMP_DTYPES.get(cfg.train.amp.dtype)
+    return f"{config_file}, batch {batch} at {size[0]}x{size[1]}, {device} ({where}), amp {amp_dtype}"
 
-    trainer = build_trainer(cfg, args.batch, args.size)
+
+@dataclass(frozen=True)
+class StepTiming(Timing):
+    """
+    A training step with activation checkpointing "off" or "on"; ``ratio`` against "off". Its
+    ``peak_bytes``: the most bytes of tensors it held at once, and their ``memory_ratio`` to "off"'s.
+    """
+
+    peak_bytes: int
+    memory_ratio: float
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """The steps without and with activation checkpointing, and the EMA update (``ratio`` against a step "off")."""
+
+    steps: List[StepTiming]
+    ema: Timing
+
+
+def run(cfg: DictConfig, batch: int, size: Tuple[int, int], repeats: int) -> TrainingResult:
+    """
+    Time steps of the config's model and optimizer on ``batch`` synthetic images of ``size`` (H, W)
+    with activation checkpointing off and on, and an EMA update, interleaved over ``repeats``
+    rounds; then measure each step's peak memory.
+    """
+    device = cfg.train.device
+    trainer = build_trainer(cfg, batch, size)
     backbone = trainer.model.detector.backbone
 
     def step(use_act_checkpoint: bool):
         backbone.use_act_checkpoint = use_act_checkpoint
         trainer.run_step()
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    settings = (False, True)
+    settings = {"off": False, "on": True}
     ema = WeightEMA(trainer.model, decay=0.999)
-    fns = {**{c: partial(step, c) for c in settings}, "ema": ema.update}
+    fns = {**{name: partial(step, setting) for name, setting in settings.items()}, "ema": ema.update}
     with EventStorage(0) as trainer.storage:
-        times = time_interleaved(fns, repeats=args.repeats, warmup=1, sync=sync)
-        memory = {c: peak_allocated_bytes(partial(step, c), device) for c in settings}
-
-    print(
-        f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {device} "
-        f"({torch.get_num_threads()} threads), amp {trainer.amp_dtype}"
+        times = time_interleaved(fns, repeats=repeats, warmup=1, sync=device_sync(device))
+        memory = {name: peak_allocated_bytes(fns[name], device) for name in settings}
+    ema_seconds = times.pop("ema")
+    memory_ratio = {name: peak / memory["off"] for name, peak in memory.items()}
+    return TrainingResult(
+        steps=timings(times, "off", StepTiming, peak_bytes=memory, memory_ratio=memory_ratio),
+        ema=Timing("ema", ema_seconds, ema_seconds / times["off"]),
     )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_step_arguments(parser, repeats=5)
+    args, cfg = parse_step_arguments(parser, argv)
+    result = run(cfg, args.batch, args.size, args.repeats)
+
+    print(describe_step(args.config_file, args.batch, args.size, cfg))
     rows = [
         [
-            "on" if use_act_checkpoint else "off",
-            f"{times[use_act_checkpoint]:.3f}",
-            f"{1 / times[use_act_checkpoint]:.2f}",
-            f"{times[use_act_checkpoint] / times[False]:.2f}",
-            f"{memory[use_act_checkpoint] / 2**20:.0f}",
-            f"{memory[use_act_checkpoint] / memory[False]:.2f}",
+            step.name,
+            f"{step.seconds:.3f}",
+            f"{1 / step.seconds:.2f}",
+            f"{step.ratio:.2f}",
+            f"{step.peak_bytes / 2**20:.0f}",
+            f"{step.memory_ratio:.2f}",
         ]
-        for use_act_checkpoint in settings
+        for step in result.steps
     ]
     header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
     print(format_table(header, rows))
-    print(f"EMA of the weights: {times['ema'] * 1e3:.1f} ms per update, {times['ema'] / times[False]:.3f} of a step")
+    print(f"EMA of the weights: {result.ema.seconds * 1e3:.1f} ms per update, {result.ema.ratio:.3f} of a step")

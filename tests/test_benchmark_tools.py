@@ -1,29 +1,55 @@
-"""The benchmarks' measuring tools: analytic FLOP counts and interleaved timing."""
+"""
+The benchmarks' measuring tools (analytic FLOP counts, interleaved timing, peak memory) and the
+rows each benchmark's ``run`` returns.
+"""
 import math
 from functools import partial
 
 import pytest
 import torch
+from detectron2.config import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
-from _helpers import build_model, config_path, synthetic_splits
-from detectron2.config import instantiate
 from benchmarks import (
     batch_prediction,
     data_loading,
+    evaluation,
     inference,
+    nonfinite_check,
     onnx_pipeline,
     precision,
     threads,
     timing,
     training,
 )
-from yolos_d2.modeling.flops import detector_flops
 from benchmarks.huggingface import random_huggingface_model
 from benchmarks.memory import peak_allocated_bytes
+from benchmarks.timing import Timing, time_interleaved, timings
+from conftest import config_path, synthetic_splits
+from yolos_d2.config import load_config, prepare_config
+from yolos_d2.data import register_coco_dataset
+from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
+from yolos_d2.export import YOLOSPipeline
+from yolos_d2.inference import build_inference_model
+from yolos_d2.inference.precision import bf16_is_fast
+from yolos_d2.modeling.flops import detector_flops
 from yolos_d2.utils.table import format_table
-from benchmarks.timing import time_interleaved
-from yolos_d2.config import load_config
+
+# Largest differences from yolos_d2's float32 outputs (logits below 0.1, boxes and scores in [0, 1]):
+# - float32 in another order of operations (transformers' eager or SDPA attention, other matrix
+#   blocking): the spacing of float32 below 1 is at most 6e-8, and through 12 blocks a few such
+#   steps build up; 1e-5 is about 170 of them;
+FP32_TOLERANCE = 1e-5
+# - bfloat16 keeps 8 significant bits: values below 1 are rounded to steps of at most 2**-8; four such steps;
+BF16_TOLERANCE = 4 * 2**-8
+# - int8 rounds each Linear's weights and inputs to steps of 1/127 of their largest magnitude: up
+#   to about one such step at outputs below 1 per block, 12 blocks: 12/127 < 0.1.
+INT8_TOLERANCE = 0.1
+
+
+def finite_positive(value: float) -> bool:
+    """Whether ``value`` is a float, finite and above zero: a time, rate or ratio that was measured."""
+    return isinstance(value, float) and math.isfinite(value) and value > 0
 
 
 def test_flops_equal_torch_count_of_transformers_eager_model():
@@ -91,29 +117,61 @@ def test_activation_checkpointing_lowers_peak_training_memory():
     assert step(True) < 0.6 * step(False)
 
 
-def test_inference_benchmark_prints_every_implementation(capsys):
-    inference.main(["--cases", f"{config_path('yolos_ti')}:64x96:2", "--repeats", "1", "--warmup", "0", "--no-onnxruntime"])
-    out = capsys.readouterr().out
-    rows = {line.split("|")[2].strip(): line.split("|")[3:-1] for line in out.splitlines() if line.startswith("| yolos")}
-    difference = {name: float(cells[-1]) for name, cells in rows.items()}
+def test_timings_give_each_row_its_ratio_to_the_reference_and_its_columns():
+    rows = timings({"a": 2.0, "b": 0.5}, "a")
+    assert rows == [Timing("a", 2.0, 1.0), Timing("b", 0.5, 0.25)]
+    rows = timings({"a": 2.0, "b": 0.5}, "b", evaluation.EvaluationTiming, ap={"a": 0.1, "b": 0.2})
+    assert rows == [evaluation.EvaluationTiming("a", 2.0, 4.0, 0.1), evaluation.EvaluationTiming("b", 0.5, 1.0, 0.2)]
+
+
+def test_inference_benchmark_compares_every_implementation_in_each_precision():
+    case = f"{config_path('yolos_ti')}:64x96:2"
+    results = list(inference.run([case], "cpu", repeats=1, warmup=0, onnxruntime=False))
+    # bfloat16 rows where bf16_is_fast: native bfloat16 instructions (AVX512-BF16 or AMX) that
+    # multiply no slower than float32; none elsewhere (AVX2 CPUs).
+    assert [result.dtype for result in results] == (["fp32", "bf16"] if bf16_is_fast("cpu") else ["fp32"])
+    fp32, *bf16 = results
+    difference = {row.name: row.difference for row in fp32.rows}
     assert set(difference) == {"yolos_d2", "transformers eager", "transformers sdpa", "yolos_d2 int8 (PyTorch)"}
-    assert difference["yolos_d2"] == 0 and max(difference[f"transformers {a}"] for a in ("eager", "sdpa")) < 1e-4
-    assert 0 < difference["yolos_d2 int8 (PyTorch)"] < 0.1
-    assert all(float(cells[-2]) > 0 for cells in rows.values())  # time / yolos_d2
-    attention_share = float(out.split("of every block, in fp32) ")[1].split(", ")[1].split()[0])
-    assert 0 < attention_share < 1
+    assert difference["yolos_d2"] == 0  # the reference itself
+    assert difference["transformers eager"] < FP32_TOLERANCE and difference["transformers sdpa"] < FP32_TOLERANCE
+    assert 0 < difference["yolos_d2 int8 (PyTorch)"] < INT8_TOLERANCE
+    for result in bf16:
+        assert {row.name for row in result.rows} == {"yolos_d2", "transformers eager", "transformers sdpa"}
+        assert all(0 < row.difference < BF16_TOLERANCE for row in result.rows)  # > 0: autocast took effect
+    for result in results:
+        assert result.row("yolos_d2").ratio == 1
+        assert all(finite_positive(row.seconds) and finite_positive(row.ratio) for row in result.rows)
+        assert finite_positive(result.gemm_flops_per_second) and finite_positive(result.attention_share)
+        # Its last block runs for the [DET] tokens only: fewer FLOPs than the full sequence's.
+        assert 0 < result.executed_flops < result.flops
 
 
-def test_training_benchmark_reports_both_settings(capsys):
-    args = ["--config-file", config_path("yolos_ti"), "--size", "64x64", "--repeats", "1"]
-    training.main(args + ["model.detector.backbone.depth=2"])
-    out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith(("| off", "| on"))]
-    assert len(rows) == 2
-    assert 0 < float(out.split("EMA of the weights: ")[1].split(" of a step")[0].split(", ")[1]) < 1
+def test_training_benchmark_times_steps_without_and_with_checkpointing_and_the_ema():
+    cfg = prepare_config(config_path("yolos_ti"), ["model.detector.backbone.depth=2"])
+    result = training.run(cfg, batch=2, size=(64, 64), repeats=1)
+    assert [step.name for step in result.steps] == ["off", "on"]
+    assert result.steps[0].ratio == 1 and result.steps[0].memory_ratio == 1
+    assert all(step.peak_bytes > 0 and finite_positive(step.memory_ratio) for step in result.steps)
+    assert all(finite_positive(timed.seconds) and finite_positive(timed.ratio) for timed in [*result.steps, result.ema])
 
 
-def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
+def test_nonfinite_check_benchmark_times_the_check_and_the_steps():
+    cfg = prepare_config(config_path("yolos_ti"), ["model.detector.backbone.depth=1"])
+    rows = nonfinite_check.run(cfg, batch=1, size=(64, 64), repeats=1)
+    assert [row.name for row in rows] == ["check alone", "training step", "step without check"]
+    assert rows[1].ratio == 1 and all(finite_positive(row.seconds) and finite_positive(row.ratio) for row in rows)
+
+
+def test_evaluation_benchmark_times_both_evaluators_to_the_same_numbers():
+    result = evaluation.run(images=6, categories=3, gts=7.0, dets=10, repeats=1, seed=0)
+    assert [row.name for row in result.rows] == ["pycocotools COCOeval", "FastCOCOeval"]
+    assert result.detections == 6 * 10 and result.max_stats_difference == 0
+    assert result.rows[0].ap == result.rows[1].ap
+    assert result.rows[0].ratio == 1 and all(finite_positive(row.ratio) for row in result.rows)
+
+
+def test_batch_prediction_benchmark_masks_the_padding_exactly():
     # YOLOS-S has mid-layer position embeddings: the masked forward gives each image its own too.
     small = [
         "model.detector.backbone.depth=2",
@@ -122,77 +180,80 @@ def test_batch_prediction_benchmark_masks_the_padding_exactly(capsys):
         "model.detector.backbone.mid_pe_size=[64,96]",
         "dataloader.test.mapper.augmentations.eval_size=64",
     ]
-    args = ["--config-file", config_path("yolos_s"), "--sizes", "48x64", "64x48", "60x80", "30x100"]
-    batch_prediction.main(args + ["--batch-sizes", "1", "2", "--repeats", "1", *small])
-    out = capsys.readouterr().out
-    assert "4 images resized to 3 sizes (32x96, 64x80, 80x64); padded to 80x96" in out
-    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in out.splitlines() if line.startswith("| ")}
-    for way in ("one at a time", "grouped by size", "padded and masked"):
-        score_difference, box_difference = (float(cell) for cell in rows[way][3:5])
-        assert score_difference < 1e-5 and box_difference < 1e-3, way
-    assert "1 x 48x64" in rows and "2 x 48x64" in rows
+    predictor = batch_prediction.random_predictor(load_config(config_path("yolos_s"), small))
+    result = batch_prediction.run(predictor, [(48, 64), (64, 48), (60, 80), (30, 100)], batch_sizes=[1, 2], repeats=1)
+    assert result.resized_sizes == [(32, 96), (64, 80), (80, 64)] and result.padded_size == (80, 96)
+    assert [way.name for way in result.ways] == ["one at a time", "grouped by size", "padded and masked"]
+    # Other batch shapes sum in other orders: scores in [0, 1] (float32 spacing at most 6e-8) and
+    # boxes of up to 100 px (spacing 7.6e-6 px) move by a few steps; the bounds are over 100 steps.
+    for way in result.ways:
+        assert way.score_difference < 1e-5 and way.box_difference < 1e-3, way.name
+    assert [(same.name, same.images) for same in result.lists] == [("1 x 48x64", 1), ("2 x 48x64", 2)]
+    assert result.ways[1].ratio == 1 and result.lists[0].ratio == 1 and result.lists[0].rate_ratio == 1
+    timed = [*result.ways, *result.lists]
+    assert all(finite_positive(row.ratio) for row in timed) and all(finite_positive(s.rate_ratio) for s in result.lists)
 
 
 @pytest.mark.slow  # an ONNX export: tests/test_export.py checks the same agreement in the default run
-def test_onnx_pipeline_benchmark_compares_and_times_both(capsys):
+def test_onnx_pipeline_benchmark_compares_and_times_both():
     small = [
         "model.detector.backbone.depth=1",
         "model.detector.backbone.init_pe_size=[64,96]",
         "dataloader.test.mapper.augmentations.eval_size=64",
     ]
-    onnx_pipeline.main(["--config-file", config_path("yolos_ti"), "--sizes", "90x300", "300x90", "--time-size", "48x64",
-                        "--repeats", "1", *small])
-    rows = {line.split("|")[1].strip(): line.split("|")[2:-1] for line in capsys.readouterr().out.splitlines()
-            if line.startswith("| ")}
-    for image, resized in (("90x300", "32x96"), ("300x90", "96x32")):
-        assert rows[image][0].strip() == resized
-        score_difference, box_difference = (float(cell) for cell in rows[image][3:5])
-        assert score_difference < 1e-3 and box_difference < 0.5
-    assert "onnxruntime pipeline" in rows and "YOLOSPredictor (PIL, PyTorch)" in rows
+    cfg = load_config(config_path("yolos_ti"), small)
+    predictor = batch_prediction.random_predictor(cfg)
+    pipeline = YOLOSPipeline(predictor.model, instantiate(cfg.dataloader.test.mapper.augmentations))
+    result = onnx_pipeline.run(predictor, pipeline, [(90, 300), (300, 90)], top_n=10, time_size=(48, 64), repeats=1)
+    assert [(row.image, row.resized) for row in result.agreement] == [((90, 300), (32, 96)), ((300, 90), (96, 32))]
+    # The pipeline resizes inside the graph as PIL does but for a few pixels one level apart
+    # (resize_like_pil), and runs onnxruntime's kernels: a slightly different input, not only
+    # float32 rounding. Measured: scores within 4e-7, boxes within 2e-3 px; bounds of 1e-3 and half a pixel.
+    for row in result.agreement:
+        assert row.score_difference < 1e-3 and row.box_difference < 0.5
+        assert row.top_score_difference <= row.score_difference and row.top_box_difference <= row.box_difference
+    assert [row.name for row in result.timings] == [onnx_pipeline.PREDICTOR, "onnxruntime pipeline"]
+    assert result.timings[0].ratio == 1 and all(finite_positive(row.ratio) for row in result.timings)
 
 
-def _table(out: str, first_column: str) -> dict:
-    """The rows of the printed tables whose first cell starts with ``first_column``: first cell -> other cells."""
-    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(f"| {first_column}")]
-    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
-
-
-def test_data_loading_benchmark_rates_and_workers_by_hand(capsys):
-    data_loading.main(["--images", "12", "--configs", config_path("yolos_ti"), "--step-seconds", "0.5", "0.01"])
-    rates, workers = (_table(part, "yolos_ti") for part in capsys.readouterr().out.split("| config")[1:])
-    train_rate = float(rates["yolos_ti.py"][0])
-    assert train_rate > 0 and float(rates["yolos_ti.py"][1]) > 0
+def test_data_loading_benchmark_rates_and_workers_by_hand():
+    (row,) = data_loading.run([config_path("yolos_ti")], images=12, step_seconds=[0.5, 0.01])
+    assert row.config == "yolos_ti.py" and finite_positive(row.train_rate) and finite_positive(row.test_rate)
     # YOLOS-Ti: 16 images over 8 GPUs, 2 per GPU.
-    assert workers["yolos_ti.py"] == ["2", str(math.ceil(2 / (0.5 * train_rate))), str(math.ceil(2 / (0.01 * train_rate)))]
+    assert row.images_per_gpu == 2
+    assert row.workers == [math.ceil(2 / (0.5 * row.train_rate)), math.ceil(2 / (0.01 * row.train_rate))]
 
 
-def test_threads_benchmark_times_each_count_alone_and_beside_a_competitor(capsys):
-    args = ["--batch", "2", "--size", "64x64", "--repeats", "1", "model.detector.backbone.depth=1"]
-    threads.main(args)
-    out = capsys.readouterr().out
-    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith(("| 0 ", "| 1 "))]
-    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
-        (str(c), label) for c in (0, 1) for label in ("torch default", "1", "auto")
+def test_threads_benchmark_times_each_count_alone_and_beside_a_competitor():
+    cfg = prepare_config(config_path("quickstart"), ["model.detector.backbone.depth=1"])
+    default_threads = torch.get_num_threads()
+    result = threads.run(cfg, batch=2, size=(64, 64), repeats=1, competitors=1)
+    assert torch.get_num_threads() == default_threads == result.default_threads
+    assert [(row.competitors, row.name) for row in result.rows] == [
+        (c, name) for c in (0, 1) for name in ("torch default", "1", "auto")
     ]
-    assert all(r[4].strip() == "1.00" for r in rows[:3]) and all(float(r[4]) > 0 for r in rows[3:])
-    assert "1 competitors: auto chose" in out
+    assert [choice.competitors for choice in result.auto] == [0, 1]
+    chosen = [choice.threads for choice in result.auto]
+    assert [row.threads for row in result.rows] == [default_threads, 1, chosen[0], default_threads, 1, chosen[1]]
+    alone, beside = result.rows[:3], result.rows[3:]
+    assert all(row.ratio == 1 for row in alone)
+    for row in beside:  # no ratio for a count not timed alone
+        assert finite_positive(row.ratio) if row.threads in {a.threads for a in alone} else row.ratio is None
 
 
-def test_precision_benchmark_evaluates_each_precision(tmp_path, capsys):
-    from yolos_d2.checkpoint import save_checkpoint_atomic
-    from yolos_d2.data import register_coco_dataset
-    from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
-
+def test_precision_benchmark_evaluates_each_precision(tmp_path):
     splits = synthetic_splits(str(tmp_path), {"val": SyntheticShapesSpec(6, seed=5)})
     name = register_coco_dataset("precision_benchmark_val", *splits["val"])
     overrides = ["model.detector.backbone.depth=1", f"dataloader.test.dataset.names={name}"]
-    weights = str(tmp_path / "random.pth")
-    save_checkpoint_atomic({"model": build_model("quickstart", overrides[:1]).state_dict()}, weights)
-    precision.main(["--config-file", config_path("quickstart"), "--weights", weights, *overrides])
-    out = capsys.readouterr().out
-    rows = _table(out, "")
-    assert {"fp32", "int8, PyTorch", "int8, onnxruntime"} <= set(rows)
-    assert rows["fp32"][3:6] == ["+0.00", "+0.00", "0.0e+00"]
+    cfg = prepare_config(config_path("quickstart"), overrides)
+    torch.manual_seed(0)
+    result = precision.run(cfg, build_inference_model(cfg, require_weights=False))
+    rows = {row.name: row for row in result.rows}
+    # bfloat16 where bf16_is_fast (AVX512-BF16 or AMX CPUs), not elsewhere.
+    assert list(rows) == ["fp32", "int8, PyTorch", "int8, onnxruntime"] + (["bf16"] if bf16_is_fast("cpu") else [])
+    assert (rows["fp32"].ap_change, rows["fp32"].ap50_change, rows["fp32"].score_difference) == (0, 0, 0)
     for name in ("int8, PyTorch", "int8, onnxruntime"):
-        assert 0 < float(rows[name][5]) < 0.1
-    assert "30 detections" in out  # 6 images x 5 [DET] tokens
+        assert 0 < rows[name].score_difference < INT8_TOLERANCE
+    if "bf16" in rows:
+        assert 0 < rows["bf16"].score_difference < BF16_TOLERANCE
+    assert result.detections == 30  # 6 images x 5 [DET] tokens

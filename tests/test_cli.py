@@ -4,9 +4,10 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from _helpers import config_path
+from conftest import config_path
 from yolos_d2.config import ConfigError, prepare_config
 from benchmarks import __main__ as benchmark
+from benchmarks import evaluation as evaluation_benchmark
 from yolos_d2.tools import cli
 
 CONSOLE_SCRIPTS = {
@@ -74,11 +75,19 @@ def test_console_scripts_run_the_tools():
         assert entry.attr == "console_main" and callable(entry.load())
 
 
-def test_benchmark_runs_the_subcommand_with_its_arguments(capsys):
+def test_benchmark_runs_the_subcommand_with_its_arguments(monkeypatch):
+    calls, results = [], []
+
+    def run(*args):
+        calls.append(args)
+        results.append(measure(*args))
+        return results[-1]
+
+    measure = evaluation_benchmark.run
+    monkeypatch.setattr(evaluation_benchmark, "run", run)
     assert benchmark.main(["evaluation", "--images", "6", "--categories", "3", "--dets", "10", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
-    assert out.startswith("6 images, 3 categories, ")
-    assert "| FastCOCOeval " in out and "| pycocotools COCOeval " in out
+    assert calls == [(6, 3, 7.0, 10, 1, 0)]  # images, categories, ground truths and detections per image, repeats, seed
+    assert [row.name for row in results[0].rows] == ["pycocotools COCOeval", "FastCOCOeval"]
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["evaluation", "--imagez", "6"])
     assert exit_info.value.code == 2
