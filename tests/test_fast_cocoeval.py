@@ -149,8 +149,8 @@ def test_detectron2_evaluator_equals_official_api(tiny_dataset, caplog, max_dets
     assert fast["bbox"]["AP"] > 5
 
 
-def test_benchmark_prints_identical_stats(capsys):
-    benchmark.main(["--images", "6", "--categories", "3", "--dets", "10", "--repeats", "1"])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[3].startswith("| pycocotools COCOeval |") and lines[4].startswith("| FastCOCOeval")
-    assert lines[5] == "max |difference| of the 12 summary numbers (AP, AR): 0"
+def test_benchmark_finds_identical_stats():
+    result = benchmark.run(images=6, categories=3, gts=2.0, dets=10, repeats=1, seed=0)
+    assert [row.name for row in result.rows] == ["pycocotools COCOeval", "FastCOCOeval"]
+    assert result.max_stats_difference == 0
+    assert result.rows[0].ap == result.rows[1].ap
