@@ -155,11 +155,15 @@ def test_unreadable_images_are_skipped_and_logged_with_a_running_count(tmp_path,
         batches = [next(iter_) for iter_ in [iter(loader)] for _ in range(4)]
     readable = {d["file_name"] for d in dicts[:2]}
     assert all(len(batch) == 2 and {d["file_name"] for d in batch} <= readable for batch in batches)
-    skipped = [line for line in caplog.messages if line.startswith("Skipped unreadable image")]
-    image_ids = {d["file_name"]: d["image_id"] for d in dicts}
-    assert sorted(line.split()[3] for line in skipped) == [dicts[2]["file_name"], dicts[3]["file_name"]]
-    for count, line in enumerate(skipped, start=1):  # each file is logged once, when first met
-        assert f"(image id {image_ids[line.split()[3]]})" in line
+    skipped = [line for line in caplog.messages if line.startswith("Skipped an unreadable image")]
+    # Each file is logged once, when first met, with its image id and PIL's reason.
+    named = sorted(d["image_id"] for d in dicts[2:] for line in skipped if d["file_name"] in line)
+    assert named == [2, 3] and len(skipped) == 2
+    reasons = {2: "cannot identify image file", 3: "image file is truncated"}
+    for count, line in enumerate(skipped, start=1):
+        image_id = int(line.split()[6].rstrip(":"))
+        assert line.startswith(f"Skipped an unreadable image, image id {image_id}: ")
+        assert reasons[image_id] in line
         assert line.endswith(f"Images skipped so far by this process: {count}")
 
 
@@ -243,8 +247,8 @@ def test_box_values_must_be_four_finite_numbers(tmp_path, bbox):
         load(f"bad_box_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
     message = str(info.value)
     assert message == (
-        f"{tmp_path / 'annotations.json'}: 1 annotation with a bbox that is not four finite numbers "
-        f"[x, y, width, height]: annotation 9 of image 7 ({tmp_path / '0.png'}) has bbox {json.dumps(bbox)}"
+        f"{tmp_path / 'annotations.json'}: 1 annotation whose bbox is not four finite numbers "
+        f"[x, y, width, height]: annotations[1] (id 9, image_id 7) has bbox {json.dumps(bbox)}"
     )
 
 
@@ -256,7 +260,7 @@ def test_image_without_width_or_height_is_named(tmp_path, key):
         load(f"no_{key}", write_json(tmp_path, coco), tmp_path)
     assert str(info.value).endswith(
         "annotations.json: 1 image without one of the required keys 'id', 'file_name', 'width', 'height': "
-        f"image 2 (1.png) has no '{key}'"
+        f"images[1] (id 2, file_name \"1.png\") has no '{key}'"
     )
 
 
@@ -267,8 +271,8 @@ def test_image_size_must_be_a_positive_whole_number(tmp_path, size):
     with pytest.raises(ValueError) as info:
         load(f"bad_width_{size!r}", write_json(tmp_path, coco), tmp_path)
     assert str(info.value).endswith(
-        f"annotations.json: 1 image whose width or height is not a positive whole number of pixels: "
-        f"image 1 (0.png) has width {json.dumps(size)}"
+        "annotations.json: 1 image whose width is not a positive whole number of pixels: "
+        f'images[0] (id 1, file_name "0.png") has width {json.dumps(size)}'
     )
 
 
@@ -455,12 +459,13 @@ def test_mapper_refuses_what_it_does_not_map(tmp_path):
 @pytest.mark.parametrize(
     "change, expected",
     [
-        (lambda coco: coco.pop("images"), "annotations.json has no 'images' list"),
+        (lambda coco: coco.pop("images"),
+         " has no 'images': a COCO-format json is an object with 'images', 'annotations' and 'categories' lists"),
         (lambda coco: coco["annotations"][0].pop("image_id"),
          ": 1 annotation without one of the required keys 'id', 'image_id', 'category_id', 'bbox': "
-         "annotation 1 of image None has no 'image_id'"),
+         "annotations[0] (id 1) has no 'image_id'"),
         (lambda coco: coco["categories"][1].pop("name"),
-         ": 1 category without one of the required keys 'id', 'name': category 2 has no 'name'"),
+         ": 1 category without one of the required keys 'id', 'name': categories[1] (id 2) has no 'name'"),
         (lambda coco: coco["categories"].append({"id": 2, "name": "bird"}),
          ": 1 category id used more than once (ids must be unique): 2 (dog, bird)"),
     ],
@@ -472,3 +477,128 @@ def test_other_missing_keys_and_repeated_ids_are_named(tmp_path, change, expecte
     with pytest.raises(ValueError) as info:
         load(f"keys_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
     assert str(info.value).startswith(str(tmp_path / "annotations.json")) and expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "image_id, expected",
+    [
+        (99, "annotations[1] (id 2) has image_id 99"),
+        ("1", "annotations[1] (id 2) has image_id \"1\" (a string, but image 1's id is an integer)"),
+    ],
+)
+def test_annotations_of_no_image_are_named(tmp_path, image_id, expected):
+    annotations = [annotation(1, [1, 1, 5, 5]), annotation(2, [2, 2, 5, 5], image_id=image_id)]
+    coco = coco_with_images(tmp_path, [1], annotations)
+    with pytest.raises(ValueError) as info:
+        load(f"no_image_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'annotations.json'}: 1 annotation whose image_id is not the id of one of its 'images': {expected}"
+    )
+
+
+def test_a_category_id_of_the_other_kind_is_named(tmp_path):
+    coco = coco_with_images(tmp_path, [1], [annotation(1, [1, 1, 5, 5], category_id="2")])
+    with pytest.raises(ValueError) as info:
+        load(f"category_kind_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value).endswith(
+        f"annotation 1 of image 1 ({tmp_path / '0.png'}) has category_id \"2\" (a string, but category 2's id is an "
+        "integer)"
+    )
+
+
+def test_string_ids_are_loaded(tmp_path):
+    annotations = [{**annotation("a", [1, 1, 5, 5], image_id="photo-2"), "iscrowd": False},
+                   {**annotation("b", [2, 2, 5, 5], image_id="photo-2"), "iscrowd": True}]
+    dicts = load("string_ids", write_json(tmp_path, coco_with_images(tmp_path, ["photo-1", "photo-2"], annotations)),
+                 tmp_path)
+    loaded = [(d["image_id"], [a["id"] for a in d["annotations"]]) for d in dicts]
+    assert loaded == [("photo-1", []), ("photo-2", ["a", "b"])]
+
+
+@pytest.mark.parametrize("iscrowd", ["0", 2, None, 0.0, [0]])
+def test_iscrowd_must_be_0_or_1(tmp_path, iscrowd):
+    annotations = [annotation(1, [1, 1, 5, 5]), {**annotation(2, [1, 1, 5, 5]), "iscrowd": iscrowd}]
+    coco = coco_with_images(tmp_path, [1], annotations)
+    with pytest.raises(ValueError) as info:
+        load(f"crowd_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'annotations.json'}: 1 annotation whose iscrowd is not 0 or 1 (or false or true): "
+        f"annotations[1] (id 2, image_id 1) has iscrowd {json.dumps(iscrowd)}"
+    )
+
+
+_COCO_FORMAT = "a COCO-format json is an object with 'images', 'annotations' and 'categories' lists"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda coco: [coco], f" holds a list: {_COCO_FORMAT}"),
+        (lambda coco: {**coco, "annotations": {"1": coco["annotations"][0]}},
+         f": 'annotations' is an object, not a list: {_COCO_FORMAT}"),
+        (lambda coco: {**coco, "annotations": None}, f": 'annotations' is null, not a list: {_COCO_FORMAT}"),
+        (lambda coco: {**coco, "categories": "cat"}, f": 'categories' is a string, not a list: {_COCO_FORMAT}"),
+        (lambda coco: {**coco, "annotations": [5]}, ": 1 annotation that is not an object: annotations[0] is 5"),
+        (lambda coco: {**coco, "images": [{**coco["images"][0], "id": [1]}]},
+         ': 1 image whose id is not an integer or a string: images[0] (file_name "0.png") has id [1]'),
+        (lambda coco: {**coco, "images": [{**coco["images"][0], "id": 1.0}]},
+         ': 1 image whose id is not an integer or a string: images[0] (file_name "0.png") has id 1.0'),
+        (lambda coco: {**coco, "images": [{**coco["images"][0], "file_name": None}]},
+         ": 1 image whose file_name is not a non-empty string: images[0] (id 1) has file_name null"),
+        (lambda coco: {**coco, "categories": [{"id": 1, "name": 3}, {"id": 2, "name": "dog"}]},
+         ": 1 category whose name is not a non-empty string: categories[0] (id 1) has name 3"),
+        (lambda coco: {**coco, "annotations": [{**coco["annotations"][0], "area": -1}]},
+         ": 1 annotation whose area is not a finite number >= 0: annotations[0] (id 1, image_id 1) has area -1"),
+        (lambda coco: {**coco, "annotations": [{**coco["annotations"][0], "category_id": {"id": 1}}]},
+         (': 1 annotation whose category_id is not an integer or a string: annotations[0] (id 1, image_id 1) has '
+          'category_id {"id": 1}')),
+        (lambda coco: {**coco, "images": coco["images"] + [{**coco["images"][0], "id": "b"}]},
+         (": 'images' mixes integer and string ids (images[0] (id 1, file_name \"0.png\") and images[1] (id \"b\", "
+          "file_name \"0.png\")): use one kind")),
+    ],
+)
+def test_malformed_structure_is_named_by_list_index_and_field(tmp_path, change, expected):
+    coco = change(coco_with_images(tmp_path, [1], [annotation(1, [1, 1, 5, 5])]))
+    with pytest.raises(ValueError) as info:
+        load(f"structure_{tmp_path.name}", write_json(tmp_path, coco), tmp_path)
+    assert str(info.value) == str(tmp_path / "annotations.json") + expected
+
+
+# The flipped images whose (C, H, W) array numpy calls contiguous although its stride along W is
+# negative: one pixel, or one column of one channel.
+@pytest.mark.parametrize("size, mode", [((1, 1), "RGB"), ((3, 1), "L")])
+def test_one_pixel_wide_images_are_flipped_and_mapped(tmp_path, size, mode):
+    import detectron2.data.transforms as T
+
+    from yolos_d2.data import DatasetMapper as YOLOSDatasetMapper
+
+    path = write_image(tmp_path / "thin.png", size, mode)
+    box = {"bbox": [0, 0, 1, size[0]], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
+    record = {"file_name": path, "height": size[0], "width": 1, "image_id": 1, "annotations": [box]}
+    flip = T.RandomFlip(prob=1.0, horizontal=True)
+    out = YOLOSDatasetMapper(is_train=True, augmentations=[flip], image_format=mode)(record)
+    # Flipping one column leaves it as it is.
+    pixels = np.asarray(Image.open(path)).reshape(size[0], 1, len(mode))
+    np.testing.assert_array_equal(out["image"].permute(1, 2, 0).numpy(), pixels)
+    assert out["instances"].gt_boxes.tensor.tolist() == [[0.0, 0.0, 1.0, float(size[0])]]
+
+
+def test_an_unreadable_image_at_evaluation_is_named(tmp_path):
+    from detectron2.data import build_detection_test_loader
+
+    from yolos_d2.data import DatasetMapper as YOLOSDatasetMapper
+    from yolos_d2.data.images import UnreadableImageError
+
+    dicts = _training_dicts(tmp_path, readable=1, unreadable=2)
+    loader = build_detection_test_loader(dicts, mapper=YOLOSDatasetMapper(is_train=False, augmentations=[],
+                                                                          image_format="RGB"))
+    batches = iter(loader)
+    assert next(batches)[0]["image_id"] == 0
+    with pytest.raises(UnreadableImageError) as info:
+        next(batches)
+    assert str(info.value).startswith(f"{dicts[1]['file_name']}: image file is truncated")
+    with pytest.raises(UnreadableImageError) as info:
+        YOLOSDatasetMapper(is_train=False, augmentations=[], image_format="RGB")(dicts[2])
+    assert str(info.value) == (
+        f"{dicts[2]['file_name']}: cannot identify image file (not an image, or in a format PIL cannot read)"
+    )

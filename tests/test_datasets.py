@@ -1,5 +1,6 @@
 """The synthetic quick-start dataset and dataset registration."""
 import json
+import logging
 import os
 
 import numpy as np
@@ -7,7 +8,14 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
-from yolos_d2.data import SYNTHETIC_SHAPES_CLASSES, check_num_classes, register_coco_dataset
+from yolos_d2.data import (
+    SYNTHETIC_SHAPES_CLASSES,
+    DatasetError,
+    check_datasets,
+    check_num_classes,
+    register_coco_dataset,
+    register_voc_dataset,
+)
 from yolos_d2.data import synthetic_shapes
 from yolos_d2.data.synthetic_shapes import (
     SYNTHETIC_SHAPES_SPLITS,
@@ -94,3 +102,70 @@ def test_register_coco_dataset_is_idempotent_and_checks_class_count(tmp_path):
     check_num_classes("user_shapes", 3)
     with pytest.raises(ValueError, match=r"'user_shapes' has 3 classes \(rectangle, ellipse, triangle\).*num_classes=3"):
         check_num_classes(["user_shapes"], 80)
+
+
+def test_generation_logs_its_progress(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="yolos_d2.data.synthetic_shapes"):
+        generate_synthetic_shapes(SPEC, str(tmp_path))
+    progress = [m for m in caplog.messages if m.startswith("Generated ")]
+    assert progress == [f"Generated {2 * k} of 20 synthetic images ({10 * k}%)" for k in range(1, 11)]
+
+
+def test_class_count_is_checked_before_a_coco_json_is_loaded(tmp_path, monkeypatch):
+    """The your_data.md flow: the classes of a registered json are read from its categories, in id order."""
+    synthetic_json = generate_synthetic_shapes(SPEC, str(tmp_path))
+    coco = load(synthetic_json)
+    coco["categories"] = [{"id": 7, "name": "kite"}, {"id": 2, "name": "ball"}, {"id": 5, "name": "cube"}]
+    for anno in coco["annotations"]:
+        anno["category_id"] = [2, 5, 7][anno["category_id"] - 1]
+    json_file = tmp_path / "renumbered.json"
+    json_file.write_text(json.dumps(coco))
+    name = register_coco_dataset("renumbered", str(json_file), os.path.join(os.path.dirname(synthetic_json), "images"))
+    loaded = []
+    monkeypatch.setitem(DatasetCatalog.data, name, lambda: loaded.append(name))
+    with pytest.raises(DatasetError, match=r"^Dataset 'renumbered' has 3 classes \(ball, cube, kite\) but the model "
+                                           r"predicts 80: set model.detector.num_classes=3$"):
+        check_datasets(name, 80)
+    check_datasets([name], 3)
+    assert loaded == [] and MetadataCatalog.get(name).thing_classes == ["ball", "cube", "kite"]
+
+
+def test_missing_dataset_files_say_where_they_were_looked_for(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
+    coco_name = register_coco_dataset(
+        "val_under_root", str(root / "coco/annotations/instances_val2017.json"), str(root / "coco/val2017")
+    )
+    voc_name = register_voc_dataset("voc_elsewhere", str(tmp_path / "VOC2007"), "test", 2007)
+    with pytest.raises(DatasetError) as info:
+        check_datasets([coco_name, voc_name, "synthetic_shapes_train"], 20)
+    assert str(info.value) == (
+        f"Dataset files do not exist: {root}/coco/annotations/instances_val2017.json of 'val_under_root'; "
+        f"{root}/coco/val2017 of 'val_under_root'; {tmp_path}/VOC2007 of 'voc_elsewhere'. detectron2's builtin "
+        f"datasets and the configs' Pascal VOC are read from $DETECTRON2_DATASETS (set to {root}), where these are "
+        "expected: coco/annotations/instances_val2017.json, coco/val2017/. Put them there or set DETECTRON2_DATASETS "
+        "to the folder that holds them, or register your own dataset with yolos_d2.data.register_coco_dataset "
+        "(docs/your_data.md)"
+    )
+    with pytest.raises(DatasetError, match=r"VOC2007 of 'voc_elsewhere'\. Check the paths given when registering, or "):
+        check_datasets(voc_name, 20)
+
+
+def test_missing_builtin_coco_names_the_default_folder(tmp_path, monkeypatch):
+    json_file = MetadataCatalog.get("coco_2017_val").json_file
+    if os.path.isabs(json_file):
+        pytest.skip("DETECTRON2_DATASETS was set when detectron2 registered COCO")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
+    with pytest.raises(DatasetError) as info:
+        check_datasets(["coco_2017_train", "coco_2017_val"], 80)
+    message = str(info.value)
+    assert message.startswith(
+        "Dataset files do not exist: datasets/coco/annotations/instances_train2017.json of 'coco_2017_train' "
+        f"(looked for at {tmp_path}/datasets/coco/annotations/instances_train2017.json); "
+    )
+    assert (
+        "$DETECTRON2_DATASETS (not set, so ./datasets), where these are expected: "
+        "coco/annotations/instances_train2017.json, coco/train2017/, coco/annotations/instances_val2017.json, "
+        "coco/val2017/. "
+    ) in message

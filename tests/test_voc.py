@@ -160,6 +160,8 @@ def test_malformed_voc_xml_names_the_file_and_line(tmp_path):
         ("<width>48</width>", "", "000003.xml: no <size>/<width>"),
         ("<height>32</height>", "<height>3.5</height>",
          "000003.xml: <size>/<height> is '3.5'; expected a positive whole number of pixels"),
+        ("<height>32</height>", "<height>²</height>",
+         "000003.xml: <size>/<height> is '²'; expected a positive whole number of pixels"),
         ("<name>triangle</name>", "", "000003.xml: object 2 has no <name>"),
         ("<xmin>3</xmin>", "", "000003.xml: object 1 has no <bndbox>/<xmin>"),
         ("<ymax>30</ymax>", "<ymax>thirty</ymax>",

@@ -1,4 +1,8 @@
-"""COCO 2017 data: training and evaluation loaders, and the COCO evaluator."""
+"""
+COCO 2017 data: training and evaluation loaders, and the COCO evaluator. detectron2's builtin
+``coco_2017_train`` and ``coco_2017_val`` are read from ``$DETECTRON2_DATASETS`` (default
+``./datasets``): ``coco/annotations/instances_{train,val}2017.json`` and ``coco/{train,val}2017/``.
+"""
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from omegaconf import OmegaConf

@@ -123,13 +123,23 @@ class _MappedTrainingStream(IterableDataset):
             except (OSError, SyntaxError) as e:  # what PIL raises for a file it cannot decode
                 self._unreadable.add(candidate)
                 logger.warning(
-                    f"Skipped unreadable image {dataset_dict['file_name']} (image id {dataset_dict.get('image_id')}): "
-                    f"{e}. Images skipped so far by this process: {len(self._unreadable)}"
+                    f"Skipped an unreadable image, image id {dataset_dict.get('image_id')}: "
+                    f"{_naming_the_file(e, dataset_dict['file_name'])}. "
+                    f"Images skipped so far by this process: {len(self._unreadable)}"
                 )
                 continue
             if mapped is not None:  # detectron2's mappers may return None to skip a sample
                 return mapped
         raise RuntimeError(f"None of the {len(self._dataset)} training images could be read and mapped")
+
+
+def _naming_the_file(error: BaseException, file_name: str) -> str:
+    """
+    The message of ``error``, led by ``file_name`` unless it names it already (as the errors of
+    :func:`yolos_d2.data.read_image` do; PIL's, from other mappers, do not).
+    """
+    message = str(error)
+    return message if file_name in message else f"{file_name}: {message}"
 
 
 def _seed_cpu_generators(seed: int) -> None:

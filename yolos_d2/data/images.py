@@ -7,9 +7,9 @@ from typing import Optional
 import numpy as np
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.file_io import PathManager
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["UnsupportedImageError", "image_to_array", "read_image"]
+__all__ = ["UnreadableImageError", "UnsupportedImageError", "image_to_array", "read_image"]
 
 # PIL modes of 8 bits per channel, which PIL converts to "RGB" and "L".
 _8_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
@@ -19,11 +19,16 @@ _16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 _DESCRIPTIONS = {"I": "32-bit integers", "F": "32-bit floating point"}
 
 
-class UnsupportedImageError(OSError):
+class UnreadableImageError(OSError):
     """
-    An image whose values cannot be mapped to 0..255. An ``OSError``, as PIL's errors for files it
-    cannot read are, so that the training loader and the demo skip it as an unreadable image.
+    An image file that cannot be decoded (corrupt, truncated, not an image); the message names
+    the file. An ``OSError``, as PIL's errors for such files are, so that the training loader and
+    the demo skip it.
     """
+
+
+class UnsupportedImageError(UnreadableImageError):
+    """An image whose values cannot be mapped to 0..255."""
 
 
 def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
@@ -36,11 +41,21 @@ def read_image(file_name: str, format: Optional[str] = "RGB") -> np.ndarray:
         (H, W, C) array, uint8 in 0..255 (float for "YUV-BT.601"), C = 1 for "L".
 
     Raises:
-        UnsupportedImageError naming the file for images whose values have no known range;
-        OSError (from PIL) for a file that cannot be decoded.
+        UnreadableImageError naming the file for a file that cannot be decoded (PIL's message:
+        "/data/17.jpg: image file is truncated"), UnsupportedImageError for images whose values
+        have no known range; OSError (from opening it) for a file that does not exist.
     """
     with PathManager.open(file_name, "rb") as f:
-        return image_to_array(Image.open(f), format, name=file_name)
+        try:
+            return image_to_array(Image.open(f), format, name=file_name)
+        except UnreadableImageError:
+            raise
+        except UnidentifiedImageError:  # whose message shows the file object, not its name
+            raise UnreadableImageError(
+                f"{file_name}: cannot identify image file (not an image, or in a format PIL cannot read)"
+            ) from None
+        except (OSError, SyntaxError) as e:  # what PIL raises for a file it cannot decode
+            raise UnreadableImageError(f"{file_name}: {e}") from e
 
 
 def image_to_array(image: Image.Image, format: Optional[str] = "RGB", name: str = "image") -> np.ndarray:

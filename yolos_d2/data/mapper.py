@@ -2,7 +2,6 @@
 import copy
 from typing import Dict
 
-import numpy as np
 import torch
 from detectron2.data import DatasetMapper as _DetectronDatasetMapper
 from detectron2.data import detection_utils as utils
@@ -43,7 +42,9 @@ class DatasetMapper(_DetectronDatasetMapper):
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
-        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        # A copy, not np.ascontiguousarray: numpy calls an array whose only negative stride is on
+        # an axis of length 1 (a flipped 1-pixel-wide image) contiguous, and torch refuses it.
+        dataset_dict["image"] = torch.from_numpy(image.transpose(2, 0, 1).copy())
         if not self.is_train:
             dataset_dict.pop("annotations", None)
         elif "annotations" in dataset_dict:

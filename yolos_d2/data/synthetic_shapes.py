@@ -36,6 +36,10 @@ SYNTHETIC_SHAPES_CLASSES = ("rectangle", "ellipse", "triangle")
 _CLASS_CHANNEL = {"rectangle": 0, "ellipse": 1, "triangle": 2}
 # Bump when the drawing code changes, so cached files are regenerated.
 _GENERATOR_VERSION = 1
+# Generation logs its progress this many times.
+_PROGRESS_LINES = 10
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,10 +142,11 @@ def generate_synthetic_shapes(spec: SyntheticShapesSpec, root: str) -> str:
     json_file, image_dir = split_files(spec, root)
     if os.path.isfile(json_file):
         return json_file
-    logging.getLogger(__name__).info(f"Generating {spec.num_images} synthetic images into {image_dir} ...")
+    logger.info(f"Generating {spec.num_images} synthetic images into {image_dir} ...")
     os.makedirs(image_dir, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
     images, annotations = [], []
+    progress_step = max(1, spec.num_images // _PROGRESS_LINES)
     for image_id in range(1, spec.num_images + 1):
         pixels, objects = _draw_image(rng, spec)
         file_name = f"{image_id:06d}.png"
@@ -151,6 +156,9 @@ def generate_synthetic_shapes(spec: SyntheticShapesSpec, root: str) -> str:
             annotations.append(
                 {**obj, "id": len(annotations) + 1, "image_id": image_id, "area": obj["bbox"][2] * obj["bbox"][3], "iscrowd": 0}
             )
+        if image_id % progress_step == 0:
+            percent = f"{image_id / spec.num_images:.0%}"
+            logger.info(f"Generated {image_id} of {spec.num_images} synthetic images ({percent})")
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SYNTHETIC_SHAPES_CLASSES)]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     # Write the annotation file last and atomically: its presence marks a complete split.

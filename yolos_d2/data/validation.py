@@ -1,12 +1,16 @@
 """
 Checks of a detection dataset, run when its dataset dicts are loaded (before training or
-evaluation starts).
+evaluation starts). Each problem is a :class:`DatasetError` (a ``ValueError``) naming the file,
+the item and what is allowed, or a ``FileNotFoundError`` for images that do not exist.
 
-A COCO-format json file (:func:`load_checked_coco_json`) must be valid JSON with ``images`` and
-``categories``; every image needs ``id``, ``file_name`` and a ``width`` and ``height`` in whole
-pixels; every annotation an ``id``, ``image_id``, a ``category_id`` among the categories and a
-``bbox`` of four finite numbers; image, annotation and category ids must be unique. Anything
-else is an error naming the file, the ids and what is allowed.
+A COCO-format json file (:func:`load_checked_coco_json`) must be valid JSON: an object whose
+``images`` and ``categories`` (not empty) are lists of objects, as is ``annotations`` if present.
+Every image needs ``id``, ``file_name`` (a non-empty string) and a ``width`` and ``height`` in
+whole pixels; every annotation an ``id``, the ``image_id`` of one of the images, a
+``category_id`` among the categories and a ``bbox`` of four finite numbers, and if present an
+``iscrowd`` of 0 or 1 (false or true) and an ``area`` that is a finite number >= 0; every
+category an ``id`` and a ``name``. Ids are integers or strings, of one kind within a list, and
+unique within it.
 
 The dataset dicts of any format (also Pascal VOC, see :mod:`yolos_d2.data.voc`) are then checked
 with :func:`check_dataset_dicts`:
@@ -19,24 +23,28 @@ with :func:`check_dataset_dicts`:
   :func:`check_trainable_boxes` makes that an error for a training set.
 
 Images that exist but cannot be decoded are found only when read: the training loader skips
-them (see :mod:`yolos_d2.data.build`).
+them (see :mod:`yolos_d2.data.build`), the evaluation stops naming the file (see
+:func:`yolos_d2.data.read_image`).
 """
 import json
 import logging
 import math
 import os
 from collections import Counter, defaultdict
-from typing import Callable, Dict, List, Sequence
+from functools import partial
+from typing import Any, Callable, Dict, List, Sequence
 
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 __all__ = [
+    "DatasetError",
     "check_coco_json",
     "check_dataset_dicts",
     "check_image_files",
     "check_trainable_boxes",
     "clip_boxes_to_images",
+    "coco_class_names",
     "load_checked_coco_json",
     "read_coco_json",
 ]
@@ -45,6 +53,70 @@ logger = logging.getLogger(__name__)
 
 # How many paths or ids a message lists.
 _SHOWN = 5
+# How many characters of a JSON value a message shows.
+_SHOWN_CHARACTERS = 60
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used as it is; the message names the file, the item and what is wrong."""
+
+
+def _is_number(value) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool, a string or None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and value != ""
+
+
+def _is_side(value) -> bool:
+    return _is_number(value) and value > 0 and float(value).is_integer()
+
+
+def _is_box(value) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value))
+
+
+def _is_crowd_flag(value) -> bool:
+    return isinstance(value, int) and value in (0, 1)  # bools are ints
+
+
+def _is_area(value) -> bool:
+    return _is_number(value) and value >= 0
+
+
+_ID = (_is_id, "an integer or a string")
+_TEXT = (_is_text, "a non-empty string")
+_SIDE = (_is_side, "a positive whole number of pixels")
+
+# Per list of a COCO-format json: the keys each of its objects must have, and what each key's
+# value must be (when present): (test, description).
+_REQUIRED_KEYS = {
+    "images": ("id", "file_name", "width", "height"),
+    "annotations": ("id", "image_id", "category_id", "bbox"),
+    "categories": ("id", "name"),
+}
+_VALUES = {
+    "images": {"id": _ID, "file_name": _TEXT, "width": _SIDE, "height": _SIDE},
+    "annotations": {
+        "id": _ID,
+        "image_id": _ID,
+        "category_id": _ID,
+        "bbox": (_is_box, "four finite numbers [x, y, width, height]"),
+        "iscrowd": (_is_crowd_flag, "0 or 1 (or false or true)"),
+        "area": (_is_area, "a finite number >= 0"),
+    },
+    "categories": {"id": _ID, "name": _TEXT},
+}
+# The keys shown to identify an item of a list, with the test of their values.
+_IDENTIFYING = (("id", _is_id), ("image_id", _is_id), ("file_name", _is_text), ("name", _is_text))
+_NOUNS = {"images": "image", "annotations": "annotation", "categories": "category"}
+_COCO_FORMAT = "a COCO-format json is an object with 'images', 'annotations' and 'categories' lists"
 
 
 def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -> List[Dict]:
@@ -59,85 +131,127 @@ def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -
     return dataset_dicts
 
 
+def coco_class_names(json_file: str, image_root: str) -> List[str]:
+    """
+    The class names of the COCO-format ``json_file``, checked by :func:`check_coco_json`: its
+    categories' names in the order of their ids, as detectron2's ``load_coco_json`` sets them as
+    ``thing_classes``.
+    """
+    coco = read_coco_json(json_file)
+    check_coco_json(coco, json_file, image_root)
+    return [category["name"] for category in sorted(coco["categories"], key=lambda category: category["id"])]
+
+
 def read_coco_json(json_file: str) -> Dict:
-    """The content of ``json_file``; ``ValueError`` naming the line and column if it is not valid JSON."""
+    """The content of ``json_file``; :class:`DatasetError` naming the line and column if it is not valid JSON."""
     with open(json_file) as f:
         try:
             return json.load(f)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{json_file} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            raise DatasetError(f"{json_file} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
 
 
-def check_coco_json(coco: Dict, json_file: str, image_root: str) -> None:
+def check_coco_json(coco: Any, json_file: str, image_root: str) -> None:
     """
-    Raise ``ValueError`` naming ``json_file``, the ids and what is allowed if ``coco`` (its
-    content) is not a detection dataset in COCO format (see the module's docstring). Values are
-    shown as JSON. ``image_root`` is only used to name image files.
+    Raise :class:`DatasetError` naming ``json_file``, the items (by list and index, or by id)
+    and what is allowed if ``coco`` (its content) is not a detection dataset in COCO format (see
+    the module's docstring). Values are shown as JSON. ``image_root`` is only used to name image
+    files.
     """
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
-        raise ValueError(f"{json_file} has no 'images' list: a COCO-format json is an object with 'images', "
-                         "'annotations' and 'categories'")
+    _check_lists(coco, json_file)
+    for key in _REQUIRED_KEYS:
+        _check_objects(json_file, key, coco.get(key, []))
+    images, categories, annotations = coco["images"], coco["categories"], coco.get("annotations", [])
+    files = {image["id"]: image["file_name"] for image in images}
+
+    def describe_annotation(index: int, anno: Dict) -> str:
+        image_id = anno["image_id"]
+        where = f" ({os.path.join(image_root, files[image_id])})" if image_id in files else ""
+        return f"annotation {_shown(anno['id'])} of image {_shown(image_id)}{where}"
+
+    _check_unique_ids(json_file, "category", categories, lambda c: c["name"])
+    _check_unique_ids(json_file, "image", images, lambda image: image["file_name"])
+    _check_unique_ids(json_file, "annotation", annotations, lambda anno: f"image {_shown(anno['image_id'])}")
+    image_ids = [image["id"] for image in images]
+    problem = "whose image_id is not the id of one of its 'images'"
+    describe = partial(_where, "annotations", field="image_id")
+    _check_references(json_file, annotations, "image_id", "image", image_ids, describe, problem)
+    category_ids = [c["id"] for c in categories]
+    problem = f"with a category_id that is not in its 'categories' (ids {_first(category_ids)})"
+    _check_references(json_file, annotations, "category_id", "category", category_ids, describe_annotation, problem)
+
+
+def _check_lists(coco: Any, json_file: str) -> None:
+    """``coco`` is an object with the lists 'images' and 'categories' (not empty), and 'annotations' if any."""
+    if not isinstance(coco, dict):
+        raise DatasetError(f"{json_file} holds {_kind(coco)}: {_COCO_FORMAT}")
+    if "images" not in coco:
+        raise DatasetError(f"{json_file} has no 'images': {_COCO_FORMAT}")
+    for key in _REQUIRED_KEYS:
+        if key in coco and not isinstance(coco[key], list):
+            raise DatasetError(f"{json_file}: {key!r} is {_kind(coco[key])}, not a list: {_COCO_FORMAT}")
     if not coco.get("categories"):
-        raise ValueError(
+        raise DatasetError(
             f"{json_file} has no 'categories': a COCO-format json names its classes in "
             '"categories": [{"id": 1, "name": "cat"}, ...]'
         )
-    images, categories, annotations = coco["images"], coco["categories"], coco.get("annotations", [])
-    files = {image.get("id"): image.get("file_name") for image in images}
-
-    def describe_image(image: Dict) -> str:
-        return f"image {image.get('id')} ({image.get('file_name')})"
-
-    def describe_annotation(anno: Dict) -> str:
-        image_id = anno.get("image_id")
-        file_name = files.get(image_id)
-        where = f" ({os.path.join(image_root, file_name)})" if file_name is not None else ""
-        return f"annotation {anno.get('id')} of image {image_id}{where}"
-
-    _check_keys(json_file, "category", categories, ("id", "name"), lambda c: f"category {c.get('id')}")
-    _check_keys(json_file, "image", images, ("id", "file_name", "width", "height"), describe_image)
-    _check_keys(json_file, "annotation", annotations, ("id", "image_id", "category_id", "bbox"), describe_annotation)
-    _check_unique_ids(json_file, "category", categories, lambda c: c["name"])
-    _check_unique_ids(json_file, "image", images, lambda image: image["file_name"])
-    _check_unique_ids(json_file, "annotation", annotations, lambda anno: f"image {anno['image_id']}")
-
-    bad_sizes = [
-        f"{describe_image(image)} has {key} {json.dumps(image[key])}"
-        for image in images
-        for key in ("width", "height")
-        if not (_is_number(image[key]) and image[key] > 0 and float(image[key]).is_integer())
-    ]
-    _raise_if_any(json_file, "image", "whose width or height is not a positive whole number of pixels", bad_sizes)
-
-    known = {c["id"] for c in categories}
-    unknown = [f"{describe_annotation(a)} has category_id {json.dumps(a['category_id'])}" for a in annotations
-               if a["category_id"] not in known]
-    ids = ", ".join(str(c["id"]) for c in categories)
-    _raise_if_any(json_file, "annotation", f"with a category_id that is not in its 'categories' (ids {ids})", unknown)
-
-    bad_boxes = [
-        f"{describe_annotation(a)} has bbox {json.dumps(a['bbox'])}"
-        for a in annotations
-        if not (isinstance(a["bbox"], list) and len(a["bbox"]) == 4 and all(map(_is_number, a["bbox"])))
-    ]
-    problem = "with a bbox that is not four finite numbers [x, y, width, height]"
-    _raise_if_any(json_file, "annotation", problem, bad_boxes)
 
 
-def _is_number(value) -> bool:
-    """Whether ``value`` is a finite int or float (not a bool, a string or None)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _check_keys(json_file: str, kind: str, items: List[Dict], keys: Sequence[str], describe: Callable) -> None:
-    required = set(keys)
+def _check_objects(json_file: str, key: str, items: List) -> None:
+    """The items of the list ``key`` are objects with its required keys, each value as :data:`_VALUES` allows."""
+    noun = _NOUNS[key]
+    not_objects = [f"{key}[{index}] is {_shown(item)}"
+                   for index, item in enumerate(items) if not isinstance(item, dict)]
+    _raise_if_any(json_file, noun, "that is not an object", not_objects)
+    required = _REQUIRED_KEYS[key]
     lacking = [
-        f"{describe(item)} has no {', '.join(repr(key) for key in keys if key not in item)}"
-        for item in items
-        if not required.issubset(item)
+        f"{_where(key, index, item)} has no {', '.join(repr(k) for k in required if k not in item)}"
+        for index, item in enumerate(items)
+        if not set(required).issubset(item)
     ]
-    names = ", ".join(map(repr, keys))
-    _raise_if_any(json_file, kind, f"without one of the required keys {names}", lacking)
+    _raise_if_any(json_file, noun, f"without one of the required keys {', '.join(map(repr, required))}", lacking)
+    for field, (valid, expected) in _VALUES[key].items():
+        wrong = [
+            f"{_where(key, index, item, field)} has {field} {_shown(item[field])}"
+            for index, item in enumerate(items)
+            if field in item and not valid(item[field])
+        ]
+        _raise_if_any(json_file, noun, f"whose {field} is not {expected}", wrong)
+    id_kinds = {isinstance(item["id"], str): index for index, item in enumerate(items)}
+    if len(id_kinds) == 2:
+        examples = " and ".join(f"{_where(key, index, items[index])}" for index in sorted(id_kinds.values()))
+        raise DatasetError(f"{json_file}: {key!r} mixes integer and string ids ({examples}): use one kind")
+
+
+def _where(key: str, index: int, item: Dict, field: str = "") -> str:
+    """
+    'annotations[3]', followed by the valid values that identify the item other than
+    ``field``'s: 'annotations[3] (id 7, image_id 2)', 'images[0] (id 1, file_name "1.jpg")'.
+    """
+    shown = [f"{k} {_shown(item[k])}" for k, valid in _IDENTIFYING if k != field and valid(item.get(k))]
+    return f"{key}[{index}]" + (f" ({', '.join(shown)})" if shown else "")
+
+
+def _check_references(
+    json_file: str, annotations: List[Dict], field: str, noun: str, ids: List, describe: Callable, problem: str
+) -> None:
+    """
+    Each annotation's ``field`` is one of ``ids`` (those of the ``noun`` list), else an error
+    listing ``describe(index, annotation)`` of the others.
+    """
+    known = set(ids)
+    # A value of the other kind ("1" for 1, or 1 for "1") is named as such.
+    as_text = {str(id_): id_ for id_ in ids}
+    wrong = []
+    for index, anno in enumerate(annotations):
+        value = anno[field]
+        if value in known:
+            continue
+        other = as_text.get(str(value))
+        kinds = ("an integer", "a string") if isinstance(value, int) else ("a string", "an integer")
+        hint = f" ({kinds[0]}, but {noun} {_shown(other)}'s id is {kinds[1]})" if other is not None else ""
+        wrong.append(f"{describe(index, anno)} has {field} {_shown(value)}{hint}")
+    _raise_if_any(json_file, "annotation", problem, wrong)
 
 
 def _check_unique_ids(json_file: str, kind: str, items: List[Dict], describe: Callable) -> None:
@@ -149,15 +263,27 @@ def _check_unique_ids(json_file: str, kind: str, items: List[Dict], describe: Ca
     for item in items:
         if counts[item["id"]] > 1:
             by_id[item["id"]].append(describe(item))
-    repeated = [f"{id_} ({', '.join(map(str, described))})" for id_, described in by_id.items()]
+    repeated = [f"{_shown(id_)} ({', '.join(map(str, described))})" for id_, described in by_id.items()]
     _raise_if_any(json_file, f"{kind} id", "used more than once (ids must be unique)", repeated)
 
 
 def _raise_if_any(json_file: str, noun: str, problem: str, listed: List[str]) -> None:
-    """``ValueError``: '<json_file>: <count> <noun>s <problem>: <the first listed>; ...', if ``listed``."""
+    """:class:`DatasetError`: '<json_file>: <count> <noun>s <problem>: <the first listed>; ...', if ``listed``."""
     if listed:
         shown = "; ".join(listed[:_SHOWN]) + ("; ..." if len(listed) > _SHOWN else "")
-        raise ValueError(f"{json_file}: {_count(len(listed), noun)} {problem}: {shown}")
+        raise DatasetError(f"{json_file}: {_count(len(listed), noun)} {problem}: {shown}")
+
+
+def _shown(value: Any) -> str:
+    """``value`` as JSON, cut to :data:`_SHOWN_CHARACTERS` characters."""
+    text = json.dumps(value)
+    return text if len(text) <= _SHOWN_CHARACTERS else text[:_SHOWN_CHARACTERS] + "..."
+
+
+def _kind(value: Any) -> str:
+    """The JSON type of ``value``, with its article: 'an object', 'null', ..."""
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 def check_dataset_dicts(dataset_dicts: List[Dict], dataset_name: str) -> None:
@@ -188,7 +314,7 @@ def check_dataset_dicts(dataset_dicts: List[Dict], dataset_name: str) -> None:
 
 def check_trainable_boxes(dataset_dicts: Sequence[Dict]) -> None:
     """
-    Raise ``ValueError`` saying why if no annotation of the training set ``dataset_dicts`` is a
+    Raise :class:`DatasetError` saying why if no annotation of the training set ``dataset_dicts`` is a
     box that training learns from (all are crowd annotations, or there are none). Dicts without
     an ``annotations`` key (not a detection dataset, as detectron2 tells them apart) pass.
     """
@@ -201,7 +327,7 @@ def check_trainable_boxes(dataset_dicts: Sequence[Dict]) -> None:
     else:
         why = "no annotations"
     folders = sorted({os.path.dirname(record["file_name"]) for record in detection})
-    raise ValueError(
+    raise DatasetError(
         f"The training dataset has no box to train on: {_count(len(detection), 'image')}, {why}. "
         f"Its images are in {_first(folders)}. A dataset without boxes can be evaluated on, not trained on"
     )
@@ -234,7 +360,7 @@ def clip_boxes_to_images(dataset_dicts: List[Dict], dataset_name: str) -> None:
         kept = []
         for anno in record["annotations"]:
             if anno["bbox_mode"] not in (BoxMode.XYWH_ABS, BoxMode.XYXY_ABS):
-                raise ValueError(f"Annotation {anno.get('id')} of dataset {dataset_name!r} has bbox_mode "
+                raise DatasetError(f"Annotation {anno.get('id')} of dataset {dataset_name!r} has bbox_mode "
                                  f"{anno['bbox_mode']}; expected XYWH_ABS or XYXY_ABS")
             xywh = anno["bbox_mode"] == BoxMode.XYWH_ABS
             x1, y1, a, b = (float(v) for v in anno["bbox"])
@@ -263,8 +389,9 @@ def clip_boxes_to_images(dataset_dicts: List[Dict], dataset_name: str) -> None:
 
 
 def _count(n: int, singular: str, plural: str = "") -> str:
-    """'1 image', '2 images' ('2 boxes' with ``plural``)."""
-    return f"{n} {singular if n == 1 else plural or singular + 's'}"
+    """'1 image', '2 images', '2 categories' ('2 boxes' with ``plural``)."""
+    plural = plural or (singular[:-1] + "ies" if singular.endswith("y") else singular + "s")
+    return f"{n} {singular if n == 1 else plural}"
 
 
 def _first(ids: List) -> str:

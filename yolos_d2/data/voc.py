@@ -12,7 +12,7 @@ from xml.parsers.expat import ErrorString
 
 from detectron2.structures import BoxMode
 
-from .validation import check_dataset_dicts
+from .validation import DatasetError, check_dataset_dicts
 
 __all__ = ["load_checked_voc_instances"]
 
@@ -28,9 +28,10 @@ def load_checked_voc_instances(dirname: str, split: str, class_names: Sequence[s
     VOC's 1-based ``xmin`` and ``ymin`` minus 1), difficult objects included.
 
     Raises:
-        ValueError naming the file: a split listing an image twice; XML that is not well-formed
-        (with its line and column); a missing element; a size that is not a positive whole
-        number; a box value that is not a finite number; a class not in ``class_names``.
+        DatasetError (a ValueError) naming the file: a split listing an image twice; XML that
+        is not well-formed (with its line and column); a missing element; a size that is not a
+        positive whole number; a box value that is not a finite number; a class not in
+        ``class_names``.
     """
     split_file = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
     with open(split_file) as f:
@@ -39,7 +40,7 @@ def load_checked_voc_instances(dirname: str, split: str, class_names: Sequence[s
     if repeated:
         listed = ", ".join(repeated[:5]) + (", ..." if len(repeated) > 5 else "")
         noun = "image" if len(repeated) == 1 else "images"
-        raise ValueError(f"{split_file} lists {len(repeated)} {noun} more than once: {listed}")
+        raise DatasetError(f"{split_file} lists {len(repeated)} {noun} more than once: {listed}")
     dataset_dicts = [_load_annotation_file(dirname, file_id, list(class_names)) for file_id in file_ids]
     check_dataset_dicts(dataset_dicts, dataset_name)
     return dataset_dicts
@@ -53,7 +54,7 @@ def _load_annotation_file(dirname: str, file_id: str, class_names: List[str]) ->
     except ET.ParseError as e:
         line, column = e.position
         reason = ErrorString(e.code)
-        raise ValueError(f"{xml_file} is not valid XML: {reason} at line {line}, column {column}") from None
+        raise DatasetError(f"{xml_file} is not valid XML: {reason} at line {line}, column {column}") from None
     record = {
         "file_name": os.path.join(dirname, "JPEGImages", file_id + ".jpg"),
         "image_id": file_id,
@@ -65,7 +66,7 @@ def _load_annotation_file(dirname: str, file_id: str, class_names: List[str]) ->
         where = f"{xml_file}: object {index}"
         name = _text(obj, "name", f"{where} has no <name>")
         if name not in class_names:
-            raise ValueError(
+            raise DatasetError(
                 f"{where} has class {name!r}, which is not one of the dataset's {len(class_names)} classes: "
                 + ", ".join(class_names)
             )
@@ -78,17 +79,18 @@ def _load_annotation_file(dirname: str, file_id: str, class_names: List[str]) ->
 
 
 def _text(element: ET.Element, path: str, missing: str) -> str:
-    """The stripped text of ``element``'s child at ``path``; ``ValueError(missing)`` if there is none."""
+    """The stripped text of ``element``'s child at ``path``; ``DatasetError(missing)`` if there is none."""
     child = element.find(path)
     if child is None or child.text is None or not child.text.strip():
-        raise ValueError(missing)
+        raise DatasetError(missing)
     return child.text.strip()
 
 
 def _image_side(root: ET.Element, key: str, xml_file: str) -> int:
     text = _text(root, f"size/{key}", f"{xml_file}: no <size>/<{key}>")
-    if not text.isdigit() or int(text) == 0:
-        raise ValueError(f"{xml_file}: <size>/<{key}> is {text!r}; expected a positive whole number of pixels")
+    # ASCII digits only: str.isdigit() is also true of "²", which int() refuses.
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise DatasetError(f"{xml_file}: <size>/<{key}> is {text!r}; expected a positive whole number of pixels")
     return int(text)
 
 
@@ -99,5 +101,5 @@ def _box_value(obj: ET.Element, key: str, where: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"{where} has <bndbox>/<{key}> {text!r}; expected a finite number")
+        raise DatasetError(f"{where} has <bndbox>/<{key}> {text!r}; expected a finite number")
     return value
