@@ -2,6 +2,7 @@
 import re
 
 import pytest
+from omegaconf import OmegaConf
 
 from conftest import REPO, VARIANTS, config_path
 from yolos_d2.config import ConfigError, check_config, load_config, prepare_config
@@ -49,6 +50,87 @@ def test_existing_keys_call_arguments_and_explicit_additions_are_set():
     assert cfg.model.detector.backbone.drop_path_rate == 0.1
     assert list(cfg.dataloader.train.mapper.augmentations.scales) == [320, 352]
     assert cfg.train.note == "hello"
+
+
+@pytest.mark.parametrize(
+    "tuple_override, list_override",
+    [
+        ("model.detector.backbone.init_pe_size=(512,864)", "model.detector.backbone.init_pe_size=[512,864]"),
+        ("model.detector.backbone.mid_pe_size=(512, 864)", "model.detector.backbone.mid_pe_size=[512,864]"),
+        (  # a call inside the pair is kept
+            "dataloader.train.mapper.augmentations.scales=(int(320.0),352)",
+            "dataloader.train.mapper.augmentations.scales=[320,352]",
+        ),
+    ],
+)
+def test_a_pair_may_be_written_as_a_tuple(tuple_override, list_override):
+    key = tuple_override.partition("=")[0]
+    as_tuple = OmegaConf.select(load_config(config_path("yolos_ti"), [tuple_override]), key)
+    as_list = OmegaConf.select(load_config(config_path("yolos_ti"), [list_override]), key)
+    assert list(as_tuple) == list(as_list)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.detector.backbone.init_pe_size=[128,130", "Cannot read the override {!r} (no viable alternative"),
+        ("model.detector.backbone.init_pe_size=(128,130", "Cannot read the override {!r} ("),
+        ("train.seed=tuple(1)", "Cannot read the override {!r} (HydraException while evaluating 'tuple(1)'"),
+        ("~train.seed", "Cannot apply {!r}: deleting a key is not supported"),
+        ("model.detector.backbone.init_pe_size=128,130", "Cannot apply {!r}: it gives several values (a sweep)"),
+        ("train.seed=range(3)", "Cannot apply {!r}: it gives several values (a sweep)"),
+        ("train.ema=5", "Cannot apply {!r}: train.ema is a group of keys (decay, enabled, warmup_iters), not a value"),
+        ("+train.seed.x=1", "Cannot apply {!r}: Trying to update key train.seed.x, but train.seed is not a config"),
+        (
+            "model.detector.backbone.drop_path_rate.x=1",
+            "Cannot apply {!r}: model.detector.backbone.drop_path_rate is a value (0.0), not a group of keys",
+        ),
+    ],
+)
+def test_override_that_cannot_be_applied_is_named_in_one_line(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(config_path("yolos_ti"), ["train.seed=3", override])
+    assert str(info.value).startswith(message.format(override))
+    assert "\n" not in str(info.value)
+
+
+def test_keys_of_a_merged_dict_must_exist():
+    with pytest.raises(ConfigError, match=r"^Unknown config key 'train\.ema\.decai' in 'train\.ema=\{decai:0\.5\}'\. "
+                                          r"Did you mean 'train\.ema\.decay'\?"):
+        load_config(config_path("yolos_ti"), ["train.ema={decai:0.5}"])
+    cfg = load_config(config_path("yolos_ti"), ["train={checkpointer:{period:7}}"])
+    assert (cfg.train.checkpointer.period, cfg.train.checkpointer.max_to_keep) == (7, 100)
+
+
+@pytest.mark.parametrize(
+    "overrides, refused",
+    [
+        (["train.ema={decay:0.5}"], "'train.ema={decay:0.5}'"),
+        (["train.ema={enabled:false,decay:0.5}"], "'train.ema={enabled:false,decay:0.5}'"),
+        (["train={ema:{warmup_iters:10}}"], "'train={ema:{warmup_iters:10}}'"),
+        (["+train.ema.extra=1"], "'+train.ema.extra=1'"),
+        (["train.ema.enabled=True", "train.ema.decay=0.5", "train.ema.enabled=False"], "'train.ema.decay=0.5'"),
+    ],
+)
+def test_a_switched_off_group_refuses_new_settings_however_they_are_written(overrides, refused):
+    with pytest.raises(ConfigError) as info:
+        load_config(config_path("yolos_ti"), overrides)
+    assert str(info.value) == (
+        f"{refused} has no effect while train.ema.enabled=False: add train.ema.enabled=True to use it"
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["train.ema={enabled:true,decay:0.5}"],
+        ["train.ema.decay=0.5", "train.ema.enabled=True"],
+        ["train={ema:{enabled:true,decay:0.5}}"],
+    ],
+)
+def test_a_switched_on_group_takes_its_settings(overrides):
+    cfg = load_config(config_path("yolos_ti"), overrides)
+    assert (cfg.train.ema.enabled, cfg.train.ema.decay, cfg.train.ema.warmup_iters) == (True, 0.5, 2000)
 
 
 def test_a_config_object_is_prepared_on_a_copy():

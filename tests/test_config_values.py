@@ -63,6 +63,61 @@ BAD_VALUES = [
         "interpolation: epochs must be an integer > 0, got 'abc'",
     ),
     ("yolos_ti", ["train.device=gpu"], "train.device='gpu': not a device"),
+    ("yolos_ti", ["train.seed=1.5"], "train.seed=1.5: must be an integer, -1 (drawn at random) or from 0 to 2**64 - 1"),
+    ("yolos_ti", ["train.seed=-2"], "train.seed=-2: must be an integer, -1"),
+    ("yolos_ti", ["dataloader.train.num_workers=-1"], "dataloader.train.num_workers=-1: must be an integer >= 0"),
+    ("yolos_ti", ["dataloader.test.num_workers=-1"], "dataloader.test.num_workers=-1: must be an integer >= 0"),
+    ("yolos_ti", ["optimizer.eps=-1"], "optimizer.eps=-1: must be a number > 0"),
+    ("yolos_ti", ["optimizer.betas=[2,3]"], "optimizer.betas=[2, 3]: must be two numbers in [0, 1)"),
+    ("yolos_ti", ["optimizer.betas=[0.9]"], "optimizer.betas=[0.9]: must be two numbers in [0, 1)"),
+    ("yolos_ti", ["model.criterion.eos_coef=-1"], "model.criterion.eos_coef=-1: must be a number in (0, 1]"),
+    (
+        "yolos_ti",
+        ["model.criterion.loss_weights.loss_giou=-2"],
+        "model.criterion.loss_weights.loss_giou=-2: must be a number >= 0",
+    ),
+    (
+        "yolos_ti",
+        ["+model.criterion.loss_weights.loss_mask=1"],
+        "model.criterion: SetCriterion: unknown loss_weights key(s) ['loss_mask']",
+    ),
+    (
+        "yolos_ti",
+        ["model.criterion.matcher.cost_bbox=-5"],
+        "model.criterion.matcher.cost_bbox=-5: must be a number >= 0",
+    ),
+    (
+        "yolos_ti",
+        [f"model.criterion.matcher.cost_{name}=0" for name in ("class", "bbox", "giou")],
+        "model.criterion: HungarianMatcher: cost_class, cost_bbox and cost_giou cannot all be 0",
+    ),
+    ("yolos_ti", ["model.detector.num_classes=0"], "model.detector.num_classes=0: must be an integer >= 1"),
+    ("yolos_ti", ["model.detector.backbone.depth=0"], "model.detector.backbone.depth=0: must be an integer >= 1"),
+    (
+        "yolos_ti",
+        ["model.detector.backbone.num_heads=5"],
+        "model.detector.backbone.embed_dim=192 is not divisible by model.detector.backbone.num_heads=5",
+    ),
+    (
+        "yolos_ti",
+        ["model.detector.backbone.drop_path_rate=1"],
+        "model.detector.backbone.drop_path_rate=1: must be a number in [0, 1)",
+    ),
+    ("yolos_ti", ["model.pixel_std=[58,0,57]"], "model.pixel_std=[58, 0, 57]: must be three numbers > 0"),
+    ("yolos_ti", ["model.clip_boxes=maybe"], "model.clip_boxes='maybe': must be True or False"),
+    (
+        "yolos_ti",
+        ["train.schedule.reference_batch_size=0"],
+        "train.schedule.reference_batch_size=0: must be an integer >= 1",
+    ),
+    ("yolos_ti", ["lr_multiplier.warmup_lr=-1"], "lr_multiplier.warmup_lr=-1: must be a number >= 0"),
+    ("quickstart", ["lr_multiplier.warmup_factor=0"], "lr_multiplier.warmup_factor=0: must be a number in (0, 1]"),
+    (
+        "quickstart",
+        ["train.prediction_images.num_images=0"],
+        "train.prediction_images.num_images=0: must be an integer >= 1",
+    ),
+    ("quickstart", ["train.prediction_images.scale=0"], "train.prediction_images.scale=0: must be a number > 0"),
     pytest.param(
         "yolos_ti", ["train.device=cuda"], "train.device='cuda': CUDA is not available on this machine", marks=NO_CUDA
     ),
@@ -111,6 +166,37 @@ def test_train_net_stops_before_writing_anything(tmp_path, monkeypatch, capsys, 
     assert exit_.code == 2
     assert f"train_net.py: error: {message}" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_unreadable_override_stops_train_net_before_writing_anything(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    override = "model.detector.backbone.init_pe_size=[800,1328"
+    argv = ["--config-file", config_path("yolos_ti"), f"train.output_dir={out}", override]
+    exit_ = run_train_net_main(argv, monkeypatch)
+    assert exit_.code == 2
+    assert f"train_net.py: error: Cannot read the override {override!r}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("output_dir", ["", "null"])
+def test_output_dir_must_be_a_path(tmp_path, monkeypatch, capsys, output_dir):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config-file", config_path("yolos_ti"), f"train.output_dir={output_dir}"]
+    exit_ = run_train_net_main(argv, monkeypatch)
+    assert exit_.code == 2
+    shown = "''" if output_dir == "" else "None"
+    assert f"train_net.py: error: train.output_dir={shown}: must be a non-empty path" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_threads_are_at_most_the_cpus_this_process_may_use():
+    cpus = len(os.sched_getaffinity(0))
+    check_config(load_config(config_path("yolos_ti"), [f"train.num_threads={cpus}"]))
+    with pytest.raises(ConfigError) as info:
+        check_config(load_config(config_path("yolos_ti"), [f"train.num_threads={cpus + 1}"]))
+    assert str(info.value) == (
+        f"train.num_threads={cpus + 1}: must be 'auto' or an integer from 1 to {cpus}, the CPUs this process may use"
+    )
 
 
 def test_batch_must_divide_among_the_processes_of_all_machines(tmp_path, monkeypatch, capsys):

@@ -6,21 +6,25 @@ a batch that does not divide among the processes.
 
 LazyConfig files are Python code, run when loaded: load only configs you trust.
 """
+import contextlib
 import copy
 import difflib
 import inspect
 import math
 import os
-from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Set, Union
 
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
 from detectron2.utils.registry import locate
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .modeling.criterion import DEFAULT_LOSS_WEIGHTS
 from .modeling.position_embedding import embedding_grid
 
 __all__ = [
@@ -37,7 +41,9 @@ __all__ = [
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 # Config nodes cheap to build whose constructors check their arguments: built by check_config.
-_BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations")
+_BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations", "model.criterion")
+
+_BACKBONE = "model.detector.backbone"
 
 # Groups of keys that act only when the group's switch is on: group -> switch key in the group.
 _SWITCHED_GROUPS = {"train.ema": "enabled"}
@@ -108,30 +114,139 @@ def apply_overrides_strict(cfg: DictConfig, overrides: Sequence[str]) -> DictCon
     overriding a key that does not exist raises :class:`ConfigError` naming it, the keys at its
     level and the closest one, where detectron2 would silently add it. A key exists if the config
     holds it or if it is an argument of the callable of its ``LazyCall`` node (e.g.
-    ``model.detector.backbone.drop_path_rate``). ``+key=value`` adds a new key on purpose.
-    Setting a key of a group that acts only when switched on (``train.ema.decay``) while the
-    switch is off (``train.ema.enabled=False``) raises :class:`ConfigError` too.
+    ``model.detector.backbone.drop_path_rate``); the keys of a dict merged into a group
+    (``train.ema={decay:0.5}``) must exist too. ``+key=value`` adds a new key on purpose. A pair
+    may be written ``(a,b)``, read as the list ``[a,b]``.
+
+    Also raises :class:`ConfigError`, naming the override, for one the parser cannot read, a
+    deletion (``~key``), several values (a sweep, ``key=a,b``), a value replacing a group of keys
+    (``train.ema=5``), and an override that changes a key of a group that acts only when switched
+    on (``train.ema.decay``) while the switch ends up off (``train.ema.enabled=False``).
 
     Returns:
         ``cfg``.
     """
-    overrides = list(overrides)
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    for override, text in zip(parsed, overrides):
-        if not override.is_add():
-            _check_key_exists(cfg, override.key_or_group, text)
-    LazyConfig.apply_overrides(cfg, overrides)
-    for override, text in zip(parsed, overrides):
-        _check_switched_on(cfg, override.key_or_group, text)
+    texts = list(overrides)
+    parsed = [_parse_override(text) for text in texts]
+    for override, text in zip(parsed, texts):
+        _check_override_keys(cfg, override, text)
+    settings_before = _switched_settings(cfg)
+    for override, text in zip(parsed, texts):
+        try:
+            LazyConfig.apply_overrides(cfg, [override.input_line])
+        except (KeyError, OmegaConfBaseException) as e:  # e.g. +train.seed.x=1: below a value
+            reason = e.args[0] if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise ConfigError(f"Cannot apply {text!r}: {reason}") from None
+    _check_switched_on(cfg, settings_before, parsed, texts)
     return cfg
 
 
-def _check_switched_on(cfg: DictConfig, key: str, override: str) -> None:
+def _parse_override(text: str) -> Override:
+    """
+    ``text`` read by hydra's override parser; where it cannot read a pair written ``(a,b)``, the
+    pair is read as the list ``[a,b]``. Raises :class:`ConfigError` naming an override it cannot read.
+    """
+    parser = OverridesParser.create()
+    try:
+        return parser.parse_override(text)
+    except HydraException as e:
+        # Hydra's first line, less the grammar tokens it expected.
+        reason = str(e).splitlines()[0].split(" expecting ")[0]
+    key, equals, value = text.partition("=")
+    with_lists = key + equals + _tuples_as_lists(value)
+    if with_lists != text:
+        with contextlib.suppress(HydraException):
+            return parser.parse_override(with_lists)
+    raise ConfigError(
+        f"Cannot read the override {text!r} ({reason}): write key=value, a list or pair as [a,b], a dict as "
+        "{k:v}, and quote a string that holds spaces, brackets, commas or '='"
+    )
+
+
+def _tuples_as_lists(value: str) -> str:
+    """``value`` with each parenthesised sequence ``(a,b)`` written as the list ``[a,b]``, calls (``int(a)``) kept."""
+    chars, opened_tuples = list(value), []
+    for i, char in enumerate(value):
+        if char == "(":
+            opened_tuples.append(i == 0 or not (value[i - 1].isalnum() or value[i - 1] == "_"))
+            chars[i] = "[" if opened_tuples[-1] else char
+        elif char == ")" and opened_tuples:
+            chars[i] = "]" if opened_tuples.pop() else char
+    return "".join(chars)
+
+
+def _check_override_keys(cfg: DictConfig, override: Override, text: str) -> None:
+    """The keys ``override`` (written ``text``) sets exist, and it sets a single value."""
+    if override.is_delete():
+        raise ConfigError(f"Cannot apply {text!r}: deleting a key is not supported; set it to another value")
+    if override.is_sweep_override():
+        raise ConfigError(f"Cannot apply {text!r}: it gives several values (a sweep); write a list or pair as [a,b]")
+    if not override.is_add():
+        _check_keys_exist(cfg, override.key_or_group, override.value(), text)
+
+
+def _check_keys_exist(cfg: DictConfig, key: str, value, override: str) -> None:
+    """
+    ``key`` exists (:func:`_check_key_exists`); where it holds a group of keys, ``value`` is a dict
+    whose keys exist in it (merged into it), or replaces a ``LazyCall`` node (e.g. a list of
+    augmentations for the node that builds them).
+    """
+    _check_key_exists(cfg, key, override)
+    try:
+        node = _select(cfg, key)
+    except OmegaConfBaseException:  # a value that cannot be computed before the overrides: not a group
+        return
+    if not isinstance(node, DictConfig):
+        return
+    if isinstance(value, dict):
+        if "_target_" not in value:  # a new callable takes other arguments
+            for name, item in value.items():
+                _check_keys_exist(cfg, f"{key}.{name}", item, override)
+    elif node.get("_target_") is None:
+        raise ConfigError(
+            f"Cannot apply {override!r}: {key} is a group of keys ({', '.join(sorted(node.keys()))}), not a value: "
+            "set its keys one by one"
+        )
+
+
+def _switched_settings(cfg: DictConfig) -> dict[str, Any]:
+    """
+    The keys of each group of :data:`_SWITCHED_GROUPS` but its switch, unresolved, by group; None
+    for a group ``cfg`` lacks.
+    """
+    settings = {}
     for group, switch in _SWITCHED_GROUPS.items():
-        if key.startswith(group + ".") and key != f"{group}.{switch}" and _select(cfg, f"{group}.{switch}") is False:
-            raise ConfigError(
-                f"{override!r} has no effect while {group}.{switch}=False: add {group}.{switch}=True to use it"
-            )
+        node = _select(cfg, group)
+        container = OmegaConf.to_container(node, resolve=False) if isinstance(node, DictConfig) else None
+        settings[group] = {k: v for k, v in container.items() if k != switch} if container is not None else None
+    return settings
+
+
+def _check_switched_on(
+    cfg: DictConfig, settings_before: dict[str, Any], parsed: Sequence[Override], texts: Sequence[str]
+) -> None:
+    """
+    No group of :data:`_SWITCHED_GROUPS` whose switch is off in ``cfg`` has other settings than in
+    ``settings_before`` (:func:`_switched_settings` before the overrides ``texts``, read as ``parsed``).
+    """
+    settings_after = _switched_settings(cfg)
+    for group, switch in _SWITCHED_GROUPS.items():
+        if settings_after[group] == settings_before[group] or _select(cfg, f"{group}.{switch}") is not False:
+            continue
+        setters = [
+            text
+            for override, text in zip(parsed, texts)
+            if _overlaps(override.key_or_group, group) and override.key_or_group != f"{group}.{switch}"
+        ]
+        raise ConfigError(
+            f"{', '.join(map(repr, setters))} has no effect while {group}.{switch}=False: "
+            f"add {group}.{switch}=True to use it"
+        )
+
+
+def _overlaps(key: str, group: str) -> bool:
+    """Whether setting ``key`` may set keys of ``group``: it is the group, inside it, or holds it."""
+    return key == group or key.startswith(group + ".") or group.startswith(key + ".")
 
 
 def _check_key_exists(cfg: DictConfig, key: str, override: str) -> None:
@@ -148,8 +263,11 @@ def _check_key_exists(cfg: DictConfig, key: str, override: str) -> None:
                 f"Unknown config key {'.'.join(parts[: depth + 1])!r} in {override!r}.{hint} "
                 f"Keys of {parent}: {', '.join(sorted(known))}. (Prefix an override with '+' to add a new key.)"
             )
-        if depth < len(parts) - 1:
-            node = node[part] if isinstance(node, DictConfig) else node[int(part)]
+        if depth < len(parts) - 1 and isinstance(node, ListConfig):
+            node = node[int(part)]
+        elif depth < len(parts) - 1:
+            # An argument the config does not set holds its callable's default.
+            node = node[part] if part in node else _call_argument(cfg, ".".join(parts[:depth]), part)
 
 
 def _settable_keys(node) -> Optional[Set[str]]:
@@ -193,29 +311,40 @@ def check_config(cfg: DictConfig) -> None:
     """
     Raise :class:`ConfigError` naming the key, its value and what is allowed for settings that
     would fail later in a run (checked before anything large is built): values of the wrong type
-    or range (:data:`_VALUE_RULES`), a learning-rate schedule that does not fit the run, a device
-    that does not exist, position-embedding sizes that are not whole patches (the backbone's own
-    check), augmentations whose constructors refuse their arguments (e.g. sizes smaller than a
-    patch; they are built here), datasets that are not registered. Values are read resolved, as
-    the run will see them; one that cannot be computed is named with its expression. Keys a
-    config does not have are not checked.
+    or range (:data:`_VALUE_RULES`), more threads than the CPUs this process may use, a
+    learning-rate schedule that does not fit the run, a device that does not exist, a width the
+    heads do not divide, position-embedding sizes that are not whole patches (the backbone's own
+    check), augmentations and a loss whose constructors refuse their arguments (e.g. sizes smaller
+    than a patch, matcher costs all 0; they are built here), datasets that are not registered.
+    Values are read resolved, as the run will see them; one that cannot be computed is named with
+    its expression. Keys a config does not have are not checked.
     """
     _check_values(cfg)
+    _check_num_threads(cfg)
     _check_schedule(cfg)
     _check_device(cfg)
-    backbone = "model.detector.backbone"
-    patch_size = _call_argument(cfg, backbone, "patch_size")
-    for name in ("init_pe_size", "mid_pe_size"):
-        size = _call_argument(cfg, backbone, name)
-        if size is not None and patch_size is not None:
-            try:
-                embedding_grid(size, patch_size, f"{backbone}.{name}")
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+    _check_backbone_sizes(cfg)
     for key in _BUILT_AT_START:
         _check_builds(cfg, key)
     for key in ("dataloader.train.dataset.names", "dataloader.test.dataset.names"):
         _check_datasets_registered(key, _select(cfg, key))
+
+
+def _check_backbone_sizes(cfg: DictConfig) -> None:
+    """The width divides among the heads; position-embedding sizes are whole patches (the backbone's own check)."""
+    width, heads = _call_argument(cfg, _BACKBONE, "embed_dim"), _call_argument(cfg, _BACKBONE, "num_heads")
+    if width is not None and heads is not None and width % heads:
+        raise ConfigError(
+            f"{_BACKBONE}.embed_dim={width} is not divisible by {_BACKBONE}.num_heads={heads}: use a multiple of it"
+        )
+    patch_size = _call_argument(cfg, _BACKBONE, "patch_size")
+    for name in ("init_pe_size", "mid_pe_size"):
+        size = _call_argument(cfg, _BACKBONE, name)
+        if size is not None and patch_size is not None:
+            try:
+                embedding_grid(size, patch_size, f"{_BACKBONE}.{name}")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
 
 
 def _check_builds(cfg: DictConfig, key: str) -> None:
@@ -261,20 +390,61 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# (key, test, what is allowed), checked in this order where the config has the key: inputs of
-# computed values (the total batch, from which the paper configs compute train.max_iter) first.
-_VALUE_RULES: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
-    ("dataloader.train.total_batch_size", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("train.max_iter", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("train.checkpointer.period", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+def _is_unit_pair(value) -> bool:
+    return isinstance(value, (ListConfig, list, tuple)) and len(value) == 2 and all(
+        _is_number(v) and 0 <= v < 1 for v in value
+    )
+
+
+def _is_rgb(value, test: Callable[[Any], bool] = _is_number) -> bool:
+    return isinstance(value, (ListConfig, list, tuple)) and len(value) == 3 and all(test(v) for v in value)
+
+
+# A rule of _VALUE_RULES: (key, test, what is allowed).
+_Rule = tuple[str, Callable[[Any], bool], str]
+
+
+def _rules(keys: Sequence[str], test: Callable[[Any], bool], allowed: str) -> tuple[_Rule, ...]:
+    """One rule of :data:`_VALUE_RULES` for each of ``keys``."""
+    return tuple((key, test, allowed) for key in keys)
+
+
+_INTEGER_FROM_1 = (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+_INTEGER_FROM_0 = (lambda v: _is_int(v) and v >= 0, "an integer >= 0")
+_POSITIVE_NUMBER = (lambda v: _is_number(v) and v > 0, "a number > 0")
+_NUMBER_FROM_0 = (lambda v: _is_number(v) and v >= 0, "a number >= 0")
+_BOOL = (lambda v: isinstance(v, bool), "True or False")
+
+# Checked in this order where the config has the key: inputs of computed values (the total batch,
+# from which the paper configs compute train.max_iter) first.
+_VALUE_RULES: tuple[_Rule, ...] = (
+    *_rules(
+        [
+            "dataloader.train.total_batch_size",
+            "train.max_iter",
+            "train.checkpointer.period",
+            "train.log_period",
+            "train.schedule.reference_batch_size",
+        ],
+        *_INTEGER_FROM_1,
+    ),
     ("train.checkpointer.max_to_keep", lambda v: v is None or (_is_int(v) and v >= 1), "None or an integer >= 1"),
     ("train.eval_period", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: only after the last iteration)"),
-    ("train.log_period", lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    ("optimizer.lr", lambda v: _is_number(v) and v > 0, "a number > 0"),
-    ("optimizer.weight_decay", lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    (
+        "train.seed",
+        lambda v: _is_int(v) and (v == -1 or 0 <= v < 2**64),
+        "an integer, -1 (drawn at random) or from 0 to 2**64 - 1",
+    ),
+    ("train.output_dir", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty path"),
+    *_rules(["dataloader.train.num_workers", "dataloader.test.num_workers"], *_INTEGER_FROM_0),
+    *_rules(["optimizer.lr", "optimizer.eps"], *_POSITIVE_NUMBER),
+    ("optimizer.weight_decay", *_NUMBER_FROM_0),
+    ("optimizer.betas", _is_unit_pair, "two numbers in [0, 1)"),
+    ("lr_multiplier.warmup_factor", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    ("lr_multiplier.warmup_lr", *_NUMBER_FROM_0),
     ("train.clip_grad_norm", lambda v: _is_number(v) and v >= 0, "a number >= 0 (0 disables clipping)"),
     ("train.num_threads", lambda v: v == "auto" or (_is_int(v) and v >= 1), "'auto' or an integer >= 1"),
-    ("train.ema.enabled", lambda v: isinstance(v, bool), "True or False"),
+    ("train.ema.enabled", *_BOOL),
     ("train.ema.decay", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
     ("train.ema.warmup_iters", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warm-up)"),
     (
@@ -282,6 +452,35 @@ _VALUE_RULES: Tuple[Tuple[str, Callable[[Any], bool], str], ...] = (
         lambda v: v is None or v in AMP_DTYPES,
         f"one of {', '.join(map(repr, [None, *AMP_DTYPES]))}",
     ),
+    *_rules(
+        [
+            "train.init_checkpoint_strict",
+            "train.eval_with_ema",
+            "train.schedule.scale_lr",
+            "train.ddp.broadcast_buffers",
+            "train.ddp.find_unused_parameters",
+            "model.clip_boxes",
+        ],
+        *_BOOL,
+    ),
+    ("train.prediction_images.num_images", *_INTEGER_FROM_1),
+    ("train.prediction_images.scale", *_POSITIVE_NUMBER),
+    ("train.prediction_images.score_threshold", lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    ("model.detector.num_classes", *_INTEGER_FROM_1),
+    *_rules(
+        [f"{_BACKBONE}.{k}" for k in ("embed_dim", "depth", "num_heads", "patch_size", "num_det_tokens")],
+        *_INTEGER_FROM_1,
+    ),
+    *_rules([f"{_BACKBONE}.mlp_ratio", f"{_BACKBONE}.norm_eps"], *_POSITIVE_NUMBER),
+    (f"{_BACKBONE}.drop_path_rate", lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    (f"{_BACKBONE}.pe_cache_size", *_INTEGER_FROM_0),
+    *_rules([f"{_BACKBONE}.qkv_bias", f"{_BACKBONE}.use_act_checkpoint"], *_BOOL),
+    ("model.pixel_mean", _is_rgb, "three numbers (R, G, B), in 0-255 pixel units"),
+    ("model.pixel_std", lambda v: _is_rgb(v, lambda x: _is_number(x) and x > 0), "three numbers > 0 (R, G, B)"),
+    ("model.size_divisibility", *_INTEGER_FROM_0),
+    ("model.criterion.eos_coef", lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    *_rules([f"model.criterion.loss_weights.{name}" for name in DEFAULT_LOSS_WEIGHTS], *_NUMBER_FROM_0),
+    *_rules([f"model.criterion.matcher.cost_{k}" for k in ("class", "bbox", "giou")], *_NUMBER_FROM_0),
 )
 
 
@@ -291,6 +490,16 @@ def _check_values(cfg: DictConfig) -> None:
             value = _value(cfg, key)
             if not test(value):
                 raise ConfigError(f"{_shown(cfg, key, value)}: must be {allowed}")
+
+
+def _check_num_threads(cfg: DictConfig) -> None:
+    """``train.num_threads``, if a number, at most the CPUs this process may use (its affinity mask)."""
+    threads = _value(cfg, "train.num_threads")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if _is_int(threads) and threads > cpus:
+        raise ConfigError(
+            f"train.num_threads={threads}: must be 'auto' or an integer from 1 to {cpus}, the CPUs this process may use"
+        )
 
 
 def _check_schedule(cfg: DictConfig) -> None:
