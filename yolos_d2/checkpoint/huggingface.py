@@ -1,7 +1,8 @@
 """
 Hugging Face transformers' ``YolosForObjectDetection``: folders written by ``save_pretrained``
 (``config.json`` and the weights), read (:func:`convert_huggingface_folder`) and written
-(:func:`save_huggingface`).
+(:func:`save_huggingface`, with the ``preprocessor_config.json`` of the config's test-time
+preprocessing for transformers' ``pipeline("object-detection")``).
 """
 import json
 import logging
@@ -10,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..data import EvalResize
 from ..modeling.position_embedding import Grid
 from .class_head import remap_coco_class_head
 from .io import load_weights_file
@@ -33,6 +35,7 @@ __all__ = [
     "convert_huggingface_folder",
     "huggingface_config",
     "huggingface_grids",
+    "huggingface_image_processor",
     "load_huggingface_folder",
     "save_huggingface",
     "save_huggingface_folder",
@@ -66,6 +69,8 @@ _HF_QKV = KeyTemplate("vit.encoder.layer.{}.attention.attention.{}.{}")  # block
 _OUR_QKV = KeyTemplate(BACKBONE + "blocks.{}.attn.qkv.{}")  # block, weight|bias
 # Defaults of transformers' YolosConfig, for a config.json that leaves them out.
 _HF_DEFAULTS = {"image_size": [512, 864], "patch_size": 16, "num_detection_tokens": 100}
+# transformers' YolosImageProcessor floors the resized sides to multiples of this many pixels.
+_HF_SIZE_MULTIPLE = 16
 # The config.json entries logged when a folder is converted.
 _LOGGED_CONFIG = ("hidden_size", "num_hidden_layers", "image_size", "use_mid_position_embeddings", "layer_norm_eps")
 
@@ -190,6 +195,44 @@ def load_huggingface_folder(folder: str) -> Tuple[StateDict, dict]:
     raise FileNotFoundError(f"{folder!r} holds neither model.safetensors nor pytorch_model.bin")
 
 
+def huggingface_image_processor(cfg):
+    """
+    transformers' ``YolosImageProcessor`` that preprocesses images as the LazyConfig ``cfg`` does
+    at test time: the resize of ``dataloader.test.mapper.augmentations`` (shorter side to its
+    length, longer side at most its ``max_size``, sides floored to multiples of 16 pixels; none:
+    no resize) with a bilinear filter, then ``(pixels / 255 - pixel_mean / 255) / (pixel_std / 255)``,
+    ``cfg.model``'s normalisation in [0, 1] units. Its resize differs slightly from yolos_d2's in
+    its filter and where the longer side is capped: see docs/weights.md.
+
+    Raises:
+        ValueError for a preprocessing transformers cannot reproduce: BGR input (its pipelines
+        give RGB images), no cap on the longer side or sides floored to multiples other than 16.
+    """
+    from transformers import YolosImageProcessor
+
+    if cfg.model.input_format != "RGB":
+        raise ValueError(
+            f"model.input_format is {cfg.model.input_format!r}: transformers' image processors give models RGB images"
+        )
+    resize = EvalResize.from_config(cfg).detr_resize
+    if resize is not None and (resize.size_multiple != _HF_SIZE_MULTIPLE or resize.max_size is None):
+        raise ValueError(
+            "transformers' YolosImageProcessor caps the longer side and floors the sides to multiples of "
+            f"{_HF_SIZE_MULTIPLE} pixels; dataloader.test.mapper.augmentations has max_size={resize.max_size} and "
+            f"size_multiple={resize.size_multiple}"
+        )
+    size = None if resize is None else {"shortest_edge": resize.short_edge_length[0], "longest_edge": resize.max_size}
+    return YolosImageProcessor(
+        do_resize=resize is not None,
+        size=size,
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[value / 255 for value in cfg.model.pixel_mean],
+        image_std=[value / 255 for value in cfg.model.pixel_std],
+    )
+
+
 def save_huggingface_folder(state: StateDict, config, folder: str) -> None:
     """
     Write ``state`` (transformers' names, see :func:`to_huggingface`) and ``config`` (a
@@ -204,10 +247,15 @@ def save_huggingface_folder(state: StateDict, config, folder: str) -> None:
     model.save_pretrained(folder)
 
 
-def save_huggingface(state: StateDict, backbone_cfg, class_names: Sequence[str], folder: str) -> None:
+def save_huggingface(state: StateDict, cfg, class_names: Sequence[str], folder: str) -> None:
     """
-    Write a yolos_d2 state dict as a ``save_pretrained`` folder of transformers'
-    ``YolosForObjectDetection``: the config of ``backbone_cfg`` (the LazyConfig node
-    ``model.detector.backbone``) labelled with ``class_names``, and the weights.
+    Write a yolos_d2 state dict of the LazyConfig ``cfg``'s model as a ``save_pretrained`` folder
+    of transformers' ``YolosForObjectDetection``: the config of ``cfg.model.detector.backbone``
+    labelled with ``class_names``, the weights, and the ``preprocessor_config.json`` of
+    :func:`huggingface_image_processor`. Raises ValueError, before writing anything, for a model
+    or a preprocessing transformers cannot reproduce.
     """
-    save_huggingface_folder(to_huggingface(state), huggingface_config(backbone_cfg, class_names), folder)
+    config = huggingface_config(cfg.model.detector.backbone, class_names)
+    image_processor = huggingface_image_processor(cfg)
+    save_huggingface_folder(to_huggingface(state), config, folder)
+    image_processor.save_pretrained(folder)
