@@ -36,7 +36,7 @@ from yolos_d2.modeling import YOLOS
 from yolos_d2.modeling.transformer import Block
 from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
-from .timing import Timing, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, time_interleaved, timings
 
 __all__ = ["masked_padded_forward", "random_predictor", "run", "main"]
 
@@ -124,12 +124,6 @@ def masked_padded_forward(model: YOLOS, images: Sequence[torch.Tensor]) -> Dict[
 def _as_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) array -> (3, H, W) tensor."""
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'480x640' -> (480, 640)."""
-    height, width = (int(v) for v in text.split("x"))
-    return height, width
 
 
 @dataclass(frozen=True)
@@ -232,13 +226,27 @@ def main(argv=None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cli.add_config_arguments(parser, required=False, weights=False, device=False)
+    config_help = "a LazyConfig whose model is built with random weights (default configs/yolos_ti.py)"
+    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False, device=False)
     parser.set_defaults(config_file="configs/yolos_ti.py")
     parser.add_argument(
-        "--sizes", nargs="+", type=parse_size, default=DEFAULT_SIZES, metavar="HxW", help="sizes before the resize"
+        "--sizes",
+        nargs="+",
+        type=cli.image_size,
+        default=DEFAULT_SIZES,
+        metavar="HxW",
+        help="the list's images: height and width in pixels before the resize, one image each "
+        f"(default: {len(DEFAULT_SIZES)} COCO-like sizes)",
     )
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 2, 4, 8], help="lists of one image size")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--batch-sizes",
+        nargs="+",
+        type=cli.positive_int,
+        default=[1, 2, 4, 8],
+        metavar="N",
+        help="images per list of one size, a row each (default 1 2 4 8)",
+    )
+    add_repeats_argument(parser, default=5)
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
         predictor = random_predictor(load_config(args.config_file, args.opts))

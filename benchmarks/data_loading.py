@@ -25,12 +25,14 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from yolos_d2.config import load_config
+from yolos_d2.tools import cli
 from .onnx_pipeline import smooth_image
 from yolos_d2.utils.table import format_table
 
 __all__ = ["run", "main", "write_jpegs"]
 
 DEFAULT_CONFIGS = ["configs/yolos_ti.py", "configs/yolos_s.py", "configs/yolos_b.py"]
+STEP_SECONDS = [0.01, 0.025, 0.05, 0.1]
 
 
 def write_jpegs(folder: str, count: int, size=(480, 640), boxes_per_image: int = 7) -> List[Dict]:
@@ -96,10 +98,33 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks data-loading", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
-    parser.add_argument("--images", type=int, default=200)
-    parser.add_argument("--step-seconds", nargs="+", type=float, default=[0.01, 0.025, 0.05, 0.1])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=DEFAULT_CONFIGS,
+        metavar="FILE",
+        help=f"LazyConfigs whose mappers are timed, a row each (default {' '.join(DEFAULT_CONFIGS)})",
+    )
+    parser.add_argument(
+        "--images",
+        type=cli.positive_int,
+        default=200,
+        metavar="N",
+        help="JPEGs written, then mapped once by every mapper (default 200)",
+    )
+    parser.add_argument(
+        "--step-seconds",
+        nargs="+",
+        type=cli.positive_number,
+        default=STEP_SECONDS,
+        metavar="SECONDS",
+        help="training step times to count the workers for, a column each "
+        f"(default {' '.join(map(str, STEP_SECONDS))})",
+    )
     args = parser.parse_args(argv)
+    with cli.usage_errors(parser):  # a config that does not load: before the JPEGs are written
+        for config_file in args.configs:
+            load_config(config_file)
     rows = run(args.configs, args.images, args.step_seconds)
 
     print(f"{args.images} JPEGs of 640x480, one process")

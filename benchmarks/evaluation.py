@@ -21,8 +21,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from yolos_d2.evaluation import FastCOCOeval
+from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
-from .timing import Timing, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, time_interleaved, timings
 
 __all__ = ["synthetic_coco", "run", "main"]
 
@@ -157,12 +158,26 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--images", type=int, default=500)
-    parser.add_argument("--categories", type=int, default=80)
-    parser.add_argument("--gts", type=float, default=7.0, help="mean ground truths per image")
-    parser.add_argument("--dets", type=int, default=100, help="detections per image")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--images", type=cli.positive_int, default=500, metavar="N", help="synthetic images (default 500)"
+    )
+    parser.add_argument(
+        "--categories", type=cli.positive_int, default=80, metavar="N", help="object categories (default 80)"
+    )
+    parser.add_argument(
+        "--gts",
+        type=cli.positive_number,
+        default=7.0,
+        metavar="MEAN",
+        help="mean ground-truth boxes per image; each image's count is drawn from a Poisson of it (default 7)",
+    )
+    parser.add_argument(
+        "--dets", type=cli.positive_int, default=100, metavar="N", help="detections per image (default 100)"
+    )
+    add_repeats_argument(parser, default=3)
+    parser.add_argument(
+        "--seed", type=cli.non_negative_int, default=0, help="seed of the random problem, 0 or more (default 0)"
+    )
     args = parser.parse_args(argv)
     result = run(args.images, args.categories, args.gts, args.dets, args.repeats, args.seed)
 

@@ -43,23 +43,35 @@ from yolos_d2.inference.precision import bf16_is_fast, quantize_linear_int8
 from yolos_d2.modeling import YOLOSDetector
 from yolos_d2.modeling.position_embedding import patch_grid
 from yolos_d2.modeling.flops import detector_flops
+from yolos_d2.tools import cli
 from .huggingface import random_huggingface_model
 from .original import original_detector
 from yolos_d2.utils.table import format_table
-from .timing import Timing, device_sync, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, device_sync, time_interleaved, timings
 
 DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
 GEMM_SIZE = 2048
 
 
 def parse_case(case: str) -> Tuple[str, Tuple[int, int], int]:
-    """'configs/yolos_ti.py:512x688:1' -> (config file, (height, width), batch size)."""
+    """
+    'configs/yolos_ti.py:512x688:1' -> (config file, (height, width), batch size); else
+    ``argparse.ArgumentTypeError`` saying what a case is.
+    """
     try:
         config_file, size, batch = case.rsplit(":", 2)
-        height, width = (int(v) for v in size.split("x"))
-        return config_file, (height, width), int(batch)
-    except ValueError:
-        raise ValueError(f"case {case!r} is not CONFIG:HxW:BATCH, e.g. configs/yolos_ti.py:512x688:1") from None
+        return config_file, cli.image_size(size), cli.positive_int(batch)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(
+            f"must be CONFIG:HxW:BATCH, sides from 1 to {cli.MAX_IMAGE_SIDE} pixels and a batch of at least 1, "
+            f"e.g. {DEFAULT_CASES[0]}, got {case!r}"
+        ) from None
+
+
+def case_argument(text: str) -> str:
+    """An argument ``CONFIG:HxW:BATCH``, checked by :func:`parse_case`."""
+    parse_case(text)
+    return text
 
 
 def build_models(config_file: str, device: str, original_repo: Optional[str] = None) -> Dict[str, torch.nn.Module]:
@@ -263,17 +275,38 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks inference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="CONFIG:HxW:BATCH ...")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--original-repo", help="a checkout of github.com/hustvl/YOLOS to time its backbone too")
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        type=case_argument,
+        default=DEFAULT_CASES,
+        metavar="CONFIG:HxW:BATCH",
+        help="a LazyConfig, the input's height and width in pixels and its images per forward, one table each "
+        f"(default {' '.join(DEFAULT_CASES)})",
+    )
+    parser.add_argument("--device", default="cpu", help="where the models run, e.g. cpu, cuda, cuda:1 (default cpu)")
+    parser.add_argument(
+        "--threads", type=cli.positive_int, metavar="N", help="torch's intra-op threads (default: torch's own count)"
+    )
+    add_repeats_argument(parser, default=7)
+    parser.add_argument(
+        "--warmup",
+        type=cli.non_negative_int,
+        default=2,
+        metavar="N",
+        help="untimed rounds before the timed ones (default 2)",
+    )
+    parser.add_argument(
+        "--original-repo", metavar="DIR", help="a checkout of github.com/hustvl/YOLOS to time its backbone too"
+    )
     parser.add_argument(
         "--no-onnxruntime", dest="onnxruntime", action="store_false", help="skip the onnxruntime rows (CPU)"
     )
     args = parser.parse_args(argv)
-    if args.threads:
+    with cli.usage_errors(parser):  # a config that does not load: before the first case's minutes
+        for case in args.cases:
+            load_config(parse_case(case)[0])
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     dtypes = benchmark_dtypes(args.device)

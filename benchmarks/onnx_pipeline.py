@@ -28,9 +28,9 @@ from yolos_d2.inference import YOLOSPredictor
 from yolos_d2.tools import cli
 from yolos_d2.export.onnx import PIPELINE_INPUT_NAME
 from yolos_d2.export import export_pipeline_onnx
-from .batch_prediction import parse_size, random_predictor
+from .batch_prediction import random_predictor
 from yolos_d2.utils.table import format_table
-from .timing import Timing, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, time_interleaved, timings
 
 __all__ = ["smooth_image", "run", "main"]
 
@@ -123,12 +123,33 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks onnx-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    cli.add_config_arguments(parser, required=False, weights=False, device=False)
+    config_help = "a LazyConfig whose model is built with random weights (default configs/yolos_ti.py)"
+    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False, device=False)
     parser.set_defaults(config_file="configs/yolos_ti.py")
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=DEFAULT_SIZES, metavar="HxW")
-    parser.add_argument("--top-n", type=int, default=10, help="the predictor's detections compared first")
-    parser.add_argument("--time-size", type=parse_size, default=(480, 640), metavar="HxW", help="the timed image")
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=cli.image_size,
+        default=DEFAULT_SIZES,
+        metavar="HxW",
+        help="the compared images' heights and widths in pixels, a row each "
+        f"(default: {len(DEFAULT_SIZES)} sizes, wide, tall, enlarged and shrunk)",
+    )
+    parser.add_argument(
+        "--top-n",
+        type=cli.positive_int,
+        default=10,
+        metavar="N",
+        help="the predictor's highest-scoring detections compared first (default 10)",
+    )
+    parser.add_argument(
+        "--time-size",
+        type=cli.image_size,
+        default=(480, 640),
+        metavar="HxW",
+        help="the timed image's height and width in pixels (default 480x640)",
+    )
+    add_repeats_argument(parser, default=10)
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
         cfg = load_config(args.config_file, args.opts)

@@ -19,7 +19,9 @@ size as COCO images do. The table gives both evaluations' AP, AP50 and AP75 and 
 were padded.
 """
 import argparse
+import contextlib
 import copy
+import io
 import json
 import os
 import tempfile
@@ -114,7 +116,8 @@ def evaluate(model, inputs: Sequence[Dict], batches: Sequence[Tuple[int, ...]], 
             done.add(index)
             padded += size != tuple(max(s) for s in zip(*sizes))
             evaluator.process([inputs[index]], [output])
-    return evaluator.evaluate(), padded
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' summary: the table gives its AP
+        return evaluator.evaluate(), padded
 
 
 @dataclass(frozen=True)
@@ -175,9 +178,22 @@ def main(argv=None) -> None:
         prog="python -m benchmarks padded-evaluation", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     cli.add_config_arguments(parser)
-    parser.add_argument("--processes", type=int, default=8, help="the original's GPUs, which form the pairs")
-    parser.add_argument("--crop-seed", type=int, help="crop the images to random sizes with this seed first")
-    parser.add_argument("--work-dir", help="where the cropped dataset is written (default: a temporary folder)")
+    parser.add_argument(
+        "--processes",
+        type=cli.positive_int,
+        default=8,
+        metavar="N",
+        help="the original's processes (GPUs), which form the pairs (default 8)",
+    )
+    parser.add_argument(
+        "--crop-seed",
+        type=cli.non_negative_int,
+        metavar="SEED",
+        help="crop the images to random sizes with this seed, 0 or more, first (default: no crop)",
+    )
+    parser.add_argument(
+        "--work-dir", metavar="DIR", help="where the cropped dataset is written (default: a temporary folder)"
+    )
     args = cli.parse_args(parser, argv)
     with cli.usage_errors(parser):
         cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)

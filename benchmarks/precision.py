@@ -13,6 +13,7 @@ the seconds the evaluation took (the model's forwards and the COCO evaluation).
 import argparse
 import contextlib
 import copy
+import io
 import time
 from dataclasses import dataclass
 from typing import Dict, List
@@ -96,12 +97,15 @@ class PrecisionResult:
 def run(cfg: DictConfig, model: YOLOS) -> PrecisionResult:
     """Evaluate the trained ``model`` on the config's test set in each of :func:`precision_models`."""
     data_loader = instantiate(cfg.dataloader.test)
-    models = precision_models(model, cfg.train.device)
-    results = {}
-    for name, wrapped in models.items():
-        start = time.perf_counter()
-        results[name] = inference_on_dataset(wrapped, data_loader, instantiate(cfg.dataloader.evaluator))["bbox"]
-        results[name]["seconds"] = time.perf_counter() - start
+    # The ONNX exporter's progress and each evaluation's pycocotools summary print to stdout: the
+    # benchmark's table gives what it measures from them.
+    with contextlib.redirect_stdout(io.StringIO()):
+        models = precision_models(model, cfg.train.device)
+        results = {}
+        for name, wrapped in models.items():
+            start = time.perf_counter()
+            results[name] = inference_on_dataset(wrapped, data_loader, instantiate(cfg.dataloader.evaluator))["bbox"]
+            results[name]["seconds"] = time.perf_counter() - start
     reference = results["fp32"]
     reference_scores = torch.cat(models["fp32"].scores)
     rows = [

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 
+from yolos_d2.tools import cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The levers start from a base recipe: the quick start (configs/quickstart.py: 16 images per
@@ -104,11 +106,23 @@ def summary(results: list) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS of each run (default: torch's)")
+    parser.add_argument(
+        "--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS), metavar="LEVER",
+        help=f"the changes trained, a row each: {', '.join(map(repr, LEVERS))} (default: all)",
+    )
+    parser.add_argument(
+        "--seeds", nargs="+", type=cli.non_negative_int, default=[0, 1, 2], metavar="SEED",
+        help="train.seed of the runs of each change, 0 or more (default 0 1 2)",
+    )
+    parser.add_argument(
+        "--threads", type=cli.non_negative_int, default=0, metavar="N",
+        help="OMP_NUM_THREADS of each run (default 0: torch's own count)",
+    )
     parser.add_argument("--cpus", default="", help="taskset CPU list of each run, e.g. 0 (default: all)")
-    parser.add_argument("--results", default="output/quickstart_levers/results.jsonl")
+    parser.add_argument(
+        "--results", default="output/quickstart_levers/results.jsonl", metavar="FILE",
+        help="JSON lines, one per run, appended to; runs found there are not repeated (default %(default)s)",
+    )
     args = parser.parse_args()
     os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
     done = []

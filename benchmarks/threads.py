@@ -22,6 +22,7 @@ from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
 from yolos_d2.engine.threads import available_cpus, choose_num_threads
+from yolos_d2.tools import cli
 from yolos_d2.utils.table import format_table
 from .timing import time_interleaved
 from .training import add_step_arguments, build_trainer, parse_step_arguments
@@ -102,9 +103,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks threads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_step_arguments(parser, repeats=10)
-    parser.set_defaults(config_file="configs/quickstart.py", batch=16, size="128x128")
-    parser.add_argument("--competitors", type=int, default=1, help="busy processes beside the training steps")
+    add_step_arguments(parser, repeats=10, config_file="configs/quickstart.py", batch=16, size=(128, 128))
+    parser.add_argument(
+        "--competitors",
+        type=cli.positive_int,
+        default=1,
+        metavar="N",
+        help="processes each keeping one core busy while every thread count is timed a second time (default 1)",
+    )
     args, cfg = parse_step_arguments(parser, argv)
     result = run(cfg, args.batch, args.size, args.repeats, args.competitors)
 

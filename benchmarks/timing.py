@@ -1,4 +1,5 @@
-"""Interleaved wall-clock timing shared by the benchmarks, and the row a timed thing gives."""
+"""Interleaved wall-clock timing shared by the benchmarks, its ``--repeats``, and the row a timed thing gives."""
+import argparse
 import statistics
 import time
 from dataclasses import dataclass
@@ -6,7 +7,9 @@ from typing import Callable, Dict, List, Mapping, Type, TypeVar
 
 import torch
 
-__all__ = ["Timing", "device_sync", "time_interleaved", "timings"]
+from yolos_d2.tools import cli
+
+__all__ = ["Timing", "add_repeats_argument", "device_sync", "time_interleaved", "timings"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +69,15 @@ def time_interleaved(
             if round_index >= warmup:
                 samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def add_repeats_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--repeats``: the timed rounds of :func:`time_interleaved`, a whole number of at least 1."""
+    parser.add_argument(
+        "--repeats",
+        type=cli.positive_int,
+        default=default,
+        metavar="N",
+        help="timed rounds after the warm-up, each calling every timed thing once; the tables give the median "
+        f"(default {default})",
+    )

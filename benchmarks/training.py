@@ -27,7 +27,7 @@ from yolos_d2.engine import WeightEMA, YOLOSTrainer
 from yolos_d2.tools import cli
 from .memory import peak_allocated_bytes
 from yolos_d2.utils.table import format_table
-from .timing import Timing, device_sync, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, device_sync, time_interleaved, timings
 
 
 def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_per_image: int = 7) -> List[Dict]:
@@ -67,19 +67,36 @@ def build_trainer(cfg, batch: int, size: Tuple[int, int]) -> YOLOSTrainer:
     return trainer
 
 
-def add_step_arguments(parser: argparse.ArgumentParser, repeats: int) -> None:
-    """The arguments of a benchmark of training steps: the config, the device, the batch, ``--repeats``."""
-    cli.add_config_arguments(parser, required=False, weights=False)
-    parser.set_defaults(config_file="configs/yolos_ti.py")
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", default="512x688", help="HxW of the input images")
-    parser.add_argument("--repeats", type=int, default=repeats)
+def add_step_arguments(
+    parser: argparse.ArgumentParser,
+    repeats: int,
+    config_file: str = "configs/yolos_ti.py",
+    batch: int = 2,
+    size: Tuple[int, int] = (512, 688),
+) -> None:
+    """
+    The arguments of a benchmark of training steps, with these defaults: ``--config-file``,
+    ``--device``, ``--batch``, ``--size`` (H, W) and ``--repeats``; KEY=VALUE overrides.
+    """
+    config_help = f"a LazyConfig whose model and optimizer are timed (default {config_file})"
+    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False)
+    parser.set_defaults(config_file=config_file)
+    parser.add_argument(
+        "--batch", type=cli.positive_int, default=batch, metavar="N", help=f"images per training step (default {batch})"
+    )
+    parser.add_argument(
+        "--size",
+        type=cli.image_size,
+        default=size,
+        metavar="HxW",
+        help=f"height and width of the synthetic images in pixels (default {size[0]}x{size[1]})",
+    )
+    add_repeats_argument(parser, repeats)
 
 
 def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argparse.Namespace, DictConfig]:
-    """The arguments of :func:`add_step_arguments` (``size`` as (H, W)) and the checked config."""
+    """The arguments of :func:`add_step_arguments` and the checked config."""
     args = cli.parse_args(parser, argv)
-    args.size = tuple(int(v) for v in args.size.split("x"))
     with cli.usage_errors(parser):
         return args, prepare_config(args.config_file, args.opts, device=args.device)
 

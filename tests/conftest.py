@@ -182,3 +182,38 @@ def fenced_blocks(text: str) -> List[Tuple[str, int, List[str]]]:
         blocks.append((language, start + 1, body))
         i += 1
     return blocks
+
+
+class _FillingFile:
+    """A file on a disk with room for ``room`` more bytes: writing past them fails with ENOSPC, as a full disk does."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        import errno
+
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.f.close()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """
+    The files yolos_d2 writes atomically (:func:`yolos_d2.utils.file_io.write_atomic`: checkpoints,
+    converted weights, drawings, figures, JSON) are on a disk with room for 500 more bytes.
+    """
+    from yolos_d2.utils import file_io
+
+    monkeypatch.setattr(file_io, "open", lambda path, mode: _FillingFile(open(path, mode), room=500), raising=False)

@@ -10,6 +10,7 @@ import torch
 from detectron2.config import instantiate
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import __main__ as benchmark_command
 from benchmarks import (
     batch_prediction,
     data_loading,
@@ -241,7 +242,7 @@ def test_threads_benchmark_times_each_count_alone_and_beside_a_competitor():
         assert finite_positive(row.ratio) if row.threads in {a.threads for a in alone} else row.ratio is None
 
 
-def test_precision_benchmark_evaluates_each_precision(tmp_path):
+def test_precision_benchmark_evaluates_each_precision(tmp_path, capsys):
     splits = synthetic_splits(str(tmp_path), {"val": SyntheticShapesSpec(6, seed=5)})
     name = register_coco_dataset("precision_benchmark_val", *splits["val"])
     overrides = ["model.detector.backbone.depth=1", f"dataloader.test.dataset.names={name}"]
@@ -257,3 +258,25 @@ def test_precision_benchmark_evaluates_each_precision(tmp_path):
     if "bf16" in rows:
         assert 0 < rows["bf16"].score_difference < BF16_TOLERANCE
     assert result.detections == 30  # 6 images x 5 [DET] tokens
+    assert "Average Precision" not in capsys.readouterr().out  # pycocotools' summaries: the table has the AP
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["nonfinite-check", "--batch", "0"], "--batch"),
+        (["training", "--size", "512x0"], "--size"),
+        (["threads", "--repeats", "1.5"], "--repeats"),
+        (["inference", "--cases", "configs/yolos_ti.py:512x688:0"], "--cases"),
+        (["evaluation", "--gts", "0"], "--gts"),
+        (["batch-prediction", "--sizes", "480x640", "640"], "--sizes"),
+        (["data-loading", "--step-seconds", "0.1", "0"], "--step-seconds"),
+        (["data-loading", "--configs", "configs/missing.py"], "configs/missing.py"),
+    ],
+)
+def test_benchmark_refuses_a_bad_argument_naming_it(argv, named, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark_command.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"python -m benchmarks {argv[0]}: error: ") and named in error, error

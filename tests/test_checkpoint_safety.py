@@ -65,34 +65,10 @@ def test_kill_during_a_save_leaves_the_previous_checkpoint_loadable(tmp_path):
     assert torch.equal(model.weight, expected.weight) and torch.equal(model.bias, expected.bias)
 
 
-class _FillingFile:
-    """A file on a disk with room for ``room`` more bytes: writing past them fails with ENOSPC."""
-
-    def __init__(self, f, room):
-        self.f, self.room = f, room
-
-    def write(self, data):
-        if len(data) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.room -= len(data)
-        return self.f.write(data)
-
-    def flush(self):
-        self.f.flush()
-
-
-_torch_save = torch.save
-
-
-def _disk_full_save(obj, f, *args, **kwargs):
-    """torch.save onto a disk that fills up after 500 bytes (torch then raises a RuntimeError of its own)."""
-    _torch_save(obj, _FillingFile(f, room=500), *args, **kwargs)
-
-
-def test_disk_full_while_saving_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+def test_disk_full_while_saving_names_the_file_and_keeps_the_previous_checkpoint(tmp_path, request):
     checkpointer = YOLOSCheckpointer(_linear(seed=0), str(tmp_path))
     checkpointer.save("model_0000000")
-    monkeypatch.setattr(torch, "save", _disk_full_save)
+    request.getfixturevalue("full_disk")  # torch.save then raises a RuntimeError of its own
     with pytest.raises(OSError) as info:
         checkpointer.save("model_0000001")
     assert info.value.errno == errno.ENOSPC
@@ -106,8 +82,7 @@ def test_disk_full_while_saving_names_the_file_and_keeps_the_previous_checkpoint
     assert torch.equal(load_weights_file(str(tmp_path / "model_0000000.pth"))["model"]["weight"], _linear(0).weight)
 
 
-def test_disk_full_at_the_first_save_says_there_is_no_earlier_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch, "save", _disk_full_save)
+def test_disk_full_at_the_first_save_says_there_is_no_earlier_checkpoint(tmp_path, full_disk):
     with pytest.raises(OSError, match=rf"ENOSPC .*No earlier checkpoint is in {tmp_path}\.$"):
         YOLOSCheckpointer(_linear(seed=0), str(tmp_path)).save("model_0000000")
     assert os.listdir(tmp_path) == []
@@ -156,3 +131,46 @@ def test_model_zoo_pickle_of_numpy_arrays_loads(tmp_path, protocol):
     YOLOSCheckpointer(model).load(str(path))
     for k, v in source.state_dict().items():
         assert torch.equal(model.state_dict()[k], v), k
+
+
+def test_empty_and_truncated_files_are_named_with_the_reason(tmp_path):
+    empty = tmp_path / "empty.pth"
+    empty.touch()
+    with pytest.raises(ValueError, match=r"^'.*empty\.pth' is not a readable checkpoint: empty file \(0 bytes\)$"):
+        load_weights_file(str(empty))
+    whole = tmp_path / "whole.pth"
+    torch.save({"model": {"weight": torch.zeros(100_000)}}, whole)
+    data = whole.read_bytes()
+    # Cut in the pickle, in the tensor data (torch's reader then fails with EINVAL), in the zip directory.
+    for length in (1, 100, 5000, len(data) // 2, len(data) - 1):
+        truncated = tmp_path / f"truncated_{length}.pth"
+        truncated.write_bytes(data[:length])
+        with pytest.raises(ValueError, match=rf"^'.*truncated_{length}\.pth' is not a readable checkpoint: \S"):
+            load_weights_file(str(truncated))
+
+
+def test_new_keys_leave_to_the_initialisation_only_what_a_conversion_leaves(tmp_path, caplog):
+    """A file may not declare the whole model new: strictly it is refused, as any file missing the model's tensors."""
+    path = tmp_path / "nothing.pth"
+    torch.save({"model": {}, "new_keys": ["detector"]}, path)
+    model = build_model("yolos_ti", SMALL)
+    missing = r"does not fit the model\..*\n  missing from the checkpoint \(\d+ tensors\): detector\n"
+    with pytest.raises(ValueError, match=missing):
+        YOLOSCheckpointer(model).load(str(path))
+    YOLOSCheckpointer(model, strict=False).load(str(path))
+    assert "Loading '" in caplog.text and "partially (strict=False)" in caplog.text
+
+
+def test_an_ema_that_does_not_fit_is_named_as_the_ema(tmp_path):
+    model = build_model("yolos_ti", SMALL)
+    weights = model.state_dict()
+    ema = {k: v for k, v in weights.items() if k != "detector.backbone.cls_token"}
+    path = tmp_path / "model_final.pth"
+    torch.save({"model": weights, "ema": {"weights": ema, "num_updates": 3}}, path)
+    with pytest.raises(ValueError) as info:
+        YOLOSCheckpointer(model, use_ema=True).load(str(path))
+    message = str(info.value)
+    assert message.startswith(f"Checkpoint '{path}', its EMA of the weights (under 'ema'), does not fit the model.\n")
+    assert "missing from the checkpoint (1 tensor): detector.backbone.cls_token" in message
+    assert "no YOLOS backbone" not in message
+    YOLOSCheckpointer(model, use_ema=False).load(str(path))  # the trained weights are whole

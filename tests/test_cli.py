@@ -1,5 +1,6 @@
 """The tools' shared command line: overrides anywhere, --weights and --device, checked configs, console scripts."""
 import argparse
+import re
 from importlib.metadata import entry_points
 
 import pytest
@@ -111,3 +112,31 @@ def test_train_reads_the_whole_command_line_and_stops_at_start(tmp_path, capsys,
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "validator, text, expected",
+    [
+        (cli.positive_int, "3", 3),
+        (cli.positive_int, "0", "must be at least 1, got 0"),
+        (cli.positive_int, "2.5", "must be a whole number, got '2.5'"),
+        (cli.non_negative_int, "0", 0),
+        (cli.non_negative_int, "-5", "must be at least 0, got -5"),
+        (cli.positive_number, "0.5", 0.5),
+        (cli.positive_number, "0", "must be above 0, got 0"),
+        (cli.positive_number, "inf", "must be a finite number, got inf"),
+        (cli.positive_number, "x", "must be a number, got 'x'"),
+        (cli.fraction, "1", 1.0),
+        (cli.fraction, "nan", "must be a finite number, got nan"),
+        (cli.fraction, "-0.1", "must be from 0 to 1, got -0.1"),
+        (cli.image_size, "480X640", (480, 640)),
+        (cli.image_size, "8193x5", f"must be at most {cli.MAX_IMAGE_SIDE}, got 8193"),
+        (cli.image_size, "4x5x6", "must be HEIGHTxWIDTH in pixels, e.g. 480x640, got '4x5x6'"),
+    ],
+)
+def test_argument_validators_take_their_range_and_name_what_is_out_of_it(validator, text, expected):
+    if isinstance(expected, str):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"^{re.escape(expected)}$"):
+            validator(text)
+    else:
+        assert validator(text) == expected

@@ -2,6 +2,8 @@
 Export of the detector to ONNX and TorchScript: one graph for every batch and image size, as eager.
 Export of the whole pipeline to ONNX: one graph for every image size, as the predictor.
 """
+import errno
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -97,6 +99,20 @@ def test_export_neither_uses_nor_fills_the_position_embedding_cache(exported):
             assert all(torch.equal(a, b) for a, b in zip(tensors, fresh) if a is not None)
         after = exported.model.detector(exported.example)
     assert all(torch.equal(after[name], exported.eager[name]) for name in OUTPUT_NAMES)
+
+
+@pytest.mark.parametrize("exported", ["torchscript"], indirect=True)
+def test_torchscript_export_runs_with_and_without_grad(exported):
+    images = torch.randn(2, 3, 80, 112)
+    with torch.no_grad():
+        expected = exported.model.detector(images)
+    traced = torch.jit.load(exported.path)
+    # Twice each: TorchScript's executor optimises the graph on its second run.
+    for grad_enabled in (True, True, False, False):
+        with torch.set_grad_enabled(grad_enabled):
+            outputs = traced(images)
+        for name in OUTPUT_NAMES:
+            assert max_abs_diff(outputs[name], expected[name]) < 1e-4, (name, grad_enabled)
 
 
 @pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=pytest.mark.slow), "torchscript"])
@@ -230,12 +246,17 @@ def test_resize_like_pil_is_pils_but_for_a_level_on_few_pixels():
 
 def test_pipeline_export_refuses_what_it_cannot_do(tmp_path, capsys):
     output = str(tmp_path / "pipeline.onnx")
-    base = ["--config-file", config_path("yolos_ti"), "--output", output]
+    base = ["--config-file", config_path("yolos_ti"), "--output", output, "train.init_checkpoint="]
     for argv, message in [
         (["--top-k", "5"], "--score-threshold, --top-k and --max-size belong to --pipeline"),
         (["--max-size", "1333"], "--score-threshold, --top-k and --max-size belong to --pipeline"),
         (["--pipeline", "--format", "torchscript"], "--pipeline exports ONNX only"),
-        (["--pipeline", "--top-k", "0"], "top_k must be None or at least 1, got 0"),
+        (["--pipeline", "--top-k", "0"], "argument --top-k: must be at least 1, got 0"),
+        (["--pipeline", "--score-threshold", "nan"], "argument --score-threshold: must be a finite number, got nan"),
+        (["--pipeline", "--max-size", "8"], "max_size must be None, 0 (no limit) or a whole number of pixels of at "
+                                            "least the model's patch size, 16; got 8"),
+        (["--height", "100000"], "--height 100000 --width 512: each must be from one 16-pixel patch to 1333 pixels"),
+        (["--width", "8"], "--height 512 --width 8: each must be from one 16-pixel patch to 1333 pixels"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main([*base, *argv])
@@ -244,3 +265,37 @@ def test_pipeline_export_refuses_what_it_cannot_do(tmp_path, capsys):
 
     with pytest.raises(ValueError, match="dataloader.test.mapper.augmentations must be one DETRResizeShortestEdge"):
         YOLOSPipeline(build_model("yolos_ti", SMALL), [T.RandomFlip()])
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_export_refuses_to_replace_the_weights_or_the_config(fmt, tmp_path, capsys):
+    checkpoint = tmp_path / "small.pth"
+    save_checkpoint_atomic({"model": _small_model().state_dict()}, str(checkpoint))
+    config = tmp_path / "config.py"
+    config.write_text(
+        "from detectron2.config import LazyConfig\n"
+        f"_base = LazyConfig.load({config_path('yolos_ti')!r})\n"
+        "model, dataloader, train = _base.model, _base.dataloader, _base.train\n"
+    )
+    files = {path: path.read_bytes() for path in (checkpoint, config)}
+    for output in files:
+        argv = ["--config-file", str(config), "--output", str(output), "--format", fmt, "--weights", str(checkpoint)]
+        with pytest.raises(SystemExit) as exit_info:
+            main([*argv, *SMALL])
+        assert exit_info.value.code == 2
+        assert f"--output: writing {output} would replace the input {output}" in capsys.readouterr().err
+    assert all(path.read_bytes() == data for path, data in files.items())
+
+
+def test_export_on_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, monkeypatch, caplog):
+    def export_onto_a_full_disk(detector, images, path):
+        with open(path, "wb") as f:
+            f.write(b"the first bytes of a TorchScript archive")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setitem(EXPORTERS, "torchscript", export_onto_a_full_disk)
+    output = tmp_path / "out" / "small.pt"
+    argv = ["--config-file", config_path("yolos_ti"), "--output", str(output), "--format", "torchscript", *SMALL]
+    assert main([*argv, "train.init_checkpoint="]) == 1
+    assert f"Could not write {output}: ENOSPC (No space left on device)" in caplog.text
+    assert os.listdir(tmp_path / "out") == []

@@ -175,7 +175,7 @@ def test_config_test_mapper_feeds_the_model(tmp_path, variant, expected_size):
     from detectron2.config import instantiate
     from PIL import Image
 
-    from _helpers import config_path
+    from conftest import config_path
     from yolos_d2.config import load_config
 
     path = tmp_path / "image.jpg"

@@ -68,3 +68,20 @@ def test_command_needs_config_files(capsys):
     with pytest.raises(SystemExit) as exit_info:
         model_info.main([])
     assert exit_info.value.code == 2 and "--config-file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "image_size, message",
+    [
+        ("abc", "must be HEIGHTxWIDTH in pixels, e.g. 480x640, got 'abc'"),
+        ("480", "must be HEIGHTxWIDTH in pixels, e.g. 480x640, got '480'"),
+        ("480xabc", "must be a whole number, got 'abc'"),
+        ("0x5", "must be at least 1, got 0"),
+        ("100000x100000", "must be at most 8192, got 100000"),
+    ],
+)
+def test_command_refuses_image_sizes_out_of_range(capsys, image_size, message):
+    with pytest.raises(SystemExit) as exit_info:
+        model_info.main(["--config-file", config_path("quickstart"), "--image-size", image_size])
+    assert exit_info.value.code == 2
+    assert f"argument --image-size: {message}" in capsys.readouterr().err

@@ -8,8 +8,9 @@ import torch
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from conftest import build_model, run_train_net
+from conftest import build_model, config_path, run_train_net
 from benchmarks import nonfinite_check
+from yolos_d2.config import prepare_config
 from yolos_d2.engine import YOLOSTrainer
 from yolos_d2.modeling import HungarianMatcher, SetCriterion
 from yolos_d2.modeling.criterion import NonFinitePredictionError
@@ -89,8 +90,24 @@ def test_train_net_with_lr_1e30_names_the_iteration(tiny_config, tmp_path):  # n
     assert len(image_ids) == 4 and set(image_ids) <= set(range(1, 49))  # 4 of the 48 training images
 
 
-def test_benchmark_of_the_check_prints_its_share_of_a_step(capsys):
-    nonfinite_check.main(["--batch", "1", "--size", "64x64", "--repeats", "1", "--device", "cpu", *TINY])
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("configs/yolos_ti.py, batch 1 at 64x64, cpu (")
-    assert [line.split("|")[1].strip() for line in lines[3:]] == ["check alone", "training step", "step without check"]
+def test_benchmark_of_the_check_times_it_alone_and_in_a_step_with_and_without_it(monkeypatch):
+    """Each timed call run once on a clock giving 1, 2 and 3 s: how often each ran the check, and the rows."""
+    checks = []
+    monkeypatch.setattr("yolos_d2.modeling.criterion.check_finite_predictions", checks.append)
+    checks_per_call = {}
+
+    def once(fns, **timing):
+        for name, fn in fns.items():
+            before = len(checks)
+            fn()
+            checks_per_call[name] = len(checks) - before
+        return {name: float(seconds) for seconds, name in enumerate(fns, start=1)}
+
+    monkeypatch.setattr(nonfinite_check, "time_interleaved", once)
+    rows = nonfinite_check.run(prepare_config(config_path("yolos_ti"), TINY), batch=1, size=(64, 64), repeats=1)
+    assert checks_per_call == {"check alone": 1, "training step": 1, "step without check": 0}
+    assert [(row.name, row.seconds, row.ratio) for row in rows] == [
+        ("check alone", 1.0, 0.5),
+        ("training step", 2.0, 1.0),
+        ("step without check", 3.0, 1.5),
+    ]

@@ -29,7 +29,7 @@ from yolos_d2.config import load_config
 from yolos_d2.data import DEFAULT_MAX_SIZE, read_image
 from yolos_d2.export import YOLOSPipeline
 from yolos_d2.inference import YOLOSPredictor
-from yolos_d2.modeling import select_detections
+from yolos_d2.modeling import check_selection, select_detections
 
 
 @pytest.fixture(scope="module")
@@ -213,12 +213,46 @@ def test_inputs_and_settings_it_cannot_take_are_named(weights, predictor):
         predictor(np.zeros((4, 4), dtype=np.uint8))
     with pytest.raises(ValueError, match="got int"):
         predictor(3)
-    with pytest.raises(ValueError, match="top_k must be None or at least 1, got 0"):
-        make_predictor(weights, top_k=0)
-    with pytest.raises(ValueError, match=r"score_threshold must be in \[0, 1\], got 2"):
-        make_predictor(weights, score_threshold=2)
-    with pytest.raises(ValueError, match=r"nms_iou must be None or in \(0, 1\], got 0"):
-        make_predictor(weights, nms_iou=0)
+    with pytest.raises(ValueError, match=r"Expected an image of at least 1x1 pixels, got one of 0x0"):
+        predictor(np.zeros((0, 0, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"Expected an image of at least 1x1 pixels, got one of 5x0"):
+        predictor([random_images([(8, 8)])[0], Image.new("RGB", (5, 0))])
+    with pytest.raises(ValueError, match="top_k must be None or a whole number of at least 1, got 2.5"):
+        make_predictor(weights, top_k=2.5)
+    with pytest.raises(ValueError, match=r"score_threshold must be a number in \[0, 1\], got '0.5'"):
+        make_predictor(weights, score_threshold="0.5")
+    for max_size in (1, 15, -5, 16.0, True):
+        with pytest.raises(ValueError, match=rf"at least the model's patch size, 16; got {max_size!r}$"):
+            make_predictor(weights, max_size=max_size)
+    assert make_predictor(weights, max_size=16).max_size == 16
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"score_threshold": 2}, r"score_threshold must be a number in \[0, 1\], got 2"),
+        ({"score_threshold": -0.1}, r"score_threshold must be a number in \[0, 1\], got -0.1"),
+        ({"score_threshold": float("nan")}, r"score_threshold must be a number in \[0, 1\], got nan"),
+        ({"score_threshold": "0.5"}, r"score_threshold must be a number in \[0, 1\], got '0.5'"),
+        ({"score_threshold": True}, r"score_threshold must be a number in \[0, 1\], got True"),
+        ({"top_k": 0}, "top_k must be None or a whole number of at least 1, got 0"),
+        ({"top_k": 2.5}, "top_k must be None or a whole number of at least 1, got 2.5"),
+        ({"top_k": True}, "top_k must be None or a whole number of at least 1, got True"),
+        ({"top_k": "3"}, "top_k must be None or a whole number of at least 1, got '3'"),
+        ({"nms_iou": 0}, r"nms_iou must be None or a number in \(0, 1\], got 0"),
+        ({"nms_iou": 1.5}, r"nms_iou must be None or a number in \(0, 1\], got 1.5"),
+        ({"nms_iou": float("nan")}, r"nms_iou must be None or a number in \(0, 1\], got nan"),
+    ],
+)
+def test_selection_settings_of_another_type_or_out_of_range_are_named(settings, message):
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check_selection(**settings)
+
+
+def test_selection_settings_take_python_and_numpy_numbers():
+    for settings in [{}, {"score_threshold": 1, "top_k": 1, "nms_iou": 1}, {"score_threshold": np.float32(0.5)},
+                     {"top_k": np.int64(3), "nms_iou": np.float64(0.5)}]:
+        check_selection(**settings)
 
 
 def test_the_example_of_the_inference_page_runs(tmp_path, monkeypatch, capsys):

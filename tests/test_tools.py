@@ -18,6 +18,7 @@ from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.inference.token_stats import class_distribution, gt_class_counts, size_categories
 from yolos_d2.tools import attention_maps, demo, det_token_stats
+from yolos_d2.visualization import MAX_DRAWING_PIXELS
 
 NUM_IMAGES, NUM_DET_TOKENS, IMAGE_SIZE, EVAL_SIZE = 3, 4, 48, 40
 
@@ -292,10 +293,10 @@ def test_demo_keeps_the_outputs_of_inputs_with_the_same_name_apart(tiny, tmp_pat
     inputs = [str(tmp_path / "a"), *b, str(tmp_path / "a" / "x.png")]  # a/x.png twice: drawn once
     output = tmp_path / "drawn"
     with caplog.at_level(logging.INFO, logger="yolos_d2"):
-        assert run_demo(tiny, inputs, output, "--confidence-threshold", "2") == 0
+        assert run_demo(tiny, inputs, output, "--confidence-threshold", "1") == 0
     drawn = sorted(os.path.relpath(os.path.join(d, f), output) for d, _, fs in os.walk(output) for f in fs)
     assert drawn == ["a/x.png", "b/x.png", "b/y.png"]
-    for name in drawn:  # nothing scores 2: each drawing is its own input's pixels
+    for name in drawn:  # nothing scores 1: each drawing is its own input's pixels
         np.testing.assert_array_equal(read_png(output / name), read_png(tmp_path / name))
     assert f"Wrote 3 of 3 inputs to {output}" in caplog.text
     assert f"{tmp_path / 'a' / 'x.png'} is given more than once; it is drawn once" in caplog.text
@@ -304,7 +305,7 @@ def test_demo_keeps_the_outputs_of_inputs_with_the_same_name_apart(tiny, tmp_pat
 def test_demo_draws_16_bit_images_at_their_8_bit_levels(tiny, tmp_path):
     levels = (np.arange(48 * 48, dtype=np.uint32) * 65535 // (48 * 48 - 1)).astype(np.uint16).reshape(48, 48)
     Image.fromarray(levels).save(tmp_path / "deep.png")
-    assert run_demo(tiny, [str(tmp_path / "deep.png")], tmp_path / "drawn.png", "--confidence-threshold", "2") == 0
+    assert run_demo(tiny, [str(tmp_path / "deep.png")], tmp_path / "drawn.png", "--confidence-threshold", "1") == 0
     expected = (levels.astype(np.uint32) * 255 + 32767) // 65535
     np.testing.assert_array_equal(read_png(tmp_path / "drawn.png"), np.repeat(expected[:, :, None], 3, axis=2))
 
@@ -374,3 +375,95 @@ def test_output_check_sees_through_links(tmp_path):
     with pytest.raises(OutputError, match="is or lies inside the input folder"):
         check_outputs([str(tmp_path / "sub" / "deeper")], [], [str(tmp_path)])
     check_outputs([str(tmp_path) + "_drawn"], [], [str(tmp_path)])  # a name that only starts like the folder
+
+
+@pytest.mark.parametrize(
+    "args, output, message",
+    [
+        (["--scale", "0"], "drawn.png", "argument --scale: must be above 0, got 0"),
+        (["--scale", "-2"], "drawn.png", "argument --scale: must be above 0, got -2"),
+        (["--scale", "nan"], "drawn.png", "argument --scale: must be a finite number, got nan"),
+        (["--confidence-threshold", "1.5"], "drawn.png", "argument --confidence-threshold: must be from 0 to 1"),
+        (["--max-size", "-5"], "drawn.png", "argument --max-size: must be at least 0, got -5"),
+        (["--max-size", "1"], "drawn.png", "max_size must be None, 0 (no limit) or a whole number of pixels of at "
+                                           "least the model's patch size, 16; got 1"),
+        ([], "drawn.xyz", "Cannot write the image {output}: its extension '.xyz' names no image format PIL writes"),
+    ],
+)
+def test_demo_refuses_settings_out_of_range_before_writing(tiny, tmp_path, capsys, args, output, message):
+    output = str(tmp_path / output)
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, tiny.images[:1], output, *args)
+    assert exit_info.value.code == 2
+    assert message.format(output=output) in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_refuses_a_drawing_larger_than_the_cap_before_predicting(tiny, tmp_path, caplog):
+    scale = 200  # 48x48 pixels drawn at 9600x9600, above 2**25
+    assert 9600 * 9600 > MAX_DRAWING_PIXELS
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        assert run_demo(tiny, tiny.images[:1], tmp_path / "drawn.png", "--scale", str(scale)) == 1
+    assert f"Skipped {tiny.images[0]}: scale 200 would draw the 48x48 image at 9600x9600 pixels" in caplog.text
+    assert "Predicted" not in caplog.text
+    assert os.listdir(tmp_path) == []
+
+
+def test_demo_draws_a_video_only_as_a_video(tiny, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    video.touch()
+    with pytest.raises(SystemExit) as exit_info:
+        run_demo(tiny, [str(video)], tmp_path / "clip.png")
+    assert exit_info.value.code == 2
+    assert f"Cannot write the drawing of the video {video} to {tmp_path / 'clip.png'}: videos are drawn as MPEG-4" in (
+        capsys.readouterr().err
+    )
+
+
+def test_demo_refuses_to_replace_the_weights(tiny, tmp_path, capsys):
+    weights = tmp_path / "drawn.png"  # a checkpoint loads whatever its name
+    shutil.copy(tiny.weights.split("=", 1)[1], weights)
+    data = weights.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        demo.main(["--config-file", tiny.config, "--input", tiny.images[0], "--output", str(weights),
+                   "--weights", str(weights)])
+    assert exit_info.value.code == 2
+    assert f"--output: writing {weights} would replace the input {weights}" in capsys.readouterr().err
+    assert weights.read_bytes() == data
+
+
+def test_demo_on_a_full_disk_names_the_drawing_and_leaves_no_partial_file(tiny, tmp_path, caplog, full_disk):
+    output = tmp_path / "drawn"
+    assert run_demo(tiny, tiny.images[:2], output) == 1
+    for path in tiny.images[:2]:
+        drawing = output / os.path.basename(path)
+        assert f"Skipped {path}: Could not write {drawing}: ENOSPC (No space left on device)" in caplog.text
+    assert os.listdir(output) == []
+
+
+def test_det_token_stats_on_a_full_disk_names_the_file_and_leaves_no_partial_file(tiny, tmp_path, caplog, full_disk):
+    args = ["--config-file", tiny.config, "--output", str(tmp_path / "stats"), "--max-images", "1", tiny.weights]
+    assert det_token_stats.main(args) == 1
+    assert f"Could not write {tmp_path / 'stats' / 'token_predictions.json'}: ENOSPC" in caplog.text
+    assert os.listdir(tmp_path / "stats") == []
+
+
+def test_attention_maps_on_a_full_disk_names_the_figure_and_leaves_no_partial_file(tiny, tmp_path, caplog, full_disk):
+    args = ["--config-file", tiny.config, "--input", tiny.images[0], "--output", str(tmp_path), "--tokens", "1"]
+    assert attention_maps.main(args + [tiny.weights]) == 1
+    assert f"Could not write {tmp_path / 'det_token_1.png'}: ENOSPC (No space left on device)" in caplog.text
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("tool", ["attention_maps", "det_token_stats"])
+def test_folder_outputs_that_are_files_are_refused(tiny, tmp_path, capsys, tool):
+    output = tmp_path / "stats"
+    output.write_text("a file")
+    args = ["--config-file", tiny.config, "--output", str(output), tiny.weights]
+    if tool == "attention_maps":
+        args += ["--input", tiny.images[0]]
+    with pytest.raises(SystemExit) as exit_info:
+        {"attention_maps": attention_maps, "det_token_stats": det_token_stats}[tool].main(args)
+    assert exit_info.value.code == 2
+    assert f"--output {output} is a file: give the name of a folder to write" in capsys.readouterr().err
+    assert output.read_text() == "a file"

@@ -1,15 +1,29 @@
 """yolos-convert --to: yolos_d2 checkpoints as transformers folders and original YOLOS checkpoints, and back."""
+import errno
 import logging
+import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 from detectron2.data.datasets import register_coco_instances
 
-from conftest import build_model, config_path, max_abs_diff, original_state_dict
+from conftest import (
+    PREDICTOR_SIZES,
+    SMALL_PREDICTOR,
+    build_model,
+    config_path,
+    make_predictor,
+    max_abs_diff,
+    original_state_dict,
+    random_images,
+)
 from yolos_d2.checkpoint.class_head import coco_class_head_rows
 from benchmarks.huggingface import random_huggingface_model
 from yolos_d2.checkpoint import YOLOSCheckpointer, load_weights_file
+from yolos_d2.checkpoint.original import to_original_yolos
 from yolos_d2.config import load_config
+from yolos_d2.tools import convert as convert_module
 from yolos_d2.tools.convert import main as convert_main
 
 # YOLOS-S: mid-layer position embeddings, at init_pe_size as transformers needs them.
@@ -149,3 +163,219 @@ def test_to_needs_a_config_and_a_checkpoint_that_fits(tmp_path, to, capsys):
                       "model.detector.backbone.depth=2"])
     assert "missing from the checkpoint (12 tensors): detector.backbone.blocks.1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# The small predictor's model with its class head's weights scaled up: its tokens' scores spread
+# from about 0.2 to 0.75 over several classes.
+@pytest.fixture(scope="module")
+def hf_small(tmp_path_factory):
+    """The small predictor's model as a yolos_d2 checkpoint, its transformers folder and its predictor."""
+    folder = tmp_path_factory.mktemp("hf_small")
+    model = build_model("yolos_ti", SMALL_PREDICTOR)
+    with torch.no_grad():
+        model.detector.class_embed.layers[-1].weight *= 40
+    weights = _save_ours(model, folder)
+    _convert(weights, folder / "hf", "--to", "hf", "--config-file", config_path("yolos_ti"), *SMALL_PREDICTOR)
+    return SimpleNamespace(model=model, folder=str(folder / "hf"), predictor=make_predictor(weights))
+
+
+# An image the test-time resize keeps as it is (shorter side the eval size, whole patches), in
+# transformers' YolosImageProcessor as in yolos_d2.
+EVAL_SIZE_IMAGE = (64, 80)
+
+
+def test_to_hf_writes_the_image_processor_of_the_test_time_preprocessing(hf_small):
+    from transformers import AutoImageProcessor
+
+    processor = AutoImageProcessor.from_pretrained(hf_small.folder)
+    for image in random_images(PREDICTOR_SIZES):
+        size = image.shape[:2]
+        assert tuple(processor(image)["pixel_values"].shape[-2:]) == hf_small.predictor.eval_resize.output_shape(*size)
+    image = random_images([EVAL_SIZE_IMAGE])[0]
+    ours = hf_small.model.normalize(torch.from_numpy(image).permute(2, 0, 1).float())
+    assert max_abs_diff(processor(image, return_tensors="pt")["pixel_values"][0], ours) <= 1e-5
+
+
+def test_transformers_pipeline_gives_the_predictors_detections(hf_small):
+    from PIL import Image
+    from transformers import pipeline
+
+    threshold = 0.3
+    image = random_images([EVAL_SIZE_IMAGE])[0]
+    ours = hf_small.predictor(image)
+    ours = ours[ours.scores > threshold]
+    theirs = pipeline("object-detection", model=hf_small.folder, threshold=threshold)(Image.fromarray(image))
+    assert len(theirs) == len(ours) >= 3
+    theirs = sorted(theirs, key=lambda detection: -detection["score"])
+    class_names = hf_small.predictor.metadata.thing_classes
+    height, width = EVAL_SIZE_IMAGE
+    for i, detection in zip(ours.scores.argsort(descending=True).tolist(), theirs):
+        assert detection["label"] == class_names[ours.pred_classes[i]]
+        assert abs(detection["score"] - ours.scores[i].item()) <= 1e-4
+        # The pipeline truncates the coordinates to whole pixels and does not clip them to the image.
+        box = torch.tensor([detection["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")], dtype=torch.float32)
+        box = box.clamp(min=0).minimum(torch.tensor([width, height, width, height]))
+        assert max_abs_diff(box, ours.pred_boxes.tensor[i]) < 1, (detection, ours.pred_boxes.tensor[i])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.input_format=BGR", "model.input_format is 'BGR'"),
+        ("dataloader.test.mapper.augmentations.size_multiple=32", "has max_size=853 and size_multiple=32"),
+    ],
+)
+def test_to_hf_refuses_preprocessing_transformers_cannot_reproduce(tmp_path, caplog, override, message):
+    overrides = ["model.detector.backbone.depth=1", override]
+    src = _save_ours(build_model("yolos_ti", overrides), tmp_path)
+    config = ["--config-file", config_path("yolos_ti"), *overrides]
+    assert convert_main([src, str(tmp_path / "hf"), "--to", "hf", *config]) == 1
+    assert message in caplog.text
+    assert not (tmp_path / "hf").exists()
+
+
+TI = ["model.detector.backbone.depth=1"]
+TI_CONFIG = ["--config-file", config_path("yolos_ti"), *TI]
+
+
+def _save_with_ema(folder, ema_scale=2.0):
+    """A YOLOS-Ti checkpoint of 1 block whose EMA of the weights is ``ema_scale`` times its trained weights."""
+    model = build_model("yolos_ti", TI)
+    weights = model.state_dict()
+    ema = {k: v * ema_scale if v.is_floating_point() else v for k, v in weights.items()}
+    path = folder / "trained.pth"
+    torch.save({"model": weights, "ema": {"weights": ema, "num_updates": 3}, "iteration": 9}, path)
+    return str(path), weights, ema
+
+
+@pytest.mark.parametrize("direction", [["--to", "yolos", *TI_CONFIG], ["--format", "yolos"]])
+def test_convert_refuses_to_replace_its_source(tmp_path, capsys, direction):
+    src, _, _ = _save_with_ema(tmp_path)
+    data = open(src, "rb").read()
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([src, src, *direction])
+    assert exit_info.value.code == 2
+    assert f"DST: writing {src} would replace the input {src}" in capsys.readouterr().err
+    assert open(src, "rb").read() == data
+
+
+def test_convert_refuses_to_replace_its_config_or_write_into_the_hf_folder(tmp_path, capsys):
+    src = _save_ours(build_model("yolos_ti", TI), tmp_path)
+    config = tmp_path / "config.py"
+    config.write_text(
+        "from detectron2.config import LazyConfig\n"
+        f"_base = LazyConfig.load({config_path('yolos_ti')!r})\n"
+        "model, dataloader, train = _base.model, _base.dataloader, _base.train\n"
+    )
+    with pytest.raises(SystemExit):
+        convert_main([src, str(config), "--to", "yolos", "--config-file", str(config), *TI])
+    assert f"DST: writing {config} would replace the input {config}" in capsys.readouterr().err
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        convert_main([str(tmp_path / "hf"), str(tmp_path / "hf" / "ours.pth"), "--format", "hf"])
+    assert f"DST {tmp_path / 'hf' / 'ours.pth'} is or lies inside the input folder {tmp_path / 'hf'}" in (
+        capsys.readouterr().err
+    )
+
+
+def test_to_hf_refuses_a_folder_that_is_not_empty_and_fills_an_empty_one(tmp_path, capsys):
+    src = _save_ours(build_model("yolos_s", SMALL), tmp_path)
+    dst = tmp_path / "hf"
+    dst.mkdir()
+    (dst / "notes.txt").write_text("mine")
+    config = ["--config-file", config_path("yolos_s"), *SMALL]
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([src, str(dst), "--to", "hf", *config])
+    assert exit_info.value.code == 2
+    assert f"DST {dst} is a folder that is not empty: give a new or empty folder" in capsys.readouterr().err
+    assert os.listdir(dst) == ["notes.txt"]
+    (dst / "notes.txt").unlink()
+    _convert(src, dst, "--to", "hf", *config)
+    assert {"config.json", "model.safetensors"} <= set(os.listdir(dst))
+
+
+def test_to_yolos_converts_the_ema_of_the_weights_unless_told_not_to(tmp_path, caplog):
+    src, weights, ema = _save_with_ema(tmp_path)
+    key, original_key = "detector.backbone.cls_token", "backbone.cls_token"
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        _convert(src, tmp_path / "ema.pth", "--to", "yolos", *TI_CONFIG)
+    assert f"Loaded the EMA of the weights of {src}" in caplog.text
+    assert torch.equal(load_weights_file(str(tmp_path / "ema.pth"))["model"][original_key], ema[key])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolos_d2"):
+        _convert(src, tmp_path / "original.pth", "--to", "yolos", *TI_CONFIG, "train.eval_with_ema=False")
+    assert f"Loaded the trained weights of {src}" in caplog.text
+    assert torch.equal(load_weights_file(str(tmp_path / "original.pth"))["model"][original_key], weights[key])
+
+
+def test_to_yolos_refuses_an_ema_holding_nan_naming_the_file_and_the_part(tmp_path, capsys):
+    src, _, _ = _save_with_ema(tmp_path, ema_scale=float("nan"))
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([src, str(tmp_path / "out.pth"), "--to", "yolos", *TI_CONFIG])
+    assert exit_info.value.code == 2
+    assert f"Checkpoint '{src}' holds infinite or NaN values in its EMA of the weights (under 'ema')" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_to_yolos_honours_init_checkpoint_strict(tmp_path, capsys, caplog):
+    src = _save_ours(build_model("yolos_ti", TI), tmp_path)
+    deeper = [*TI_CONFIG, "model.detector.backbone.depth=2"]
+    with pytest.raises(SystemExit):
+        convert_main([src, str(tmp_path / "out.pth"), "--to", "yolos", *deeper])
+    assert "missing from the checkpoint (12 tensors): detector.backbone.blocks.1" in capsys.readouterr().err
+    _convert(src, tmp_path / "out.pth", "--to", "yolos", *deeper, "train.init_checkpoint_strict=False")
+    assert "partially (strict=False)" in caplog.text
+    assert "backbone.blocks.1.attn.qkv.weight" in load_weights_file(str(tmp_path / "out.pth"))["model"]
+
+
+@pytest.mark.parametrize(
+    "direction, override",
+    [(["--to", "yolos"], "train.ema.enabled=True"), (["--to", "yolos"], "train.init_checkpoint=x.pth"),
+     (["--format", "yolos"], "train.init_checkpoint_strict=False")],
+)
+def test_convert_refuses_overrides_of_keys_it_does_not_read(tmp_path, capsys, direction, override):
+    src = _save_ours(build_model("yolos_ti", TI), tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        convert_main([src, str(tmp_path / "out.pth"), *direction, *TI_CONFIG, override])
+    assert exit_info.value.code == 2
+    assert f"{override}: yolos-convert {direction[0]} reads no other config keys than model.*" in (
+        capsys.readouterr().err
+    )
+
+
+def test_format_refuses_weights_holding_nan_naming_the_file_and_the_tensor(tmp_path, caplog):
+    state = to_original_yolos(build_model("yolos_ti", TI).state_dict())
+    state["backbone.norm.weight"][0] = float("nan")
+    src = tmp_path / "original.pth"
+    torch.save({"model": state}, src)
+    assert convert_main([str(src), str(tmp_path / "out.pth"), "--format", "yolos"]) == 1
+    assert f"Checkpoint '{src}' holds infinite or NaN values in 1 tensor: detector.backbone.norm.weight (1 NaN)" in (
+        caplog.text
+    )
+    assert not (tmp_path / "out.pth").exists()
+
+
+def test_convert_on_a_full_disk_names_the_file_and_leaves_no_partial_file(tmp_path, caplog, request):
+    src = _save_ours(build_model("yolos_ti", TI), tmp_path)
+    request.getfixturevalue("full_disk")
+    out = tmp_path / "out"
+    assert convert_main([src, str(out / "original.pth"), "--to", "yolos", *TI_CONFIG]) == 1
+    assert f"Could not write {out / 'original.pth'}: ENOSPC (No space left on device)" in caplog.text
+    assert os.listdir(out) == []
+
+
+def test_to_hf_on_a_full_disk_leaves_no_folder(tmp_path, monkeypatch, caplog):
+    def save_onto_a_full_disk(state, cfg, class_names, folder):
+        os.makedirs(folder)
+        with open(os.path.join(folder, "config.json"), "w") as f:
+            f.write("{}")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(convert_module, "save_huggingface", save_onto_a_full_disk)
+    src = _save_ours(build_model("yolos_ti", TI), tmp_path)
+    assert convert_main([src, str(tmp_path / "hf"), "--to", "hf", *TI_CONFIG]) == 1
+    assert f"Could not write {tmp_path / 'hf'}: ENOSPC (No space left on device)" in caplog.text
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "ours.pth"]

@@ -51,6 +51,8 @@ def load_weights_file(path: str) -> Dict[str, Any]:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Checkpoint file {path!r} does not exist")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path!r} is not a readable checkpoint: empty file (0 bytes)")
     loaded = _load(path)
     if not isinstance(loaded, dict):
         raise ValueError(f"{path!r} is not a readable checkpoint: it holds a {type(loaded).__name__}, not a dict")
@@ -87,6 +89,8 @@ def _load(path: str) -> Any:
             f"loading them could run code ({refused}). Re-save its state dict alone, e.g. "
             f"torch.save({{'model': state_dict}}, path), in a trusted environment."
         ) from None
+    except OSError as e:  # torch's reader on some truncated files: EINVAL
+        raise ValueError(f"{path!r} is not a readable checkpoint: reading it fails ({e.strerror or e})") from None
     except (RuntimeError, EOFError) as e:
         raise ValueError(f"{path!r} is not a readable checkpoint: {e}") from None
 

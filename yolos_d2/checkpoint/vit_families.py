@@ -30,7 +30,7 @@ from .key_maps import (
     require_keys,
 )
 
-__all__ = ["FAMILIES", "ViTFamily", "convert_vit", "convert_vit_release", "fold_layer_scale"]
+__all__ = ["FAMILIES", "NEW_KEYS", "ViTFamily", "convert_vit", "convert_vit_release", "fold_layer_scale"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ FAMILIES = {
 }
 
 # The backbone's tensors (or modules) a ViT release does not have.
-_NEW_KEYS = [
+NEW_KEYS = [
     BACKBONE + "det_token",
     BACKBONE + "det_pos_embed",
     MID_POS_EMBED,
@@ -202,7 +202,7 @@ def convert_vit(state: StateDict, init_grid: Grid, source: str, fold_scale: bool
         *source_grid, *init_grid, cls_note[num_prefix],
     )
     dropped = sorted(k for k in state if _LEFT_OUT.match(k))
-    return Converted(out, dropped, grids={POS_EMBED: tuple(init_grid)}, new_keys=list(_NEW_KEYS))
+    return Converted(out, dropped, grids={POS_EMBED: tuple(init_grid)}, new_keys=list(NEW_KEYS))
 
 
 def _num_prefix_embeddings(state: StateDict) -> int:

@@ -3,6 +3,7 @@ A trained YOLOS described by a LazyConfig, and running it on images (one, or a l
 the way detectron2's ``DefaultPredictor`` does for yacs configs.
 """
 import logging
+import numbers
 import os
 from collections import defaultdict
 from typing import List, Optional, Sequence, Tuple, Union
@@ -18,12 +19,20 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from ..checkpoint import YOLOSCheckpointer
+from ..checkpoint.checkpointer import ema_weights_of
 from ..config import prepare_config
 from ..data import DEFAULT_MAX_SIZE, EvalResize, check_num_classes, image_to_array, read_image
 from ..modeling import YOLOS, check_selection, select_detections
 from .precision import apply_precision, check_precision
 
-__all__ = ["DEFAULT_MAX_SIZE", "ImageInput", "YOLOSPredictor", "build_inference_model", "metadata_of_test_dataset"]
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "ImageInput",
+    "YOLOSPredictor",
+    "build_inference_model",
+    "check_max_size",
+    "metadata_of_test_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +45,8 @@ def build_inference_model(cfg, require_weights: bool = True) -> YOLOS:
     """
     ``cfg.model`` on ``cfg.train.device``, in eval mode, with the weights of
     ``cfg.train.init_checkpoint`` loaded by :class:`YOLOSCheckpointer` (every tensor of the model
-    must be in the file unless ``cfg.train.init_checkpoint_strict`` is False); with
-    ``cfg.train.ema.enabled``, the file's EMA of the weights where it has one.
+    must be in the file unless ``cfg.train.init_checkpoint_strict`` is False): the file's EMA
+    of the weights where it has one (logged), unless ``cfg.train.eval_with_ema`` is False.
 
     Args:
         cfg: a config checked by :func:`yolos_d2.config.check_config`.
@@ -58,11 +67,28 @@ def build_inference_model(cfg, require_weights: bool = True) -> YOLOS:
         raise FileNotFoundError(f"train.init_checkpoint={checkpoint!r}: file not found")
     model = instantiate(cfg.model).to(cfg.train.device).eval()
     if checkpoint:
-        use_ema = bool(OmegaConf.select(cfg, "train.ema.enabled", default=False))
-        YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict, use_ema=use_ema).load(checkpoint)
+        use_ema = bool(OmegaConf.select(cfg, "train.eval_with_ema", default=True))
+        loaded = YOLOSCheckpointer(model, strict=cfg.train.init_checkpoint_strict, use_ema=use_ema).load(checkpoint)
+        weights = "EMA of the weights" if use_ema and ema_weights_of(loaded) is not None else "trained weights"
+        logger.info(f"Loaded the {weights} of {checkpoint}")
     else:
         logger.warning("train.init_checkpoint is empty: the model has random weights")
     return model
+
+
+def check_max_size(max_size: Optional[int], patch_size: int) -> None:
+    """
+    Raise ValueError unless ``max_size`` (the predictor's cap on an image's longer side) is None
+    or 0 (no cap), or a whole number of pixels of at least ``patch_size``: one patch of the model.
+    """
+    if max_size is None:
+        return
+    whole_number = isinstance(max_size, numbers.Integral) and not isinstance(max_size, bool)
+    if not whole_number or not (max_size == 0 or max_size >= patch_size):
+        raise ValueError(
+            f"max_size must be None, 0 (no limit) or a whole number of pixels of at least the model's patch size, "
+            f"{patch_size}; got {max_size!r}"
+        )
 
 
 def metadata_of_test_dataset(cfg) -> Metadata:
@@ -122,7 +148,7 @@ class YOLOSPredictor:
             cfg: a LazyConfig object (not changed) or file, prepared by
                 :func:`yolos_d2.config.prepare_config` with ``overrides`` (``key=value``),
                 ``weights`` (sets ``train.init_checkpoint``) and ``device`` (sets ``train.device``).
-            max_size: see the class description.
+            max_size: see the class description; 0 or at least the model's patch size.
             score_threshold: return the detections scoring at least this, in [0, 1]; 0 keeps
                 every ``[DET]`` token's.
             top_k: return at most this many detections, the highest scoring; None: no limit.
@@ -140,6 +166,7 @@ class YOLOSPredictor:
         cfg = prepare_config(cfg, overrides, weights, device)
         check_precision(precision, cfg.train.device)
         self.model = build_inference_model(cfg)
+        check_max_size(max_size, self.model.detector.backbone.patch_size)
         self.precision = apply_precision(self.model, precision, cfg.train.device)
         self.metadata = metadata_of_test_dataset(cfg)
         self.eval_resize = EvalResize.from_config(cfg, max_size)
@@ -154,19 +181,23 @@ class YOLOSPredictor:
         The (H, W, 3) uint8 pixels, in ``input_format``, of a file (read by
         :func:`yolos_d2.data.read_image`), a PIL image (converted as that reads files) or an
         array (checked). Raises OSError for a file that cannot be read, ValueError for an array
-        of another shape or type.
+        of another shape or type, or an image without pixels (a side of 0).
         """
         if isinstance(image, (str, os.PathLike)):
-            return read_image(os.fspath(image), format=self.input_format)
-        if isinstance(image, Image.Image):
-            return image_to_array(image, format=self.input_format)
-        if isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
-            return image
-        if isinstance(image, np.ndarray):
+            array = read_image(os.fspath(image), format=self.input_format)
+        elif isinstance(image, Image.Image):
+            array = image_to_array(image, format=self.input_format)
+        elif isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            array = image
+        elif isinstance(image, np.ndarray):
             raise ValueError(
                 f"Expected an (H, W, 3) uint8 {self.input_format} array, got shape {image.shape} and type {image.dtype}"
             )
-        raise ValueError(f"Expected an image file, a PIL image or an array, got {type(image).__name__}")
+        else:
+            raise ValueError(f"Expected an image file, a PIL image or an array, got {type(image).__name__}")
+        if 0 in array.shape[:2]:
+            raise ValueError(f"Expected an image of at least 1x1 pixels, got one of {array.shape[1]}x{array.shape[0]}")
+        return array
 
     def resize(self, image: np.ndarray) -> np.ndarray:
         """

@@ -3,6 +3,7 @@ From the ``[DET]`` tokens' predictions of one image to detections, in tensor ope
 ``torch.export`` records: the exported whole pipeline runs this code, as ``YOLOS`` and
 ``YOLOSPredictor`` do.
 """
+import numbers
 from typing import Optional, Tuple
 
 import torch
@@ -40,13 +41,21 @@ def token_detections(
 
 
 def check_selection(score_threshold: float = 0.0, top_k: Optional[int] = None, nms_iou: Optional[float] = None) -> None:
-    """Raise ValueError naming a setting of :func:`select_detections` outside its range."""
-    if not 0 <= score_threshold <= 1:
-        raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be None or at least 1, got {top_k}")
-    if nms_iou is not None and not 0 < nms_iou <= 1:
-        raise ValueError(f"nms_iou must be None or in (0, 1], got {nms_iou}")
+    """
+    Raise ValueError naming a setting of :func:`select_detections` of another type (a bool, a
+    string, a fractional ``top_k``) or outside its range (NaN included).
+    """
+    if not _is_number(score_threshold) or not 0 <= score_threshold <= 1:
+        raise ValueError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+    if top_k is not None and (not isinstance(top_k, numbers.Integral) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"top_k must be None or a whole number of at least 1, got {top_k!r}")
+    if nms_iou is not None and (not _is_number(nms_iou) or not 0 < nms_iou <= 1):
+        raise ValueError(f"nms_iou must be None or a number in (0, 1], got {nms_iou!r}")
+
+
+def _is_number(value) -> bool:
+    """Whether ``value`` is a real number (Python's or numpy's), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def select_detections(

@@ -12,7 +12,10 @@ The tokens are ``--tokens 0 5 ...``, else the ``--top-k`` (default 3) highest sc
 model sees it (resized by the config's test mapper, then to at most ``--max-size`` pixels on its
 longer side). Each panel has its own colour scale from 0 to its largest weight. The weights on
 the patches sum to less than 1: the rest goes to ``[CLS]`` and the ``[DET]`` tokens. A figure
-that would replace the input image is refused before anything is done (exit status 2).
+that would replace the input image, the config file or the weights, and a setting out of its
+range, are refused before anything is done (exit status 2). Each figure is written atomically: a
+write that fails (e.g. a full disk) leaves no partial file and ends the command (exit status 1),
+naming it.
 """
 import argparse
 import logging
@@ -26,29 +29,33 @@ from ..inference import YOLOSPredictor
 from ..inference.attention import attention_over_image, det_token_patch_attention, padded_patch_grid, record_attention
 from ..visualization import draw_token_attention
 from . import cli
-from .outputs import OutputError, check_outputs
+from .outputs import check_folder_output, check_outputs, config_inputs
 
 logger = logging.getLogger(__name__)
+
+
+def check_tokens(tokens: Optional[Sequence[int]], num_tokens: int) -> None:
+    """Raise ``ValueError`` naming the indices of ``tokens`` (if given) outside 0..``num_tokens``-1."""
+    outside = [t for t in tokens or () if not 0 <= t < num_tokens]
+    if outside:
+        raise ValueError(
+            f"--tokens {outside} are not [DET] tokens of this model, which has {num_tokens} (0..{num_tokens - 1})"
+        )
 
 
 def select_tokens(scores: torch.Tensor, tokens: Optional[Sequence[int]], top_k: int) -> List[int]:
     """
     Args:
         scores: (K,) each ``[DET]`` token's score.
-        tokens: token indices asked for, or None for the ``top_k`` highest scoring.
+        tokens: token indices asked for (checked by :func:`check_tokens`), or None for the
+            ``top_k`` highest scoring.
 
     Returns:
-        token indices; ``ValueError`` for an index outside 0..K-1.
+        token indices.
     """
-    num_tokens = len(scores)
     if tokens:
-        outside = [t for t in tokens if not 0 <= t < num_tokens]
-        if outside:
-            raise ValueError(
-                f"--tokens {outside} are not [DET] tokens of this model, which has {num_tokens} (0..{num_tokens - 1})"
-            )
         return list(tokens)
-    return scores.topk(min(top_k, num_tokens)).indices.tolist()
+    return scores.topk(min(top_k, len(scores))).indices.tolist()
 
 
 def figure_path(output: str, token: int) -> str:
@@ -62,25 +69,25 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="an image file")
     parser.add_argument("--output", required=True, help="folder for the figures (created)")
     parser.add_argument("--tokens", type=int, nargs="+", help="[DET] token indices (default: the top-k by score)")
-    parser.add_argument("--top-k", type=int, default=3, help="how many of the highest scoring tokens to draw")
+    parser.add_argument(
+        "--top-k", type=cli.positive_int, default=3, help="how many of the highest scoring tokens to draw"
+    )
     cli.add_max_size_argument(parser)
     args = cli.parse_args(parser, argv)
-    if args.top_k < 1:
-        parser.error(f"--top-k must be at least 1, got {args.top_k}")
 
-    with cli.usage_errors(parser):
+    with cli.usage_errors(parser):  # a config mistake, an output that must not be written, a setting out of range
         cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
-    # Any token may be among the top k: no figure may replace the input.
-    candidates = args.tokens or range(cfg.model.detector.backbone.num_det_tokens)
-    try:
-        check_outputs([args.output, *(figure_path(args.output, token) for token in candidates)], [args.input])
-    except OutputError as e:
-        parser.error(str(e))
-    with cli.usage_errors(parser):
+        num_tokens = cfg.model.detector.backbone.num_det_tokens
+        check_tokens(args.tokens, num_tokens)
+        # Any token may be among the top k: no figure may replace an input.
+        candidates = args.tokens or range(num_tokens)
+        figures = [figure_path(args.output, token) for token in candidates]
+        check_folder_output(args.output)
+        check_outputs([args.output, *figures], [args.input, *config_inputs(args.config_file, cfg)])
         predictor = YOLOSPredictor(cfg, max_size=args.max_size)
     try:
         image = predictor.resize(predictor.image_array(args.input))
-    except OSError as e:
+    except (OSError, ValueError) as e:
         logger.error(f"Cannot read --input {args.input!r}: {e}")
         return 1
     backbone = predictor.model.detector.backbone
@@ -88,10 +95,7 @@ def main(argv=None) -> int:
         instances = predictor.predict(image)
     if not recorded:
         raise RuntimeError("The last block's attn.qkv was not called in the forward: its attention cannot be recorded")
-    try:
-        tokens = select_tokens(instances.scores, args.tokens, args.top_k)
-    except ValueError as e:
-        parser.error(str(e))
+    tokens = select_tokens(instances.scores, args.tokens, args.top_k)
 
     height, width = image.shape[:2]
     grid = padded_patch_grid((height, width), predictor.model.size_divisibility, backbone.patch_size)
@@ -99,13 +103,16 @@ def main(argv=None) -> int:
     pixel_maps = attention_over_image(patch_maps[:, tokens].transpose(0, 1), backbone.patch_size, (height, width))
     class_names = predictor.metadata.get("thing_classes")
     rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
-    os.makedirs(args.output, exist_ok=True)
     for token, head_maps in zip(tokens, pixel_maps.numpy()):
         class_id, score = int(instances.pred_classes[token]), float(instances.scores[token])
         name = class_names[class_id] if class_names else f"class {class_id}"
         path = figure_path(args.output, token)
         title = f"{os.path.basename(args.input)}: [DET] token {token}, {name} {score:.2f}"
-        draw_token_attention(rgb, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
+        try:
+            draw_token_attention(rgb, head_maps, instances.pred_boxes.tensor[token].tolist(), title, path)
+        except OSError as e:
+            logger.error("%s", e)
+            return 1
         logger.info(f"Wrote the attention of [DET] token {token} ({name} {score:.2f}) to {path}")
     return 0
 

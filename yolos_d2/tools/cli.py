@@ -14,9 +14,11 @@ and build models with weights by :func:`yolos_d2.inference.build_inference_model
 """
 import argparse
 import contextlib
+import importlib
+import math
 import re
 import sys
-from typing import Callable, Iterator, NoReturn, Optional, Sequence
+from typing import Callable, Iterator, NoReturn, Optional, Sequence, Tuple
 
 from ..inference.precision import PRECISIONS
 from ..inference.predictor import DEFAULT_MAX_SIZE
@@ -24,12 +26,18 @@ from ..inference.predictor import DEFAULT_MAX_SIZE
 __all__ = [
     "OVERRIDE",
     "DEFAULT_BATCH_SIZE",
+    "MAX_IMAGE_SIDE",
     "add_batch_size_argument",
     "add_config_arguments",
     "add_max_size_argument",
     "add_precision_argument",
     "console_script",
+    "fraction",
+    "image_size",
+    "non_negative_int",
     "parse_args",
+    "positive_int",
+    "positive_number",
     "usage_errors",
 ]
 
@@ -40,6 +48,10 @@ OVERRIDE = re.compile(r"^\+{0,2}[A-Za-z_][\w.]*=")
 # predicts 1.7 to 1.8 times as many images per second in lists of 4 as one at a time, and 1.9 in
 # lists of 8 (python -m benchmarks batch-prediction, two runs).
 DEFAULT_BATCH_SIZE = 4
+
+# The longest image side, in pixels, that yolos-model-info's --image-size takes: beyond any
+# photograph YOLOS is run on.
+MAX_IMAGE_SIDE = 8192
 
 
 def add_config_arguments(
@@ -73,11 +85,11 @@ def add_max_size_argument(parser: argparse.ArgumentParser) -> None:
     """``--max-size``, the :class:`~yolos_d2.inference.YOLOSPredictor` argument of the same name."""
     parser.add_argument(
         "--max-size",
-        type=int,
+        type=non_negative_int,
         default=DEFAULT_MAX_SIZE,
         metavar="PIXELS",
         help="scale images whose longer side is still longer than this after the config's test-time resize "
-        f"down to it (default {DEFAULT_MAX_SIZE}; 0: no limit)",
+        f"down to it: 0 (no limit) or at least the model's patch size (default {DEFAULT_MAX_SIZE})",
     )
 
 
@@ -85,7 +97,7 @@ def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:
     """``--batch-size``: how many images the tool gives :class:`~yolos_d2.inference.YOLOSPredictor` at once."""
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_BATCH_SIZE,
         metavar="N",
         help="images (or video frames) predicted in one list; those of one size after the resize share a forward "
@@ -104,14 +116,61 @@ def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     """An argument that must be a whole number of at least 1."""
+    return _whole_number(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argument that must be a whole number of at least 0."""
+    return _whole_number(text, minimum=0)
+
+
+def image_size(text: str) -> Tuple[int, int]:
+    """An argument ``HxW``: two whole numbers of pixels from 1 to :data:`MAX_IMAGE_SIDE`; (H, W)."""
+    sides = text.lower().split("x")
+    if len(sides) != 2:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH in pixels, e.g. 480x640, got {text!r}")
+    height, width = (_whole_number(side, minimum=1, maximum=MAX_IMAGE_SIDE) for side in sides)
+    return height, width
+
+
+def positive_number(text: str) -> float:
+    """An argument that must be a finite number above 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """An argument that must be a number from 0 to 1."""
+    value = _number(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, got {text}")
+    return value
+
+
+def _whole_number(text: str, minimum: int, maximum: Optional[int] = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    """A finite number (not nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
@@ -145,7 +204,8 @@ def console_script(
     """
     The function a console script (or ``python -m``) runs: yolos_d2's log output set up as
     detectron2 sets it up (if ``setup_logging``), then ``main()`` on ``sys.argv``, whose return
-    value is the exit status.
+    value is the exit status. Under ``python -m`` it runs the ``main`` of the tool's module
+    imported by its name, as the console script does (see :func:`_imported_by_name`).
     """
 
     def run() -> NoReturn:
@@ -153,6 +213,19 @@ def console_script(
             from detectron2.utils.logger import setup_logger
 
             setup_logger(name="yolos_d2")
-        sys.exit(main())
+        sys.exit(_imported_by_name(main)())
 
     return run
+
+
+def _imported_by_name(function: Callable) -> Callable:
+    """
+    ``function``, or if it was defined in a module run by ``python -m`` (named ``__main__``), the
+    function of the same name in that module imported by its own name. The module's loggers then
+    are ``yolos_d2.tools.<tool>``, under the ``yolos_d2`` logger that is set up, not ``__main__``,
+    whose records nothing would print.
+    """
+    spec = function.__globals__.get("__spec__")  # under python -m, the spec of the module's own name
+    if function.__module__ != "__main__" or spec is None:
+        return function
+    return getattr(importlib.import_module(spec.name), function.__name__)

@@ -19,22 +19,36 @@ the config's sizes, the result is checked against the model the config builds an
 leaves to the model's initialisation are listed; the config is loaded and checked as training
 checks it.
 
-Out (``--to``): SRC is a yolos_d2 checkpoint of the config's model, loaded as training loads it.
+Out (``--to``): SRC is a yolos_d2 checkpoint of the config's model, loaded as the tools load
+weights (:func:`~yolos_d2.inference.build_inference_model`): every tensor of the model must be in
+it unless ``train.init_checkpoint_strict=False``, its EMA of the weights is converted where it has
+one unless ``train.eval_with_ema=False`` (the log says which), and weights holding infinite or NaN
+values are refused.
 ``hf`` writes the folder DST for transformers' ``YolosForObjectDetection.from_pretrained``
 (config.json, labelled with the class names of the config's test dataset, and
 model.safetensors); ``yolos`` writes the original code's checkpoint DST, ``{"model": its
 Detector's state dict, "args": the init_pe_size, mid_pe_size and det_token_num to build it with}``.
+
+Both ways, the weights written must hold finite values, and KEY=VALUE overrides may set only the
+config keys the conversion reads: ``model.*`` in, and for ``--to`` also ``dataloader.*`` (the class
+names), ``train.init_checkpoint_strict`` and ``train.eval_with_ema``. A DST that would replace
+SRC or the config file, a DST file that is a folder, and for ``--to hf`` a DST that is a file or a
+folder that is not empty, are refused before anything is done (exit status 2). DST is written
+atomically (for ``--to hf`` the whole folder): a conversion that fails, e.g. on a full disk,
+leaves no partial file and ends the command (exit status 1), naming it.
 """
 import argparse
 import dataclasses
 import logging
-from typing import List
+import os
+from typing import List, Sequence
 
 import torch
 from detectron2.config import instantiate
 
 from ..config import prepare_config
-from ..checkpoint import YOLOSCheckpointer, check_checkpoint_fits, convert_file, save_checkpoint_atomic
+from ..checkpoint import check_checkpoint_fits, convert_file, save_checkpoint_atomic
+from ..checkpoint.checkpointer import check_finite
 from ..checkpoint.formats import FORMATS_IN, FORMATS_OUT
 from ..checkpoint.huggingface import save_huggingface
 from ..checkpoint.key_maps import Converted
@@ -46,10 +60,16 @@ from ..checkpoint.position_embeddings import (
     resize_position_embeddings,
 )
 from ..checkpoint.vit_families import FAMILIES
-from ..inference import metadata_of_test_dataset
+from ..inference import build_inference_model, metadata_of_test_dataset
+from ..utils.file_io import create_atomic
 from . import cli
+from .outputs import check_file_output, check_folder_output, check_outputs
 
 logger = logging.getLogger(__name__)
+
+# The config keys each direction reads (prefixes): an override of another would change nothing.
+KEYS_READ_IN = ("model.",)
+KEYS_READ_OUT = ("model.", "dataloader.", "train.init_checkpoint_strict", "train.eval_with_ema")
 
 
 def main(argv=None) -> int:
@@ -89,10 +109,14 @@ def _convert_in(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         model = None
     else:
         with cli.usage_errors(parser):  # a config mistake, or an argument the model refuses (e.g. init_pe_size)
+            _check_overrides_read(args.opts, KEYS_READ_IN, "--format")
             model = instantiate(prepare_config(args.config_file, args.opts).model)
+    with cli.usage_errors(parser):
+        _check_dst_file(args)
     init_grid = model.detector.backbone.init_grid if model is not None else None
     try:
         converted = convert_file(args.src, args.format, init_grid, args.keep_class_ids)
+        check_finite(converted.state, args.src, keys=converted.state.keys())
         if model is not None:
             converted = _fit(converted, model, args.src)
     except (FileNotFoundError, KeyError, ValueError) as e:
@@ -111,7 +135,11 @@ def _convert_in(parser: argparse.ArgumentParser, args: argparse.Namespace) -> in
         "new_keys": converted.new_keys,
         GRIDS_KEY: grids_record(converted.grids),
     }
-    save_checkpoint_atomic(checkpoint, args.dst)
+    try:
+        save_checkpoint_atomic(checkpoint, args.dst)
+    except OSError as e:
+        logger.error("%s", e)
+        return 1
     logger.info("Wrote %d tensors to %s", len(converted.state), args.dst)
     return 0
 
@@ -143,22 +171,45 @@ def _compare_layer_norm_eps(source_eps, model_eps: float) -> None:
 def _convert_out(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.config_file is None:
         parser.error(f"--to {args.to} needs --config-file: the config of the model SRC holds")
-    with cli.usage_errors(parser):  # a config mistake, a checkpoint that does not fit
-        cfg = prepare_config(args.config_file, args.opts)
-        model = instantiate(cfg.model)
-        YOLOSCheckpointer(model).load(args.src)
+    # A config mistake, a DST that must not be written, a checkpoint that does not fit.
+    with cli.usage_errors(parser):
+        _check_overrides_read(args.opts, KEYS_READ_OUT, "--to")
+        if args.to == "hf":
+            check_folder_output(args.dst, "DST", empty=True)
+        else:
+            _check_dst_file(args)
+        cfg = prepare_config(args.config_file, args.opts, weights=args.src, device="cpu")
+        model = build_inference_model(cfg)
     class_names = _class_names(cfg)
     state = model.state_dict()
     try:
         if args.to == "hf":
-            save_huggingface(state, cfg.model.detector.backbone, class_names, args.dst)
+            create_atomic(args.dst, lambda folder: save_huggingface(state, cfg, class_names, folder))
         else:
             save_original_yolos(state, position_embedding_grids(model), args.dst, class_names, args.keep_class_ids)
-    except ValueError as e:  # e.g. a model transformers' YOLOS cannot hold
+    except (ValueError, OSError) as e:  # a model transformers' YOLOS cannot hold, a write that fails
         logger.error("%s", e)
         return 1
     logger.info("Wrote %s in the %s format", args.dst, {"hf": "Hugging Face", "yolos": "original YOLOS"}[args.to])
     return 0
+
+
+def _check_overrides_read(overrides: Sequence[str], keys_read: Sequence[str], direction: str) -> None:
+    """Raise ValueError naming the ``overrides`` of keys outside ``keys_read`` (prefixes): ``direction`` reads none."""
+    unread = [text for text in overrides if not text.lstrip("+").split("=", 1)[0].startswith(tuple(keys_read))]
+    if unread:
+        read = ", ".join(f"{key}*" if key.endswith(".") else key for key in keys_read)
+        raise ValueError(f"{' '.join(unread)}: yolos-convert {direction} reads no other config keys than {read}")
+
+
+def _check_dst_file(args: argparse.Namespace) -> None:
+    """
+    Raise ValueError if the file DST is a folder, would replace SRC or the config file, or lies
+    inside SRC, a Hugging Face folder.
+    """
+    check_file_output(args.dst, "DST")
+    inputs = [args.src] + ([args.config_file] if args.config_file else [])
+    check_outputs([args.dst], inputs, [args.src] if os.path.isdir(args.src) else [], argument="DST")
 
 
 def _class_names(cfg) -> List[str]:

@@ -12,16 +12,22 @@ Draw a trained YOLOS's detections (boxes, class names, scores) on images or vide
 file named twice is drawn once. ``--output`` is the file to write when there is one input and it
 has an extension, else a folder (created) receiving a file of the same name per input; when two
 inputs have the same name, each keeps its path relative to the inputs' common folder
-(``a/x.png``, ``b/x.png``). An ``--output`` that is or lies inside an ``--input`` folder, or a
-write that would replace an input, is refused before anything is done (exit status 2).
+(``a/x.png``, ``b/x.png``). Drawings of images are written in the format of their extension
+(any PIL writes), those of videos as MPEG-4 (``.mp4``, ``.m4v``, ``.mov``, ``.mkv`` or ``.avi``).
+An ``--output`` that is or lies inside an ``--input`` folder, a write that would replace an input,
+the config file or the weights, an output whose extension names no such format and a setting out
+of its range are refused before anything is done (exit status 2). Each drawing is written
+atomically: a write that fails (e.g. a full disk) leaves no partial file and is reported, naming it.
 
 Images are read at any bit depth (16-bit ones scaled to 8 bits), resized by the config's test
 mapper, then scaled down to at most ``--max-size`` pixels on their longer side, and the class
 names come from the config's test dataset. Predictions scoring at least ``--confidence-threshold``
 are drawn; the log gives their number per image. Consecutive images, and the frames of a video,
 are predicted in lists of ``--batch-size`` (see :class:`~yolos_d2.inference.YOLOSPredictor`: an
-image's detections do not depend on the others in its list). An input that cannot be read is
-reported and skipped; the exit status is then 1.
+image's detections do not depend on the others in its list). ``--scale`` sets the size of the
+drawings; one of more than :data:`~yolos_d2.visualization.MAX_DRAWING_PIXELS` pixels is refused.
+An input that cannot be read or drawn, or whose drawing cannot be written, is reported and
+skipped; the exit status is then 1.
 """
 import argparse
 import glob
@@ -32,20 +38,22 @@ from typing import Iterator, List, Sequence, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from ..config import prepare_config
 from ..data import read_image
 from ..inference import YOLOSPredictor
-from ..visualization import draw_predictions
+from ..utils.file_io import create_atomic
+from ..visualization import MAX_DRAWING_PIXELS, check_drawing_size, draw_predictions, image_format, save_image
 from . import cli
-from .outputs import OutputError, check_outputs
+from .outputs import check_folder_output, check_outputs, config_inputs
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".avi", ".m4v", ".mkv", ".mov", ".mp4", ".webm")
+# The containers OpenCV writes the MPEG-4 (mp4v) drawings of videos in.
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".avi")
 
 
 def expand_inputs(patterns: Sequence[str]) -> List[str]:
@@ -90,6 +98,27 @@ def output_paths(output: str, input_paths: Sequence[str]) -> List[str]:
     return [os.path.join(output, name) for name in names]
 
 
+def is_video(path: str) -> bool:
+    """Whether ``path`` names a video, by its extension."""
+    return path.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def check_output_formats(inputs: Sequence[Tuple[str, str]]) -> None:
+    """
+    Raise ValueError naming the first output of ``inputs`` ((path, output) pairs) whose extension
+    names no format its drawing can be written in: an image format PIL writes for an image, one
+    of :data:`VIDEO_OUTPUT_EXTENSIONS` for a video.
+    """
+    for path, output in inputs:
+        if not is_video(path):
+            image_format(output)
+        elif not output.lower().endswith(VIDEO_OUTPUT_EXTENSIONS):
+            raise ValueError(
+                f"Cannot write the drawing of the video {path} to {output}: videos are drawn as MPEG-4 "
+                f"({', '.join(VIDEO_OUTPUT_EXTENSIONS)})"
+            )
+
+
 def input_batches(inputs: Sequence[Tuple[str, str]], batch_size: int) -> Iterator[List[Tuple[str, str]]]:
     """
     ``inputs`` ((path, output) pairs) in order: runs of consecutive images in lists of at most
@@ -97,7 +126,7 @@ def input_batches(inputs: Sequence[Tuple[str, str]], batch_size: int) -> Iterato
     """
     images: List[Tuple[str, str]] = []
     for path, output in inputs:
-        if path.lower().endswith(VIDEO_EXTENSIONS):
+        if is_video(path):
             if images:
                 yield images
                 images = []
@@ -116,16 +145,19 @@ def draw_images(
 ) -> List[str]:
     """
     Predict on the image files of ``inputs`` ((path, output) pairs) in one list and write the
-    drawing of each to its output. Returns the paths skipped (and logged) because they could not
-    be read or their drawing could not be written.
+    drawing of each to its output (atomically). Returns the paths skipped (and logged) because
+    they could not be read, their drawing would be too large or could not be written.
     """
     images, skipped = {}, []
     for path, output in inputs:
         try:
-            images[path, output] = read_image(path, format=predictor.input_format)
-        except OSError as e:
+            image = read_image(path, format=predictor.input_format)
+            check_drawing_size(image.shape[0], image.shape[1], scale)
+        except (OSError, ValueError) as e:
             logger.warning(f"Skipped {path}: {e}")
             skipped.append(path)
+        else:
+            images[path, output] = image
     if not images:
         return skipped
     start = time.perf_counter()
@@ -137,7 +169,7 @@ def draw_images(
         logger.info(f"{path}: {detections} detections scoring >= {threshold}")
         drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale, predictor.input_format)
         try:
-            Image.fromarray(drawn).save(output)
+            save_image(drawn, output)
         except OSError as e:
             logger.warning(f"Skipped {path}: {e}")
             skipped.append(path)
@@ -160,48 +192,72 @@ def draw_video(
 ) -> None:
     """
     Predict on every frame of the video ``path``, in lists of ``batch_size`` frames, and write the
-    drawings to ``output`` (MPEG-4 codec); OSError if it cannot be read or written.
+    drawings to ``output`` (MPEG-4 codec, atomically). Raises OSError if ``path`` cannot be read,
+    :class:`~yolos_d2.utils.file_io.WriteError` if ``output`` cannot be written, ValueError if
+    the drawings would be too large.
     """
     video = cv2.VideoCapture(path)
-    if not video.isOpened():
-        raise OSError(f"cannot open the video {path!r}")
-    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
-    writer = None
-    num_frames, num_detections, seconds = 0, 0, 0.0
     try:
-        with tqdm(total=int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None, desc=path, unit="frame") as progress:
-            while True:
-                frames = read_frames(video, batch_size)
-                if not frames:
-                    break
-                if predictor.input_format == "RGB":
-                    frames = [np.ascontiguousarray(frame[:, :, ::-1]) for frame in frames]
-                start = time.perf_counter()
-                predictions = predictor(frames)
-                seconds += time.perf_counter() - start
-                for image, instances in zip(frames, predictions):
-                    num_detections += int((instances.scores >= threshold).sum())
-                    drawn = draw_predictions(
-                        image, instances, predictor.metadata, threshold, scale, predictor.input_format
-                    )
-                    if writer is None:
-                        size = (drawn.shape[1], drawn.shape[0])
-                        writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                        if not writer.isOpened():
-                            raise OSError(f"cannot write the video {output!r}")
-                    writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
-                num_frames += len(frames)
-                progress.update(len(frames))
+        if not video.isOpened():
+            raise OSError(f"cannot open the video {path!r}")
+        first = read_frames(video, batch_size)
+        if not first:
+            raise OSError(f"no frame of the video {path!r} could be read")
+        check_drawing_size(first[0].shape[0], first[0].shape[1], scale)
+        fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+        total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+        with tqdm(total=total, desc=path, unit="frame") as progress:
+            num_frames, num_detections, seconds = create_atomic(
+                output, lambda tmp: _draw_frames(predictor, video, first, tmp, threshold, scale, fps, progress)
+            )
     finally:
         video.release()
-        if writer is not None:
-            writer.release()
-    if num_frames == 0:
-        raise OSError(f"no frame of the video {path!r} could be read")
     logger.info(
         f"{path}: {num_frames} frames, {num_detections} detections scoring >= {threshold}, in {seconds:.1f} s "
         f"({seconds / num_frames:.3f} s per frame)"
     )
+
+
+def _draw_frames(
+    predictor: YOLOSPredictor,
+    video: cv2.VideoCapture,
+    first: List[np.ndarray],
+    output: str,
+    threshold: float,
+    scale: float,
+    fps: float,
+    progress: tqdm,
+) -> Tuple[int, int, float]:
+    """
+    Draw the frames ``first``, then the rest of ``video`` in lists of as many frames, into the
+    video file ``output``; returns (frames, detections drawn, seconds of prediction).
+    """
+    writer = None
+    num_frames, num_detections, seconds = 0, 0, 0.0
+    frames = first
+    try:
+        while frames:
+            if predictor.input_format == "RGB":
+                frames = [np.ascontiguousarray(frame[:, :, ::-1]) for frame in frames]
+            start = time.perf_counter()
+            predictions = predictor(frames)
+            seconds += time.perf_counter() - start
+            for image, instances in zip(frames, predictions):
+                num_detections += int((instances.scores >= threshold).sum())
+                drawn = draw_predictions(image, instances, predictor.metadata, threshold, scale, predictor.input_format)
+                if writer is None:
+                    size = (drawn.shape[1], drawn.shape[0])
+                    writer = cv2.VideoWriter(output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                    if not writer.isOpened():
+                        raise OSError("OpenCV cannot open an MPEG-4 (mp4v) video there")
+                writer.write(np.ascontiguousarray(drawn[:, :, ::-1]))
+            num_frames += len(frames)
+            progress.update(len(frames))
+            frames = read_frames(video, len(first))
+    finally:
+        if writer is not None:
+            writer.release()
+    return num_frames, num_detections, seconds
 
 
 def main(argv=None) -> int:
@@ -209,8 +265,15 @@ def main(argv=None) -> int:
     cli.add_config_arguments(parser)
     parser.add_argument("--input", nargs="+", required=True, help="images, folders, quoted glob patterns or videos")
     parser.add_argument("--output", required=True, help="the output file for a single input, else a folder")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="draw predictions scoring at least it")
-    parser.add_argument("--scale", type=float, default=1.0, help="drawing size relative to the input (3: 3x larger)")
+    parser.add_argument(
+        "--confidence-threshold", type=cli.fraction, default=0.5, help="draw predictions scoring at least it (0 to 1)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=cli.positive_number,
+        default=1.0,
+        help=f"drawing size relative to the input (3: 3x larger); at most {MAX_DRAWING_PIXELS} pixels a drawing",
+    )
     cli.add_batch_size_argument(parser)
     cli.add_max_size_argument(parser)
     cli.add_precision_argument(parser)
@@ -219,25 +282,25 @@ def main(argv=None) -> int:
     paths = expand_inputs(args.input)
     if not paths:
         parser.error(f"--input {' '.join(args.input)} matched no files")
-    outputs = output_paths(args.output, paths)
-    try:
-        check_outputs([args.output, *outputs], paths, [folder for folder in args.input if os.path.isdir(folder)])
-    except OutputError as e:
-        parser.error(str(e))
-    with cli.usage_errors(parser):
+    inputs = list(zip(paths, output_paths(args.output, paths)))
+    input_folders = [folder for folder in args.input if os.path.isdir(folder)]
+    with cli.usage_errors(parser):  # a config mistake, an output that cannot or must not be written
         cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
+        check_output_formats(inputs)
+        outputs = [output for _, output in inputs]
+        if outputs != [args.output]:
+            check_folder_output(args.output)
+        check_outputs([args.output, *outputs], [*paths, *config_inputs(args.config_file, cfg)], input_folders)
         predictor = YOLOSPredictor(cfg, max_size=args.max_size, precision=args.precision)
 
     skipped = []
     with tqdm(total=len(paths), disable=len(paths) == 1, unit="input") as progress:
-        for batch in input_batches(list(zip(paths, outputs)), args.batch_size):
-            for _, output in batch:
-                os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+        for batch in input_batches(inputs, args.batch_size):
             (path, output), *_ = batch
-            if path.lower().endswith(VIDEO_EXTENSIONS):
+            if is_video(path):
                 try:
                     draw_video(predictor, path, output, args.confidence_threshold, args.scale, args.batch_size)
-                except OSError as e:
+                except (OSError, ValueError) as e:
                     logger.warning(f"Skipped {path}: {e}")
                     skipped.append(path)
             else:

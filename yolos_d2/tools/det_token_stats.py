@@ -19,7 +19,9 @@ images resized by the config's test mapper as in the evaluation, ``--batch-size`
   ground-truth class distribution.
 
 An ``--output`` that is or lies inside a folder of the dataset's images, or a file that would
-replace one of its files, is refused before anything is done (exit status 2). Every token's
+replace one of its files, the config file or the weights, is refused before anything is done
+(exit status 2). Each file is written atomically: a write that fails (e.g. a full disk) leaves no
+partial file and ends the command (exit status 1), naming it. Every token's
 prediction counts, whatever its score, as in the paper. It replaces the original
 repository's ``cocoval_predjson_generation.py``, ``cocoval_gtclsjson_generation.py`` and
 ``visualize_dettoken_dist.py``.
@@ -34,9 +36,10 @@ from detectron2.config import instantiate
 from ..config import prepare_config
 from ..inference import YOLOSPredictor, metadata_of_test_dataset
 from ..inference.token_stats import class_distribution, collect_token_predictions, gt_class_counts, size_categories
+from ..utils.file_io import write_atomic
 from ..visualization import draw_class_distribution, draw_token_box_centres
 from . import cli
-from .outputs import OutputError, check_outputs
+from .outputs import check_folder_output, check_outputs, config_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +57,9 @@ def main(argv=None) -> int:
     cli.add_config_arguments(parser)
     parser.add_argument("--output", required=True, help="folder for the JSON files and figures (created)")
     parser.add_argument("--dataset", help="a registered dataset (default: the config's test dataset)")
-    parser.add_argument("--max-images", type=int, help="use only the first N images of the dataset")
+    parser.add_argument("--max-images", type=cli.positive_int, help="use only the first N images of the dataset")
     cli.add_batch_size_argument(parser)
     args = cli.parse_args(parser, argv)
-    if args.max_images is not None and args.max_images < 1:
-        parser.error(f"--max-images must be at least 1, got {args.max_images}")
 
     dataset_override = [f"dataloader.test.dataset.names={args.dataset}"] if args.dataset else []
     with cli.usage_errors(parser):
@@ -70,37 +71,39 @@ def main(argv=None) -> int:
         parser.error(f"dataset {dataset_names} has no images")
     outputs = [os.path.join(args.output, name) for name in OUTPUT_FILES]
     inputs = [d["file_name"] for d in dataset_dicts] + ([metadata.json_file] if metadata.get("json_file") else [])
-    try:
-        check_outputs([args.output, *outputs], inputs, sorted({os.path.dirname(d["file_name"]) for d in dataset_dicts}))
-    except OutputError as e:
-        parser.error(str(e))
-    predictions_path, gt_path, centres_path, distribution_path = outputs
-    class_names = metadata.thing_classes
-    with cli.usage_errors(parser):
+    image_folders = sorted({os.path.dirname(d["file_name"]) for d in dataset_dicts})
+    with cli.usage_errors(parser):  # an output that must not be written, weights that do not fit
+        check_folder_output(args.output)
+        check_outputs([args.output, *outputs], [*inputs, *config_inputs(args.config_file, cfg)], image_folders)
         predictor = YOLOSPredictor(cfg, max_size=None)  # the images as the evaluation sees them
     predictions = collect_token_predictions(predictor, dataset_dicts, args.batch_size)
 
-    num_tokens, num_classes = predictor.model.detector.backbone.num_det_tokens, len(class_names)
-    gt_counts = gt_class_counts(dataset_dicts, num_classes)
-    os.makedirs(args.output, exist_ok=True)
-    with open(predictions_path, "w") as f:
-        json.dump(predictions.to_json(), f)
-    with open(gt_path, "w") as f:
-        json.dump(
-            {
-                "dataset": dataset_names if isinstance(dataset_names, str) else list(dataset_names),
-                "num_images": len(dataset_dicts),
-                "classes": list(class_names),
-                "counts": gt_counts.tolist(),
-            },
-            f,
-        )
-    sizes = size_categories(predictions.boxes_xyxy)
-    draw_token_box_centres(predictions.tokens, predictions.boxes_cxcywh[:, :2], sizes, num_tokens, centres_path)
-    distribution = class_distribution(predictions.tokens, predictions.classes, num_tokens, num_classes)
-    draw_class_distribution(distribution, gt_counts, class_names, distribution_path)
+    predictions_path, gt_path, centres_path, distribution_path = outputs
+    num_tokens, class_names = predictor.model.detector.backbone.num_det_tokens, metadata.thing_classes
+    gt_counts = gt_class_counts(dataset_dicts, len(class_names))
+    gt_record = {
+        "dataset": dataset_names if isinstance(dataset_names, str) else list(dataset_names),
+        "num_images": len(dataset_dicts),
+        "classes": list(class_names),
+        "counts": gt_counts.tolist(),
+    }
+    try:
+        write_json(predictions.to_json(), predictions_path)
+        write_json(gt_record, gt_path)
+        sizes = size_categories(predictions.boxes_xyxy)
+        draw_token_box_centres(predictions.tokens, predictions.boxes_cxcywh[:, :2], sizes, num_tokens, centres_path)
+        distribution = class_distribution(predictions.tokens, predictions.classes, num_tokens, len(class_names))
+        draw_class_distribution(distribution, gt_counts, class_names, distribution_path)
+    except OSError as e:
+        logger.error("%s", e)
+        return 1
     logger.info(f"Wrote the predictions of {num_tokens} [DET] tokens on {len(dataset_dicts)} images to {args.output}")
     return 0
+
+
+def write_json(record, path: str) -> None:
+    """Write ``record`` to the file ``path`` as JSON, atomically."""
+    write_atomic(path, lambda f: f.write(json.dumps(record).encode()))
 
 
 console_main = cli.console_script(main)

@@ -21,7 +21,8 @@ B, H and W are dynamic: the patch position embeddings are resized (bicubic) to t
 grid inside the graph. H and W need not be multiples of the patch size: as in eager, partial
 patches are dropped. To get ``YOLOS``'s detections, zero-pad the normalised images to a multiple
 of ``model.size_divisibility`` and scale the boxes by the image size before padding.
-``--height`` and ``--width`` only set the example input that is traced.
+``--height`` and ``--width`` only set the example input that is traced, from one patch to
+1333 pixels (the predictor's default cap on an image's longer side).
 
 ``--pipeline`` exports :class:`~yolos_d2.export.YOLOSPipeline` instead (ONNX only): input
 ``image``, one (H, W, 3) uint8 image of any size in ``model.input_format``, resized as the
@@ -36,11 +37,18 @@ quantisation, which onnxruntime runs on the CPU (see docs/deployment.md for its 
 ONNX uses PyTorch's ``torch.export``-based exporter, which needs the ``onnx`` and ``onnxscript``
 packages. TorchScript uses ``torch.jit.trace`` (deprecated by PyTorch; for LibTorch), whose trace
 is checked against eager at a second batch size and patch grid.
+
+An ``--output`` that would replace the config file or the weights, and a setting out of its
+range, are refused before anything is done (exit status 2). The file is written atomically: an
+export that fails (e.g. a full disk) leaves no partial file and ends the command (exit status 1),
+naming it.
 """
 import argparse
+import functools
 import logging
 import os
 import tempfile
+from typing import Callable
 
 import torch
 from detectron2.config import instantiate
@@ -51,8 +59,11 @@ from ..export import YOLOSPipeline, export_detector_onnx, export_pipeline_onnx, 
 from ..export.onnx import INPUT_NAME, OUTPUT_NAMES, PIPELINE_INPUT_NAME
 from ..export.pipeline import OUTPUT_NAMES as PIPELINE_OUTPUT_NAMES
 from ..inference import build_inference_model
+from ..inference.predictor import check_max_size
 from ..modeling import check_selection
+from ..utils.file_io import create_atomic
 from . import cli
+from .outputs import check_file_output, check_outputs, config_inputs
 
 __all__ = ["EXPORTERS", "main"]
 
@@ -66,15 +77,23 @@ def main(argv=None) -> int:
     cli.add_config_arguments(parser, device=False)
     parser.add_argument("--output", required=True, metavar="FILE", help="file to write, e.g. yolos_ti.onnx")
     parser.add_argument("--format", choices=sorted(EXPORTERS), default="onnx", help="default: onnx")
-    parser.add_argument("--height", type=int, default=512, help="example input height in pixels (default 512)")
-    parser.add_argument("--width", type=int, default=512, help="example input width in pixels (default 512)")
+    parser.add_argument(
+        "--height", type=cli.positive_int, default=512, help="example input height in pixels (default 512)"
+    )
+    parser.add_argument(
+        "--width", type=cli.positive_int, default=512, help="example input width in pixels (default 512)"
+    )
     parser.add_argument(
         "--pipeline", action="store_true", help="export the whole prediction: a uint8 image in, detections out (ONNX)"
     )
     parser.add_argument(
-        "--score-threshold", type=float, help="--pipeline: keep the detections scoring at least this (default 0: all)"
+        "--score-threshold",
+        type=cli.fraction,
+        help="--pipeline: keep the detections scoring at least this, 0 to 1 (default 0: all)",
     )
-    parser.add_argument("--top-k", type=int, help="--pipeline: keep at most this many, the highest scoring")
+    parser.add_argument(
+        "--top-k", type=cli.positive_int, help="--pipeline: keep at most this many, the highest scoring"
+    )
     cli.add_max_size_argument(parser)
     parser.set_defaults(max_size=None)  # None: not given; --pipeline then takes the predictor's default
     parser.add_argument(
@@ -88,36 +107,52 @@ def main(argv=None) -> int:
     if args.int8 and args.format != "onnx":
         parser.error("--int8 quantises ONNX exports only")
 
-    # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not fit.
+    # A config mistake, an argument the model refuses (e.g. init_pe_size), weights that do not
+    # fit, an output that must not be written, a setting out of range.
     with cli.usage_errors(parser):
         check_selection(args.score_threshold or 0.0, args.top_k)
         cfg = prepare_config(args.config_file, args.opts, args.weights, device="cpu")  # the graph is device-free
+        check_file_output(args.output)
+        check_outputs([args.output], config_inputs(args.config_file, cfg))
         model = build_inference_model(cfg, require_weights=False)
         if args.pipeline:
-            augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
             max_size = DEFAULT_MAX_SIZE if args.max_size is None else args.max_size
+            check_max_size(max_size, model.detector.backbone.patch_size)
+            augmentations = instantiate(cfg.dataloader.test.mapper.augmentations)
             pipeline = YOLOSPipeline(model, augmentations, args.score_threshold or 0.0, args.top_k, max_size)
     patch = model.detector.backbone.patch_size
-    if min(args.height, args.width) < patch:
-        parser.error(f"--height {args.height} --width {args.width}: each must be at least one {patch}-pixel patch")
+    if not patch <= min(args.height, args.width) <= max(args.height, args.width) <= DEFAULT_MAX_SIZE:
+        parser.error(
+            f"--height {args.height} --width {args.width}: each must be from one {patch}-pixel patch "
+            f"to {DEFAULT_MAX_SIZE} pixels"
+        )
 
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="yolos_export_") as folder:
-        # An int8 file is quantised from a float32 export written aside first.
-        path = os.path.join(folder, "float32.onnx") if args.int8 else args.output
-        if args.pipeline:
-            image = torch.randint(0, 256, (args.height, args.width, 3), dtype=torch.uint8)
-            export_pipeline_onnx(pipeline, image, path)
-            inputs = f"{PIPELINE_INPUT_NAME} (height, width, 3) uint8 {model.input_format}"
-            what, outputs = "onnx, whole pipeline", PIPELINE_OUTPUT_NAMES
-        else:
-            EXPORTERS[args.format](model.detector, torch.randn(1, 3, args.height, args.width), path)
-            inputs, what, outputs = f"{INPUT_NAME} (batch, 3, height, width)", args.format, OUTPUT_NAMES
-        if args.int8:
-            quantize_onnx_int8(path, args.output)
-            what += ", int8 weights"
+    if args.pipeline:
+        image = torch.randint(0, 256, (args.height, args.width, 3), dtype=torch.uint8)
+        export = functools.partial(export_pipeline_onnx, pipeline, image)
+        inputs = f"{PIPELINE_INPUT_NAME} (height, width, 3) uint8 {model.input_format}"
+        what, outputs = "onnx, whole pipeline", PIPELINE_OUTPUT_NAMES
+    else:
+        export = functools.partial(EXPORTERS[args.format], model.detector, torch.randn(1, 3, args.height, args.width))
+        inputs, what, outputs = f"{INPUT_NAME} (batch, 3, height, width)", args.format, OUTPUT_NAMES
+    if args.int8:
+        export = functools.partial(_export_int8, export)
+        what += ", int8 weights"
+    try:
+        create_atomic(args.output, export)
+    except OSError as e:
+        logger.error("%s", e)
+        return 1
     logger.info(f"Wrote {args.output} ({what}): {inputs} -> {', '.join(outputs)}")
     return 0
+
+
+def _export_int8(export: Callable[[str], None], path: str) -> None:
+    """Write to ``path`` the ONNX file ``export`` writes with its matrix products' weights quantised to int8."""
+    with tempfile.TemporaryDirectory(prefix="yolos_export_") as folder:
+        float32_path = os.path.join(folder, "float32.onnx")
+        export(float32_path)
+        quantize_onnx_int8(float32_path, path)
 
 
 console_main = cli.console_script(main)

@@ -5,8 +5,8 @@ The size and cost of the models that configs describe, as a Markdown table::
 
 (also ``python -m yolos_d2.tools.model_info``). For each config: the backbone (width, depth,
 heads), the parameters of the model it builds (in millions), and the FLOPs of one image at the
-config's evaluation size: an ``--image-size`` image (height x width, default 480x640, COCO's
-most common size) resized by the config's test-time resize (:class:`yolos_d2.data.EvalResize`,
+config's evaluation size: an ``--image-size`` image (height x width in pixels, each side at most
+8192, default 480x640, COCO's most common size) resized by the config's test-time resize (:class:`yolos_d2.data.EvalResize`,
 without the predictor's cap on the longer side) and padded as the model pads it. FLOPs count
 the matrix products (2 per multiply-add; normalisations, activations and softmax, a few percent,
 are left out) as the model computes them: its last block for the ``[DET]`` tokens only
@@ -72,9 +72,15 @@ def model_info(cfg: DictConfig, image_size: Tuple[int, int]) -> ModelInfo:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", nargs="+", required=True, metavar="FILE", help="LazyConfigs, one row each")
-    parser.add_argument("--image-size", default="480x640", metavar="HxW", help="the image resized (default 480x640)")
+    parser.add_argument(
+        "--image-size",
+        type=cli.image_size,
+        default=(480, 640),
+        metavar="HxW",
+        help=f"the image resized, each side from 1 to {cli.MAX_IMAGE_SIDE} pixels (default 480x640)",
+    )
     args = cli.parse_args(parser, argv)
-    image_size = tuple(int(side) for side in args.image_size.split("x"))
+    image_size = args.image_size
 
     rows = []
     for config_file in args.config_file:

@@ -6,6 +6,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .files import save_figure
+
 __all__ = ["draw_token_attention"]
 
 
@@ -41,4 +43,4 @@ def draw_token_attention(
     for ax in fig.axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)

@@ -7,6 +7,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from .files import save_figure
+
 __all__ = ["draw_class_distribution", "draw_token_box_centres"]
 
 # The names and colours of COCO's size categories 0, 1, 2.
@@ -52,7 +54,7 @@ def draw_token_box_centres(
     handles = [Line2D([], [], marker="o", linestyle="", color=c, label=n) for n, c in zip(SIZE_NAMES, SIZE_COLOURS)]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle("Centres of each [DET] token's boxes, by COCO size", fontsize=9)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
 
 
 def draw_class_distribution(
@@ -82,4 +84,4 @@ def draw_class_distribution(
     bars.legend(fontsize=7, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     bars.set_xticks(positions)
     bars.set_xticklabels(class_names, rotation=90, fontsize=max(4, 9 - num_classes // 20))
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path)
