@@ -96,27 +96,64 @@ def _checkpoint_with_ema(tmp_path):
     return str(tmp_path / "model_final.pth"), model.state_dict(), ema.weights
 
 
-def test_inference_loads_the_average_when_the_config_enables_it(tmp_path, caplog):
+def _inference_weights(path, overrides=()):
+    cfg = load_config(config_path("quickstart"), overrides)
+    cfg.train.init_checkpoint, cfg.train.device = path, "cpu"
+    return build_inference_model(cfg).state_dict()
+
+
+def test_inference_loads_the_average_unless_the_config_asks_for_the_trained_weights(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     path, trained, averaged = _checkpoint_with_ema(tmp_path)
-    for overrides, expected in [([], trained), (["train.ema.enabled=True"], averaged)]:
-        cfg = load_config(config_path("quickstart"), overrides)
-        cfg.train.init_checkpoint = path
-        cfg.train.device = "cpu"
-        loaded = build_inference_model(cfg).state_dict()
+    for overrides, expected in [([], averaged), (["train.eval_with_ema=False"], trained)]:
+        loaded = _inference_weights(path, overrides)
         for k, v in expected.items():
             torch.testing.assert_close(loaded[k], v, rtol=0, atol=0, msg=k)
-    assert "Loading the EMA of the weights (0 updates)" in caplog.text
+    assert caplog.text.count(f"Loading the EMA of the weights (0 updates) from {path!r}, not its trained weights") == 1
 
 
-def test_inference_with_ema_enabled_warns_on_a_checkpoint_without_one(tmp_path, caplog):
+def test_inference_loads_the_trained_weights_of_a_checkpoint_without_an_average(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     model = build_model("quickstart")
     YOLOSCheckpointer(model, str(tmp_path)).save("plain")
-    cfg = load_config(config_path("quickstart"), ["train.ema.enabled=True"])
-    cfg.train.init_checkpoint, cfg.train.device = str(tmp_path / "plain.pth"), "cpu"
-    loaded = build_inference_model(cfg).state_dict()
+    loaded = _inference_weights(str(tmp_path / "plain.pth"))
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
-    assert "holds no EMA of the weights" in caplog.text
+    assert "EMA" not in caplog.text
+
+
+def _nan_in_the_average(path):
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["ema"]["weights"]["detector.backbone.cls_token"][0, 0, :3] = float("nan")
+    torch.save(checkpoint, path)
+
+
+def test_an_average_holding_nan_is_refused_for_inference_and_when_training_resumes(tmp_path):
+    path, _, _ = _checkpoint_with_ema(tmp_path)
+    _nan_in_the_average(path)
+    expected = (
+        f"Checkpoint {path!r} holds infinite or NaN values in its EMA of the weights (under 'ema'), 1 tensor: "
+        "detector.backbone.cls_token (3 NaN)."
+    )
+    with pytest.raises(ValueError) as inference:
+        _inference_weights(path)
+    model = build_model("quickstart")
+    checkpointer = YOLOSCheckpointer(model, str(tmp_path), ema=WeightEMA(model, decay=0.5))
+    with pytest.raises(ValueError) as resume:
+        checkpointer.resume_or_load("", resume=True)
+    assert str(inference.value).startswith(expected) and str(resume.value).startswith(expected)
+
+
+def test_a_run_resumed_without_an_average_starts_one_with_a_warning(caplog):
+    model = _Regression()
+    batch = (torch.randn(4, 3), torch.randn(4, 2))
+    trainer = YOLOSTrainer(model, lambda *_: iter(lambda: batch, None), torch.optim.SGD(model.parameters(), lr=0.1))
+    ema = WeightEMA(model, decay=0.9)
+    trainer.register_hooks([EMAHook(ema)])
+    with caplog.at_level(logging.WARNING):
+        trainer.train(5, 6)
+    assert "The checkpoint resumed holds no EMA of the weights" in caplog.text
+    assert "the average starts from the weights of iteration 5" in caplog.text
+    assert ema.num_updates == 1
 
 
 def test_ema_keys_need_the_switch_on():

@@ -15,7 +15,7 @@ from detectron2.utils import comm
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data import DatasetMapper, ResumableTrainingSampler, build_train_loader, register_coco_dataset
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
-from yolos_d2.engine import SavePredictionImages, YOLOSTrainer
+from yolos_d2.engine import PeriodicCheckpointer, SavePredictionImages, YOLOSTrainer
 
 from conftest import build_model, synthetic_splits
 
@@ -64,6 +64,50 @@ class _ConstantLoss(torch.nn.Module):
 
     def forward(self, batch):
         return {"loss_a": self.weight * self.value, "loss_b": self.weight}
+
+
+def test_the_log_says_training_starts_once_the_data_is_ready(caplog):
+    def batches(start_iter, seed):
+        logging.getLogger("yolos_d2.test").info(f"data loader built from iteration {start_iter}")
+        return itertools.repeat([{}])
+
+    model = _ConstantLoss(1.0)
+    trainer = YOLOSTrainer(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+    with caplog.at_level(logging.INFO):
+        trainer.train(2, 3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages.index("data loader built from iteration 2") < messages.index("Starting training from iteration 2")
+
+
+def _checkpointed_trainer(folder):
+    """A trainer of ``_ConstantLoss`` saving a checkpoint every 2 iterations and model_final into ``folder``."""
+    model = _ConstantLoss(1.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = YOLOSTrainer(model, lambda s, seed: itertools.repeat([{}]), optimizer, seed=0)
+    checkpointer = YOLOSCheckpointer(model, str(folder), trainer=trainer)
+    trainer.register_hooks([PeriodicCheckpointer(checkpointer, period=2)])
+    return trainer, checkpointer
+
+
+def test_resume_of_a_run_killed_while_saving_model_final_saves_it(tmp_path):
+    trainer, _ = _checkpointed_trainer(tmp_path)
+    trainer.train(0, 4)
+    finished = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    # As a kill during the write of model_final.pth leaves the folder: the tag names the last
+    # periodic checkpoint, and the temporary file of the write is there.
+    os.remove(tmp_path / "model_final.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000003.pth")
+    (tmp_path / ".model_final.pth.0123abcd.tmp").write_bytes(b"partial")
+
+    trainer, checkpointer = _checkpointed_trainer(tmp_path)
+    checkpointer.resume_or_load("", resume=True)
+    trainer.train(trainer.iter + 1, 4)
+    expected_files = ["last_checkpoint", "model_0000001.pth", "model_0000003.pth", "model_final.pth"]
+    assert sorted(os.listdir(tmp_path)) == expected_files
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    resumed = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert resumed["iteration"] == finished["iteration"] == 3
+    assert torch.equal(resumed["model"]["weight"], finished["model"]["weight"])
 
 
 def test_non_finite_loss_stops_with_iteration_terms_and_image_ids():

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from _helpers import SMALL_PREDICTOR, build_model, favour_class_0
-from test_predictor import SIZES, make_predictor, random_images
+from conftest import PREDICTOR_SIZES, SMALL_PREDICTOR, build_model, favour_class_0, make_predictor, random_images
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.inference import precision as precision_module
 from yolos_d2.export.onnx import OnnxRuntimeDetector
@@ -95,7 +94,7 @@ def test_predictor_in_int8_keeps_the_float32_detections_order_and_nearly_their_s
     favour_class_0(model)  # scores from about 0.1 to 0.95
     weights = str(tmp_path / "small.pth")
     save_checkpoint_atomic({"model": model.state_dict()}, weights)
-    images = random_images(SIZES)
+    images = random_images(PREDICTOR_SIZES)
     expected = make_predictor(weights)(images)
     predictor = make_predictor(weights, precision="int8")
     assert predictor.precision.name == "int8"

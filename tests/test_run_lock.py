@@ -57,6 +57,29 @@ def test_lock_left_by_a_killed_process_on_this_host_is_taken_over(tmp_path, capl
     assert f"Taking over {tmp_path / LOCK_FILE}, {left_by}" in caplog.text
 
 
+def test_a_process_forked_by_the_holder_does_not_keep_the_lock(tmp_path, caplog):
+    """A data-loader worker (forked) that outlives its killed run leaves the folder to the next run."""
+    hold = (
+        f"lock = RunLock({str(tmp_path)!r}); lock.acquire(); child = os.fork()\n"
+        "if child == 0: time.sleep(600)\n"
+        "print(child, flush=True); time.sleep(600)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import os, time\nfrom yolos_d2.engine.run_lock import RunLock\n{hold}"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(holder.stdout.readline())
+    try:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        with caplog.at_level(logging.WARNING), RunLock(str(tmp_path)):
+            assert read_record(tmp_path)["pid"] == os.getpid()
+        assert f"Taking over {tmp_path / LOCK_FILE}, left by process {holder.pid} on host" in caplog.text
+    finally:
+        os.kill(child, signal.SIGKILL)
+
+
 def test_lock_left_on_another_host_is_not_taken_over(tmp_path):
     record = {"pid": 4242, "host": "other-host", "started": "2026-01-01 00:00:00"}
     (tmp_path / LOCK_FILE).write_text(json.dumps(record))
@@ -111,7 +134,9 @@ def test_second_run_on_a_folder_fails_at_once_and_the_first_finishes(tiny_config
         wait_for_lock(out, first)
         first.send_signal(signal.SIGSTOP)
         expected = f"train_net.py: error: train.output_dir={out!r} is in use by another run: process {first.pid} "
-        for args in [(), ("--resume",), ("--eval-only", "--weights", "model.pth"), ("--num-gpus", "2")]:
+        weights = tmp_path / "model.pth"
+        torch.save({}, weights)
+        for args in [(), ("--resume",), ("--eval-only", "--weights", str(weights)), ("--num-gpus", "2")]:
             status, log = run_train_net(tiny_config, out, *args)
             assert status == 2 and expected in log, log[-3000:]
             assert "Command line arguments" not in log  # what detectron2's default_setup logs first

@@ -10,7 +10,7 @@ import torch
 from yolos_d2.config import ConfigError, load_config
 from yolos_d2.engine import threads
 
-from _helpers import config_path
+from conftest import config_path
 
 
 @pytest.mark.parametrize(
@@ -56,6 +56,27 @@ def test_omp_num_threads_wins_over_auto_and_a_number_is_taken_as_it_is(monkeypat
         assert "Intra-op threads: 3 (train.num_threads)" in caplog.text
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_seeded_run_takes_the_cpus_whatever_the_load(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4.0)
+    monkeypatch.setattr(threads, "busy_cpus_elsewhere", lambda: 2.0)
+    assert threads.resolve_num_threads("auto", processes=2)[0] == 1
+    count, why = threads.resolve_num_threads("auto", processes=2, measure_load=False)
+    assert count == 2
+    assert why == (
+        "4 CPUs available to this process, load not measured, so that the count is the same in every run, "
+        "shared by 2 processes"
+    )
+
+
+def test_a_resumed_run_takes_the_count_of_its_checkpoint(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.resolve_num_threads("auto", recorded=3) == (3, "recorded in the checkpoint resumed")
+    assert threads.resolve_num_threads(3, recorded=3) == (3, "train.num_threads")
+    count, why = threads.resolve_num_threads(2, recorded=3)
+    assert count == 2 and "the checkpoint resumed was computed with 3, so the results differ" in why
 
 
 @pytest.mark.parametrize("value", ["0", "two", "1.5"])

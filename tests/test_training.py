@@ -35,7 +35,11 @@ def final_weights(output_dir):
 
 
 def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
-    """The loss falls, the run ends with an evaluation and images, and --eval-only reproduces its AP."""
+    """
+    The loss falls, the run ends with an evaluation and images, and --eval-only reproduces its AP
+    and writes its detections into the output folder. log.txt is plain text, says that training
+    starts once the data is loaded, and config.yaml and the checkpoints record the thread count.
+    """
     out = str(tmp_path / "run")
     _, log = run_train_net(tiny_config, out, check=True)
     assert "Intra-op threads: 1 (OMP_NUM_THREADS=1)" in log
@@ -44,11 +48,21 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     assert sum(losses[-2:]) / 2 < 0.8 * losses[0]
     trained_ap = copypaste_ap(log)
     assert os.path.isfile(os.path.join(out, "predictions", "000001.png"))
+    with open(os.path.join(out, "log.txt")) as f:
+        log_file = f.read()
+    assert "Contents of args.config_file=" in log_file and "\x1b" not in log_file
+    assert log_file.index("Loaded 48 images") < log_file.index("Starting training from iteration 0")
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert "  num_threads: 1\n" in f.read()
+    assert torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["trainer"]["num_threads"] == 1
 
+    evaluation = tmp_path / "eval"
     _, eval_log = run_train_net(
-        tiny_config, str(tmp_path / "eval"), "--eval-only", f"train.init_checkpoint={out}/model_final.pth", check=True
+        tiny_config, str(evaluation), "--eval-only", f"train.init_checkpoint={out}/model_final.pth", check=True
     )
     assert copypaste_ap(eval_log) == pytest.approx(trained_ap, abs=1e-4, nan_ok=True)
+    with open(evaluation / "inference" / "coco_instances_results.json") as f:
+        assert len(json.load(f)) == 16 * 5  # the 5 [DET] tokens' detections on each validation image
 
 
 # 24 iterations with a checkpoint every 8: after iterations 7, 15 and 23; with an EMA of the
@@ -58,11 +72,24 @@ RESUMABLE_RUN = ["train.seed=7", "train.max_iter=24", "train.checkpointer.period
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_weights(tiny_config, tmp_path_factory):
-    """Final weights of a run of ``RESUMABLE_RUN`` without data-loader workers."""
+def uninterrupted_run(tiny_config, tmp_path_factory):
+    """A run of ``RESUMABLE_RUN`` without data-loader workers: its output folder and its log."""
     out = str(tmp_path_factory.mktemp("uninterrupted"))
-    run_train_net(tiny_config, out, *RESUMABLE_RUN, check=True)
-    return final_weights(out)
+    _, log = run_train_net(tiny_config, out, *RESUMABLE_RUN, check=True)
+    return out, log
+
+
+def test_eval_only_of_a_checkpoint_with_an_average_evaluates_the_average(tiny_config, uninterrupted_run, tmp_path):
+    """As the run's last evaluation did, without train.ema.enabled; train.eval_with_ema=False: the trained weights."""
+    out, log = uninterrupted_run
+    weights = f"train.init_checkpoint={out}/model_final.pth"
+    _, eval_log = run_train_net(tiny_config, str(tmp_path / "ema"), "--eval-only", weights, check=True)
+    assert f"Loading the EMA of the weights (24 updates) from '{out}/model_final.pth'" in eval_log
+    assert copypaste_ap(eval_log) == pytest.approx(copypaste_ap(log), abs=1e-4, nan_ok=True)
+    _, trained_log = run_train_net(
+        tiny_config, str(tmp_path / "trained"), "--eval-only", weights, "train.eval_with_ema=False", check=True
+    )
+    assert "Loading the EMA" not in trained_log and "copypaste: " in trained_log
 
 
 def last_logged_iteration(output_dir):
@@ -77,7 +104,7 @@ def last_logged_iteration(output_dir):
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])
-def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_weights, tmp_path, num_workers):
+def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_run, tmp_path, num_workers):
     """
     SIGKILL between two checkpoints, then --resume from the earlier one: the same final weights
     and EMA of the weights as a run never stopped, also when a data-loader worker maps the images.
@@ -99,11 +126,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_config, uninterrupted_
 
     _, log = run_train_net(tiny_config, killed, "--resume", *overrides, check=True)
     assert f"Loading from {killed}/{checkpoint}" in log
-    resumed = final_weights(killed)
-    assert uninterrupted_weights.keys() == resumed.keys()
+    assert "Intra-op threads: 1 (recorded in the checkpoint resumed)" in log
+    resumed, uninterrupted = final_weights(killed), final_weights(uninterrupted_run[0])
+    assert uninterrupted.keys() == resumed.keys()
     assert "ema/detector.backbone.cls_token" in resumed
-    for k in uninterrupted_weights:
-        torch.testing.assert_close(resumed[k], uninterrupted_weights[k], rtol=0, atol=0, msg=k)
+    for k in uninterrupted:
+        torch.testing.assert_close(resumed[k], uninterrupted[k], rtol=0, atol=0, msg=k)
 
 
 def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
@@ -131,11 +159,12 @@ def test_two_cpu_processes_train_in_step(tiny_config, tmp_path):
     )
     cmd = [sys.executable, str(script), "--num-gpus", "2", "--config-file", tiny_config]
     out = tmp_path / "out"
-    cmd += [f"train.output_dir={out}", "train.max_iter=6", "train.checkpointer.period=3", "train.prediction_images.num_images=0"]
+    cmd += [f"train.output_dir={out}", "train.max_iter=6", "train.checkpointer.period=3"]
     cmd += EMA
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-6000:]
     assert "World size: 2" in result.stdout
+    assert "Grad strides do not match bucket view strides" not in result.stderr
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1))
     after_3_steps = torch.load(out / "model_0000002.pth", weights_only=True)["model"]
     assert not all(torch.equal(after_3_steps[k], rank0[k]) for k in after_3_steps), "no training happened"

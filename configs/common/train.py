@@ -18,6 +18,10 @@ train = dict(
     # and saved beside the trained weights (see yolos_d2.engine.WeightEMA): the decay reaches
     # `decay` over the first few `warmup_iters` steps. decay and warmup_iters need enabled=True.
     ema=dict(enabled=False, decay=0.9998, warmup_iters=2000),
+    # Evaluations and predictions (--eval-only, yolos-demo, YOLOSPredictor, yolos-export, and the
+    # evaluations of a run with ema.enabled) use a checkpoint's EMA of the weights where it has
+    # one; False: its trained weights.
+    eval_with_ema=True,
     ddp=dict(broadcast_buffers=False, find_unused_parameters=False),
     checkpointer=dict(period=5000, max_to_keep=100),
     eval_period=5000,

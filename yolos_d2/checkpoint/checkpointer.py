@@ -11,6 +11,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .io import load_weights_file, save_checkpoint_atomic, state_dict_of, write_atomic
 from .keys import compact_key_names
+from .vit_families import NEW_KEYS
 from .position_embeddings import (
     GRIDS_KEY,
     grids_record,
@@ -19,13 +20,26 @@ from .position_embeddings import (
     resize_position_embeddings,
 )
 
-__all__ = ["YOLOSCheckpointer", "check_checkpoint_fits", "check_finite", "describe_variant"]
+__all__ = [
+    "YOLOSCheckpointer",
+    "check_checkpoint_finite",
+    "check_checkpoint_fits",
+    "check_finite",
+    "describe_variant",
+    "ema_weights_of",
+]
 
 # (embed_dim, depth) of the paper's backbones.
 _VARIANTS = {(192, 12): "YOLOS-Ti", (384, 12): "YOLOS-S", (330, 14): "YOLOS-S-dWr", (768, 12): "YOLOS-B"}
-_CLS_TOKEN = "detector.backbone.cls_token"
+# Tensors whose shape gives the backbone's width, and the axis that does.
+_WIDTH_AXES = {"detector.backbone.cls_token": -1, "detector.backbone.patch_embed.proj.weight": 0}
 _CLASS_LAYER = re.compile(r"^detector\.class_embed\.layers\.(\d+)\.")
 _BLOCK = re.compile(r"^detector\.backbone\.blocks\.(\d+)\.")
+
+# A temporary file of write_atomic (yolos_d2.utils.file_io): ".<name>.<8 hex digits>.tmp".
+_UNFINISHED_WRITE = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
+# What check_finite names for the checkpoint's EMA of the weights.
+_EMA_PART = "its EMA of the weights (under 'ema')"
 
 # Key prefixes of checkpoints that must go through `yolos-convert` (yolos_d2.tools.convert) first.
 _UNCONVERTED = [
@@ -38,9 +52,10 @@ _UNCONVERTED = [
 
 def describe_variant(state: Dict[str, torch.Tensor]) -> str:
     """Name the backbone held by a yolos_d2 state dict, e.g. 'YOLOS-S (embed_dim 384, depth 12)'."""
-    if _CLS_TOKEN not in state:
+    widths = [state[key].shape[axis] for key, axis in _WIDTH_AXES.items() if key in state]
+    if not widths:
         return "no YOLOS backbone"
-    embed_dim = state[_CLS_TOKEN].shape[-1]
+    embed_dim = widths[0]
     depth = len({m[1] for m in map(_BLOCK.match, state) if m})
     name = _VARIANTS.get((embed_dim, depth), "a custom ViT")
     return f"{name} (embed_dim {embed_dim}, depth {depth})"
@@ -94,11 +109,14 @@ class YOLOSCheckpointer(DetectionCheckpointer):
       layer of a checkpoint trained for another number of classes (e.g. COCO weights fine-tuned
       on a user's dataset), which keeps its fresh initialisation, and the keys that
       ``yolos-convert`` (:mod:`yolos_d2.tools.convert`) records as new in the file (under "new_keys");
-    - weights holding infinite or NaN values raise an error naming the tensors.
+    - weights holding infinite or NaN values raise an error naming the tensors; so does an EMA
+      of the weights holding them, in a checkpointer that loads it (``use_ema``) or has an EMA
+      to restore (an "ema" checkpointable, as training with ``train.ema.enabled`` has).
     Nothing is loaded into the model when one of these errors is raised.
 
     With ``use_ema``, a checkpoint saved by a run with ``train.ema.enabled`` loads its average of
-    the weights (under "ema") instead of the trained weights (under "model"), with the same checks.
+    the weights (under "ema") instead of the trained weights (under "model"), with the same checks
+    and a log line; one without an average loads its trained weights.
     """
 
     def __init__(
@@ -108,8 +126,8 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         Args:
             model, save_dir, kwargs: as for ``DetectionCheckpointer``.
             strict: missing and unexpected model tensors are an error; False loads what matches.
-            use_ema: load a checkpoint's EMA weights where it has them (logged; a checkpoint
-                without them loads its trained weights, with a warning).
+            use_ema: load a checkpoint's EMA of the weights where it has one (logged), else its
+                trained weights.
         """
         super().__init__(model, save_dir, **kwargs)
         self.strict = strict
@@ -151,30 +169,42 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         tag_file = os.path.join(self.save_dir, "last_checkpoint")
         write_atomic(tag_file, lambda f: f.write(last_filename_basename.encode()))
 
+    def remove_unfinished_saves(self) -> None:
+        """
+        Remove the temporary files of checkpoints and tags (``.model_final.pth.1f2e3d4c.tmp``)
+        that a process killed while saving left in ``save_dir``, logging each. Call it while no
+        other process saves there (under the folder's run lock).
+        """
+        if not self.save_dir or not self.save_to_disk or not os.path.isdir(self.save_dir):
+            return
+        for name in sorted(os.listdir(self.save_dir)):
+            match = _UNFINISHED_WRITE.match(name)
+            if match and (match["name"].endswith(".pth") or match["name"] == "last_checkpoint"):
+                os.unlink(os.path.join(self.save_dir, name))
+                self.logger.info(f"Removed {name} from {self.save_dir}: the unfinished save of a run that was killed")
+
     def _load_file(self, filename: str) -> Dict:
         loaded = load_weights_file(filename)
-        if self.use_ema:
-            loaded = self._with_ema_weights(loaded, filename)
+        ema_weights = ema_weights_of(loaded)
+        if "ema" in self.checkpointables and ema_weights is not None:
+            check_finite(ema_weights, filename, keys=ema_weights.keys(), part=_EMA_PART)
+        use_ema = self.use_ema and ema_weights is not None
+        if use_ema:
+            self.logger.info(
+                f"Loading the EMA of the weights ({loaded['ema']['num_updates']} updates) from {filename!r}, not its "
+                "trained weights (train.eval_with_ema=False loads those)"
+            )
+            loaded = {**loaded, "model": ema_weights}
         state = state_dict_of(loaded, filename)
         consume_prefix_in_state_dict_if_present(state, "module.")
         reinitialised = self._drop_other_class_head(state, filename)
         state = resize_position_embeddings(
             state, read_grids(loaded, filename), position_embedding_grids(self.model), filename
         )
-        self._check(state, filename, new_keys=list(loaded.get("new_keys", [])), reinitialised=reinitialised)
+        # Only what yolos-convert records may be left to the initialisation: no file empties the model so.
+        new_keys = [key for key in loaded.get("new_keys", []) if key in NEW_KEYS]
+        self._check(state, filename, new_keys, reinitialised, part=_EMA_PART if use_ema else None)
         return {**loaded, "model": state}
-
-    def _with_ema_weights(self, loaded: Dict, filename: str) -> Dict:
-        """``loaded`` with its EMA weights as its "model", where it has them (see the class description)."""
-        ema = loaded.get("ema")
-        if not isinstance(ema, dict) or ema.get("weights") is None:
-            self.logger.warning(
-                f"{filename!r} holds no EMA of the weights (it was not trained with train.ema.enabled): "
-                "loading its trained weights"
-            )
-            return loaded
-        self.logger.info(f"Loading the EMA of the weights ({ema['num_updates']} updates) from {filename!r}")
-        return {**loaded, "model": ema["weights"]}
 
     def _drop_other_class_head(self, state: Dict[str, torch.Tensor], filename: str) -> List[str]:
         """
@@ -204,7 +234,12 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         return differing
 
     def _check(
-        self, state: Dict[str, torch.Tensor], filename: str, new_keys: List[str], reinitialised: List[str]
+        self,
+        state: Dict[str, torch.Tensor],
+        filename: str,
+        new_keys: List[str],
+        reinitialised: List[str],
+        part: Optional[str] = None,
     ) -> None:
         if not any(k.startswith("detector.") for k in state):
             fmt = _unconverted_format(state)
@@ -215,16 +250,22 @@ class YOLOSCheckpointer(DetectionCheckpointer):
                     f"yolos-convert {filename} OUT.pth --format {name} --config-file CONFIG"
                 )
         check_checkpoint_fits(self.model, state, filename)
-        self._check_keys(state, filename, new_keys, reinitialised)
-        check_finite(state, filename, keys=self.model.state_dict().keys())
+        self._check_keys(state, filename, new_keys, reinitialised, part)
+        check_finite(state, filename, keys=self.model.state_dict().keys(), part=part)
 
     def _check_keys(
-        self, state: Dict[str, torch.Tensor], filename: str, new_keys: List[str], reinitialised: List[str]
+        self,
+        state: Dict[str, torch.Tensor],
+        filename: str,
+        new_keys: List[str],
+        reinitialised: List[str],
+        part: Optional[str] = None,
     ) -> None:
         """
         Raise (or with ``strict=False`` log) the model tensors ``state`` lacks and the tensors the
         model lacks, except those named by ``new_keys`` (keys or module prefixes) and
-        ``reinitialised``, which may be missing.
+        ``reinitialised``, which may be missing; naming ``part`` (which part of the file
+        ``state`` is) if given.
         """
         model_state = self.model.state_dict()
         missing = [k for k in model_state if k not in state and k not in reinitialised]
@@ -253,13 +294,13 @@ class YOLOSCheckpointer(DetectionCheckpointer):
             )
             return
         summary = ""
-        if len(unexpected) == len(state):
+        if unexpected and len(unexpected) == len(state):
             summary += f" None of its {_tensors(len(state))} has the name of one of the model's."
         variants = describe_variant(state), describe_variant(model_state)
         if variants[0] != variants[1]:
             summary += f" It holds {variants[0]}, the model is {variants[1]}."
         raise ValueError(
-            f"Checkpoint {filename!r} does not fit the model.{summary}\n  {listing}\n"
+            f"Checkpoint {filename!r}{f', {part},' if part else ''} does not fit the model.{summary}\n  {listing}\n"
             "Load a checkpoint of this model (or use the config it was trained with), or set "
             "train.init_checkpoint_strict=False to load the tensors that match on purpose and keep the "
             "model's initialisation for the others."
@@ -269,8 +310,13 @@ class YOLOSCheckpointer(DetectionCheckpointer):
         """Nothing: :meth:`_check_keys` has logged the missing and unexpected keys, by module."""
 
 
-def check_finite(state: Dict[str, torch.Tensor], source: str, keys: Iterable[str]) -> None:
-    """Raise ``ValueError`` naming the tensors of ``state`` among ``keys`` that hold infinite or NaN values."""
+def check_finite(
+    state: Dict[str, torch.Tensor], source: str, keys: Iterable[str], part: Optional[str] = None
+) -> None:
+    """
+    Raise ``ValueError`` naming the tensors of ``state`` among ``keys`` that hold infinite or NaN
+    values, and ``part`` (which part of the checkpoint ``source`` ``state`` is) if given.
+    """
     bad = []
     for k in keys:
         if k not in state:
@@ -281,9 +327,25 @@ def check_finite(state: Dict[str, torch.Tensor], source: str, keys: Iterable[str
             bad.append(f"{k} ({', '.join(f'{n} {what}' for n, what in counts if n)})")
     if bad:
         raise ValueError(
-            f"Checkpoint {source!r} holds infinite or NaN values in {_tensors(len(bad))}: {_shorten(bad)}. "
+            f"Checkpoint {source!r} holds infinite or NaN values in {part + ', ' if part else ''}"
+            f"{_tensors(len(bad))}: {_shorten(bad)}. "
             "It was saved by a run that diverged, or the file is damaged: load an earlier checkpoint."
         )
+
+
+def ema_weights_of(checkpoint: Dict) -> Optional[Dict[str, torch.Tensor]]:
+    """The EMA of the weights a checkpoint of a run with ``train.ema.enabled`` holds; None if it has none."""
+    ema = checkpoint.get("ema")
+    return ema.get("weights") if isinstance(ema, dict) else None
+
+
+def check_checkpoint_finite(checkpoint: Dict, source: str) -> None:
+    """:func:`check_finite` on all the weights of a loaded checkpoint and, where it has one, its EMA of the weights."""
+    weights = state_dict_of(checkpoint, source)
+    check_finite(weights, source, keys=weights.keys())
+    ema_weights = ema_weights_of(checkpoint)
+    if ema_weights is not None:
+        check_finite(ema_weights, source, keys=ema_weights.keys(), part=_EMA_PART)
 
 
 def _os_error_in(error: BaseException) -> Optional[OSError]:

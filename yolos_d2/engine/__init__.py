@@ -1,6 +1,9 @@
-"""Training: the trainer, its hooks, the EMA of the weights, schedules, launch, the run lock and CPU threads."""
+"""
+Training: the trainer, its hooks, the EMA of the weights, schedules, launch, the run lock, the
+checkpoint a run resumes from and CPU threads.
+"""
 from .ema import EMAHook, WeightEMA, unwrap_model
-from .hooks import SavePredictionImages
+from .hooks import PeriodicCheckpointer, SavePredictionImages
 from .launch import launch
 from .lr_schedule import (
     EpochCosine,
@@ -16,6 +19,7 @@ from .trainer import YOLOSTrainer
 __all__ = [
     "EMAHook",
     "EpochCosine",
+    "PeriodicCheckpointer",
     "SavePredictionImages",
     "YOLOSTrainer",
     "WeightEMA",

@@ -106,17 +106,24 @@ class EMAHook(HookBase):
     Keeps a :class:`WeightEMA` of the trainer's model: started from the weights training starts
     with (unless a resumed checkpoint restored it) and updated after every step. Register it
     before the hooks that checkpoint or evaluate after a step, so that they see this step's
-    average; the checkpointer saves it when given it as a checkpointable (``ema=``).
+    average; the checkpointer saves it when given it as a checkpointable (``ema=``). A run
+    resumed from a checkpoint without an average starts one, with a warning.
     """
 
     def __init__(self, ema: WeightEMA):
         self.ema = ema
 
     def before_train(self):
-        if self.ema.weights is None:
-            self.ema.reset()
-        else:
+        if self.ema.weights is not None:
             logger.info(f"EMA of the weights resumed after {self.ema.num_updates} updates")
+            return
+        if self.trainer.start_iter > 0:
+            logger.warning(
+                "The checkpoint resumed holds no EMA of the weights (its run had train.ema.enabled=False): the "
+                f"average starts from the weights of iteration {self.trainer.start_iter}, not from those the run "
+                "started with"
+            )
+        self.ema.reset()
 
     def after_step(self):
         self.ema.update()

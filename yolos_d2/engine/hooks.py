@@ -6,15 +6,34 @@ from typing import Callable, ContextManager, Dict
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, hooks
 from detectron2.utils import comm
-from PIL import Image
 
 from ..data import read_image
-from ..visualization import draw_predictions
+from ..visualization import draw_predictions, save_image
 from .ema import unwrap_model
 
-__all__ = ["SavePredictionImages"]
+__all__ = ["PeriodicCheckpointer", "SavePredictionImages"]
+
+
+class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """
+    detectron2's hook, which saves a checkpoint every ``period`` iterations and ``model_final``
+    after the last one, given a :class:`~yolos_d2.checkpoint.YOLOSCheckpointer`. Before training
+    it also:
+
+    - removes the temporary files of saves that a killed run left in the folder;
+    - in a run resumed with no iteration left, saves ``model_final`` unless the last checkpoint is
+      that already: the run it continues was killed while writing it, after its last step.
+    """
+
+    def before_train(self):
+        super().before_train()
+        self.checkpointer.remove_unfinished_saves()
+        final = f"{self.file_prefix}_final"
+        last = os.path.basename(self.checkpointer.get_checkpoint_file()) if self.checkpointer.has_checkpoint() else ""
+        if self.trainer.start_iter >= self.max_iter and last != f"{final}.pth":
+            self.checkpointer.save(final, iteration=self.trainer.start_iter - 1)
 
 
 class SavePredictionImages(HookBase):
@@ -76,7 +95,7 @@ class SavePredictionImages(HookBase):
             image = read_image(dataset_dict["file_name"], format="RGB")
             drawn = draw_predictions(image, instances, metadata, self.score_threshold, self.scale)
             name = os.path.splitext(os.path.basename(dataset_dict["file_name"]))[0]
-            Image.fromarray(drawn).save(os.path.join(self.output_dir, f"{name}.png"))
+            save_image(drawn, os.path.join(self.output_dir, f"{name}.png"))
         model.train(was_training)
         logging.getLogger(__name__).info(
             f"Saved predictions on {len(dataset_dicts)} images to {self.output_dir}: {drawn_boxes} boxes scoring "

@@ -1,6 +1,11 @@
 """detectron2's ``launch``, extended to several CPU processes when there is no GPU."""
+import ctypes
+import functools
 import logging
+import os
+import signal
 import socket
+import sys
 from datetime import timedelta
 from typing import Callable, Optional
 
@@ -28,10 +33,13 @@ def launch(
     Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes per machine, like
     ``detectron2.engine.launch`` (which it calls when CUDA is available). Without CUDA, the
     processes run on the CPU and talk through the gloo backend, each with an equal share of the
-    CPU threads, so the distributed path can be run on any machine.
+    CPU threads, so the distributed path can be run on any machine. On Linux, the processes
+    started end when the launching process ends, however it ends (see :func:`_end_with_launcher`).
     """
     world_size = num_machines * num_gpus_per_machine
     if torch.cuda.is_available() or world_size == 1:
+        if world_size > 1:  # detectron2 starts processes; with one, it runs main_func here
+            main_func = functools.partial(_run_bound_to_launcher, os.getpid(), main_func)
         return detectron2_launch(
             main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args=args, timeout=timeout
         )
@@ -43,7 +51,7 @@ def launch(
     mp.start_processes(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
-        args=(main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
+        args=(os.getpid(), main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args, timeout),
         daemon=False,
         start_method="spawn",
     )
@@ -55,7 +63,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout):
+def _end_with_launcher(launcher_pid: int) -> None:
+    """
+    Have Linux kill this process when ``launcher_pid``, the process that started it, ends
+    (``prctl(PR_SET_PDEATHSIG)``): a worker whose launcher was killed would otherwise train on
+    outside the launcher's run lock, beside the run that takes the folder over. torch's launch
+    asks for SIGINT, which a process ignoring it (a command started in the background of a shell
+    script) survives; SIGKILL cannot be ignored. Elsewhere, nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1  # from <linux/prctl.h>
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0) != 0:
+        error = ctypes.get_errno()
+        logging.getLogger(__name__).warning(f"This process will not end with its launcher: prctl: {os.strerror(error)}")
+    elif os.getppid() != launcher_pid:  # the launcher ended before the prctl
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _run_bound_to_launcher(launcher_pid: int, main_func: Callable, *args):
+    """``main_func(*args)`` in a process started by :func:`launch`, which ends with its launcher."""
+    _end_with_launcher(launcher_pid)
+    return main_func(*args)
+
+
+def _cpu_worker(
+    local_rank, launcher_pid, main_func, world_size, procs_per_machine, machine_rank, dist_url, args, timeout
+):
+    _end_with_launcher(launcher_pid)
     rank = machine_rank * procs_per_machine + local_rank
     dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout)
     _create_local_process_group(procs_per_machine)

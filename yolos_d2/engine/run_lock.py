@@ -6,13 +6,18 @@ import logging
 import os
 import socket
 import time
-from typing import Optional
+from typing import Optional, Set
 
 __all__ = ["LOCK_FILE", "OutputDirError", "RunLock"]
 
 LOCK_FILE = "run.lock"
 
 logger = logging.getLogger(__name__)
+
+# The locks this process holds. A forked process (a data-loader worker) shares the open file, and
+# with it the flock, which would outlive a killed holder as long as the child runs: each child
+# closes its copies at once (see _forget_locks_in_child).
+_HELD: Set["RunLock"] = set()
 
 
 class OutputDirError(RuntimeError):
@@ -24,7 +29,8 @@ class RunLock:
     Holds ``<output_dir>/run.lock`` while a run writes into ``output_dir``, as a context manager.
 
     The file holds the process id, host and start time of its holder, and the holder keeps an
-    exclusive ``flock`` on it, which the system releases when the process ends, however it ends.
+    exclusive ``flock`` on it, which the system releases when the process ends, however it ends;
+    processes it forks (data-loader workers) do not keep it, nor do those it starts.
     Taking the lock:
 
     - while another process holds it fails at once with :class:`OutputDirError` naming that
@@ -73,13 +79,15 @@ class RunLock:
             os.close(fd)
             raise self._not_writable(e) from None
         self._fd = fd
+        _HELD.add(self)
 
     def release(self) -> None:
         """Remove the file and drop the lock."""
         if self._fd is None:
             return
+        _HELD.discard(self)
         os.unlink(self.path)
-        fcntl.flock(self._fd, fcntl.LOCK_UN)  # also for copies of the descriptor in forked processes
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
 
@@ -115,6 +123,18 @@ class RunLock:
             f"train.output_dir={self.output_dir!r} is not a writable folder: {error.strerror or error} "
             f"({errno.errorcode.get(error.errno, 'error')}: {error.filename or self.path})"
         )
+
+
+def _forget_locks_in_child() -> None:
+    """In a forked child: close the copies of the lock files, which the parent alone holds."""
+    for lock in list(_HELD):
+        os.close(lock._fd)
+        lock._fd = None
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_locks_in_child)
 
 
 def _read_record(fd: int) -> Optional[dict]:

@@ -8,6 +8,11 @@ every operation, and the spinning threads take time from the running ones: a tra
 the quick start becomes several times slower than with one thread. So the count is chosen from
 the CPUs this process may use (its affinity mask and cgroup quota) less those that other
 processes keep busy, measured over a short interval.
+
+The count also changes results: a parallel reduction adds its terms in an order that depends
+on how many threads share it, so float32 weights trained with 1 and 2 threads drift apart. A
+seeded run therefore does not measure the load (:func:`resolve_num_threads`), and a resumed run
+takes the count its checkpoint records.
 """
 import logging
 import os
@@ -79,33 +84,53 @@ def busy_cpus_elsewhere(interval: float = 0.3) -> Optional[float]:
     return max(0.0, (busy - (own_after - own_before)) / total * len(after))
 
 
-def choose_num_threads(processes: int = 1, busy: Optional[float] = None) -> Tuple[int, str]:
+def choose_num_threads(processes: int = 1, busy: Optional[float] = None, measure: bool = True) -> Tuple[int, str]:
     """
     Intra-op threads for each of ``processes`` processes sharing this machine's CPUs, and the
     reason in words: the CPUs available (:func:`available_cpus`) less the busy ones
-    (:func:`busy_cpus_elsewhere`, measured unless ``busy`` is given), rounded, shared, at least 1.
+    (:func:`busy_cpus_elsewhere`, measured unless ``busy`` is given or ``measure`` is False),
+    rounded, shared, at least 1.
     """
     cpus = available_cpus()
-    if busy is None:
+    if busy is None and measure:
         busy = busy_cpus_elsewhere()
     free = cpus if busy is None else cpus - busy
     threads = max(1, int(free / processes + 0.5))
-    measured = "not measured" if busy is None else f"{busy:.1f} busy with other processes"
+    if busy is not None:
+        load = f"{busy:.1f} busy with other processes"
+    else:
+        load = "load not measured" if measure else "load not measured, so that the count is the same in every run"
     share = f", shared by {processes} processes" if processes > 1 else ""
-    return threads, f"{cpus:g} CPUs available to this process, {measured}{share}"
+    return threads, f"{cpus:g} CPUs available to this process, {load}{share}"
 
 
-def resolve_num_threads(setting, processes: int = 1) -> Tuple[int, str]:
+def resolve_num_threads(
+    setting, processes: int = 1, *, recorded: Optional[int] = None, measure_load: bool = True
+) -> Tuple[int, str]:
     """
-    The intra-op threads a config setting (``train.num_threads``) asks for, and why: a number, or
-    "auto" for :func:`choose_num_threads` (unless the OMP_NUM_THREADS environment variable sets
-    them). Resolve it in the launching process, before its workers start and keep CPUs busy.
+    The intra-op threads a config setting (``train.num_threads``) asks for, and why:
+
+    - a number: that number (the reason says so when it is not ``recorded``);
+    - "auto" with ``recorded``, the count of the checkpoint a run resumes: that count, so that the
+      resumed run computes what the interrupted one would have;
+    - "auto" with the OMP_NUM_THREADS environment variable set: torch's count, which it sets;
+    - "auto": :func:`choose_num_threads`, from the load of the other processes if
+      ``measure_load`` (pass False for a seeded run: the load differs from one run to the next).
+
+    Resolve it in the launching process, before its workers start and keep CPUs busy.
     """
-    if setting == "auto" and os.environ.get("OMP_NUM_THREADS"):
+    if setting != "auto":
+        if recorded is None or int(setting) == recorded:
+            return int(setting), "train.num_threads"
+        return int(setting), (
+            f"train.num_threads; the checkpoint resumed was computed with {recorded}, so the results differ from "
+            "those of the run it continues in float rounding"
+        )
+    if recorded is not None:
+        return recorded, "recorded in the checkpoint resumed"
+    if os.environ.get("OMP_NUM_THREADS"):
         return torch.get_num_threads(), f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"
-    if setting == "auto":
-        return choose_num_threads(processes)
-    return int(setting), "train.num_threads"
+    return choose_num_threads(processes, measure=measure_load)
 
 
 def set_num_threads(threads: int, why: str) -> None:

@@ -24,16 +24,17 @@ class YOLOSTrainer(TrainerBase):
     - optional autocast in float16 (with a ``GradScaler``) or bfloat16;
     - gradient-norm clipping (the original's ``--clip_max_norm 0.1``);
     - a data order and random state that depend only on (seed, iteration, rank): the data loader
-      is built when training starts, from the first iteration to run (its augmentations are
-      seeded per sample, see :func:`yolos_d2.data.build_train_loader`), and every step reseeds
-      the random generators, so a resumed run sees the same images, augmentations and drop paths
-      as an uninterrupted one, with any number of data-loader workers;
+      is built when training starts, before the log says so, from the first iteration to run (its
+      augmentations are seeded per sample, see :func:`yolos_d2.data.build_train_loader`), and
+      every step reseeds the random generators, so a resumed run sees the same images,
+      augmentations and drop paths as an uninterrupted one, with any number of data-loader workers;
     - infinite or NaN predictions (found by the criterion before matching) or losses stop the run
       before the step is applied, with a ``FloatingPointError`` naming the iteration, the loss
       terms (those of the last iteration for predictions) and the image ids of the batch.
 
     Its state (saved by a checkpointer given ``trainer=``) holds the iteration, the hooks' state,
-    the optimizer, the grad scaler and the data seed.
+    the optimizer, the grad scaler, the data seed and torch's intra-op thread count, which changes
+    the float rounding of the results (a resume with another count is logged).
     """
 
     def __init__(
@@ -71,10 +72,11 @@ class YOLOSTrainer(TrainerBase):
         self._data_iter = None
         self._last_losses = None  # (iteration, {name: value}) of the last finite losses
 
-    def before_train(self):
-        # Built here, once the start iteration and the seed of a resumed run are known.
-        self._data_iter = iter(self.build_data_loader(self.start_iter, self.seed))
-        super().before_train()
+    def train(self, start_iter: int, max_iter: int):
+        # Built here, once the start iteration and the seed of a resumed run are known, and before
+        # detectron2 logs "Starting training": building it may read or generate the dataset.
+        self._data_iter = iter(self.build_data_loader(start_iter, self.seed))
+        super().train(start_iter, max_iter)
 
     def run_step(self):
         assert self.model.training, "YOLOSTrainer: the model was switched to eval mode!"
@@ -129,13 +131,25 @@ class YOLOSTrainer(TrainerBase):
 
     def state_dict(self):
         state = super().state_dict()
-        state.update(optimizer=self.optimizer.state_dict(), grad_scaler=self.grad_scaler.state_dict(), seed=self.seed)
+        state.update(
+            optimizer=self.optimizer.state_dict(),
+            grad_scaler=self.grad_scaler.state_dict(),
+            seed=self.seed,
+            num_threads=torch.get_num_threads(),
+        )
         return state
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
         self.grad_scaler.load_state_dict(state["grad_scaler"])
+        logger = logging.getLogger(__name__)
         if state["seed"] != self.seed:
-            logging.getLogger(__name__).info(f"Resuming with the checkpoint's data seed {state['seed']}")
+            logger.info(f"Resuming with the checkpoint's data seed {state['seed']}")
         self.seed = state["seed"]
+        recorded_threads = state.get("num_threads")  # not in checkpoints of older versions
+        if recorded_threads is not None and recorded_threads != torch.get_num_threads():
+            logger.warning(
+                f"The checkpoint was computed with {recorded_threads} intra-op threads, this process runs "
+                f"{torch.get_num_threads()}: the results differ from those of the run it continues in float rounding"
+            )

@@ -7,31 +7,43 @@ does::
     yolos-train --config-file configs/quickstart.py    # a few minutes on a CPU
 
 (also ``python -m yolos_d2.tools.train`` or ``python train_net.py``). ``--resume`` continues from
-the last checkpoint in ``train.output_dir``; one run at a time may use that folder (a second one
-fails at start, naming the first). Without CUDA, ``--num-gpus N`` runs N CPU processes with the
-gloo backend. A config file that does not exist, an override of a key that does not exist, sizes
-the model cannot use, values of the wrong type or range, a device that does not exist, a batch
-that does not divide among the processes and ``--eval-only`` without weights end the command at
-start, before any process or file is created, with a message naming them (see
-``yolos_d2.config``).
+the last checkpoint in ``train.output_dir``, with the intra-op thread count that computed it; one
+run at a time may use that folder (a second one fails at start, naming the first). Without CUDA,
+``--num-gpus N`` runs N CPU processes with the gloo backend. ``--eval-only`` writes the
+evaluator's files (COCO's ``coco_instances_results.json``) into ``<train.output_dir>/inference``
+unless ``dataloader.evaluator.output_dir`` names a folder.
+
+A config file that does not exist, an override of a key that does not exist, sizes the model
+cannot use, values of the wrong type or range, a device that does not exist, a batch that does
+not divide among the processes, ``--eval-only`` without weights, weights that do not exist,
+dataset files that do not exist or whose classes are not the model's, and a checkpoint that
+``--resume`` cannot continue from end the command at start, before any
+process or file is created (the folder's lock aside), with a message naming them (see
+``yolos_d2.config`` and ``yolos_d2.engine.resume``).
 """
 import argparse
 import contextlib
+import inspect
 import logging
+import os
+import re
+import warnings
 from functools import partial
-from typing import Optional
+from typing import Optional, Tuple
 
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from detectron2.utils.registry import locate
 
 from ..checkpoint import YOLOSCheckpointer
 from ..config import ConfigError, check_launch, prepare_config
-from ..data import check_num_classes
+from ..data import check_datasets, check_num_classes
 from ..engine import (
     EMAHook,
+    PeriodicCheckpointer,
     SavePredictionImages,
     WeightEMA,
     YOLOSTrainer,
@@ -41,11 +53,28 @@ from ..engine import (
     scaled_lr,
 )
 from ..inference import build_inference_model
+from ..engine.resume import ResumePoint, find_resume_point, has_last_checkpoint
 from ..engine.run_lock import OutputDirError, RunLock
 from ..engine.threads import resolve_num_threads, set_num_threads
 from . import cli
 
 logger = logging.getLogger("yolos_d2")
+
+# A terminal colour: detectron2 highlights the config file it logs (with pygments).
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _PlainText(logging.Filter):
+    """Removes terminal colours from the messages of a logger, so that log.txt holds plain text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "\x1b[" in message:
+            record.msg, record.args = _ANSI_COLOUR.sub("", message), ()
+        return True
+
+
+_PLAIN_TEXT = _PlainText()
 
 
 def do_test(cfg, model):
@@ -66,25 +95,43 @@ def build_train_loader(cfg, start_iter: int, seed: int):
     return data_loader
 
 
+def use_default_evaluation_output(cfg) -> None:
+    """
+    Have the evaluator write its files (COCO's ``coco_instances_results.json``) into
+    ``<train.output_dir>/inference``, as detectron2's tools do, unless the config names a folder
+    (``dataloader.evaluator.output_dir``) or the evaluator takes none.
+    """
+    evaluator = cfg.dataloader.evaluator
+    target = evaluator._target_
+    parameters = inspect.signature(locate(target) if isinstance(target, str) else target).parameters
+    if "output_dir" in parameters and not evaluator.get("output_dir"):
+        evaluator.output_dir = os.path.join(cfg.train.output_dir, "inference")
+
+
+def ema_enabled(cfg) -> bool:
+    """Whether the config trains an EMA of the weights (``train.ema.enabled``)."""
+    ema = cfg.train.get("ema")
+    return bool(ema and ema.enabled)
+
+
 def build_ema(cfg, model) -> Optional[WeightEMA]:
     """The EMA of ``model``'s weights that ``cfg.train.ema`` asks for; None if it is not enabled."""
-    ema = cfg.train.get("ema")
-    if not ema or not ema.enabled:
+    if not ema_enabled(cfg):
         return None
-    return WeightEMA(model, decay=ema.decay, warmup_iters=ema.warmup_iters)
+    return WeightEMA(model, decay=cfg.train.ema.decay, warmup_iters=cfg.train.ema.warmup_iters)
 
 
 def build_hooks(cfg, model, checkpointer):
     """
     The training hooks. With ``train.ema.enabled``, an :class:`EMAHook` first, whose average the
-    checkpointer saves (under "ema") and the evaluation and prediction drawings use; the
-    trained weights are saved too (under "model").
+    checkpointer saves (under "ema") and the evaluation and prediction drawings use (unless
+    ``train.eval_with_ema=False``); the trained weights are saved too (under "model").
     """
     main = comm.is_main_process()
     ema = build_ema(cfg, model)
     if ema is not None:
         checkpointer.add_checkpointable("ema", ema)
-    weights = ema.applied if ema is not None else contextlib.nullcontext
+    weights = ema.applied if ema is not None and cfg.train.get("eval_with_ema", True) else contextlib.nullcontext
 
     def evaluate():
         with weights():
@@ -94,7 +141,7 @@ def build_hooks(cfg, model, checkpointer):
         hooks.IterationTimer(),
         EMAHook(ema) if ema is not None else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
+        PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main else None,
         hooks.EvalHook(cfg.train.eval_period, evaluate),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), cfg.train.log_period)
         if main
@@ -114,6 +161,10 @@ def build_hooks(cfg, model, checkpointer):
 
 def wrap_ddp(cfg, model):
     """DistributedDataParallel when there are several workers; CPU models take no device ids."""
+    # DDP warns once that a gradient's strides differ from its bucket's: that of det_pos_embed,
+    # (1, N, D), is a slice of the gradient of the tokens it is concatenated with, with another
+    # stride along its dimension of size 1. DDP copies it into the bucket; the results are the same.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
     device_ids = {} if cfg.train.device.startswith("cuda") else {"device_ids": None}
     return create_ddp_model(model, **cfg.train.ddp, **device_ids)
 
@@ -208,18 +259,45 @@ def load_checked_config(args: argparse.Namespace):
     check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
     if args.eval_only and not cfg.train.init_checkpoint:
         raise ConfigError("--eval-only needs the weights to evaluate: --weights FILE (or train.init_checkpoint=FILE)")
+    if not (continues_a_run(args) and has_last_checkpoint(cfg.train.output_dir)):  # else it loads that checkpoint
+        check_weights_exist(cfg)
     return cfg
+
+
+def continues_a_run(args: argparse.Namespace) -> bool:
+    """Whether the command continues the run of ``train.output_dir`` (``--resume``, without ``--eval-only``)."""
+    return args.resume and not args.eval_only
+
+
+def check_weights_exist(cfg) -> None:
+    """Raise ``ConfigError`` if ``train.init_checkpoint`` names a local file that does not exist."""
+    path = cfg.train.init_checkpoint
+    if path and "://" not in path and not os.path.isfile(path):  # a URL is fetched when loaded
+        raise ConfigError(f"train.init_checkpoint={path!r}: file not found (--weights sets it)")
+
+
+def resolve_threads(cfg, processes: int, resume_point: Optional[ResumePoint] = None) -> Tuple[int, str]:
+    """
+    The intra-op threads of each of the ``processes`` of this machine, and why: ``train.num_threads``,
+    whose "auto" takes the count of the checkpoint resumed (``resume_point``), and does not depend on
+    the load of the machine in a seeded run (see :func:`yolos_d2.engine.threads.resolve_num_threads`).
+    """
+    recorded = resume_point.num_threads if resume_point is not None else None
+    return resolve_num_threads(cfg.train.num_threads, processes, recorded=recorded, measure_load=cfg.train.seed < 0)
 
 
 def worker_main(args: argparse.Namespace):
     """Train, or with ``--eval-only`` evaluate, in one of the processes :func:`main` launches."""
     cfg = load_checked_config(args)
+    # main() resolves the threads before launching; a caller of worker_main alone resolves them here.
+    num_threads, why = getattr(args, "num_threads", None) or resolve_threads(cfg, comm.get_local_size())
+    cfg.train.num_threads = num_threads  # recorded in config.yaml
+    logging.getLogger("detectron2").addFilter(_PLAIN_TEXT)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
-    # main() resolves the threads before launching; a caller of worker_main alone resolves them here.
-    num_threads = getattr(args, "num_threads", None)
-    set_num_threads(*(num_threads or resolve_num_threads(cfg.train.num_threads, processes=comm.get_local_size())))
+    set_num_threads(num_threads, why)
     if args.eval_only:
+        use_default_evaluation_output(cfg)
         return do_test(cfg, wrap_ddp(cfg, build_inference_model(cfg)))
     return do_train(args, cfg)
 
@@ -228,17 +306,23 @@ def main(argv=None) -> int:
     parser = argument_parser()
     args = cli.parse_args(parser, argv)
     with contextlib.ExitStack() as stack:
-        # A mistake in the config, or a folder another run uses, ends the command here, before any
-        # process starts or anything is written. The launching process holds the folder's lock for
-        # all the processes it starts (machine 0's, when several machines share the folder).
+        # A mistake in the config, weights that do not exist, dataset files that do not exist or
+        # whose classes are not the model's, a folder another run uses or a checkpoint --resume
+        # cannot continue from end the command here, before any process starts
+        # or anything is written. The launching process holds the folder's lock for all the
+        # processes it starts (machine 0's, when several machines share the folder).
         try:
             cfg = load_checked_config(args)
+            if not args.eval_only:
+                check_datasets(cfg.dataloader.train.dataset.names, cfg.model.detector.num_classes)
+            check_datasets(cfg.dataloader.test.dataset.names, cfg.model.detector.num_classes)
             if args.machine_rank == 0:
                 stack.enter_context(RunLock(cfg.train.output_dir))
-        except (ConfigError, OutputDirError) as e:
+            resume_point = find_resume_point(cfg.train.output_dir, ema_enabled(cfg)) if continues_a_run(args) else None
+        except (ValueError, OutputDirError) as e:  # ConfigError, DatasetError, ResumeError, an unreadable checkpoint
             parser.error(str(e))
         # Chosen here, before the workers start and keep the CPUs busy; each worker sets them.
-        args.num_threads = resolve_num_threads(cfg.train.num_threads, processes=args.num_gpus)
+        args.num_threads = resolve_threads(cfg, args.num_gpus, resume_point)
         launch(
             worker_main,
             args.num_gpus,
