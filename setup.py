@@ -7,7 +7,15 @@ setup(
     packages=find_packages(include=("yolos_d2", "yolos_d2.*")),
     python_requires=">=3.9",
     # detectron2 and torch are installed beforehand (see README: they are not plain pip deps).
-    install_requires=["timm>=1.0", "scipy", "pycocotools", "fvcore", "safetensors", "opencv-python-headless"],
+    install_requires=[
+        "timm>=1.0",
+        "scipy",
+        "pycocotools",
+        "faster-coco-eval>=1.8",
+        "fvcore",
+        "safetensors",
+        "opencv-python-headless",
+    ],
     entry_points={
         "console_scripts": [
             "yolos-train = yolos_d2.tools.train:console_main",
@@ -21,6 +29,8 @@ setup(
     },
     extras_require={
         "export": ["onnx", "onnxscript"],
-        "test": ["pytest", "hypothesis", "transformers>=4.40", "onnx", "onnxruntime", "onnxscript"],
+        # Slurm jobs with requeue (yolos-submit).
+        "slurm": ["submitit>=1.5"],
+        "test": ["pytest", "hypothesis", "transformers>=4.40", "onnx", "onnxruntime", "onnxscript", "submitit>=1.5"],
     },
 )

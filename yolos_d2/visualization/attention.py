@@ -21,7 +21,7 @@ def draw_token_attention(
 ) -> None:
     """
     Save a figure of panels over ``image``: the mean of ``head_maps`` over the heads, then each
-    head, each panel with its own colour scale from 0 to its largest weight.
+    head, each panel with its own colour scale (and colour bar) from 0 to its largest weight.
 
     Args:
         image: (H, W, 3) uint8 RGB.
@@ -35,12 +35,15 @@ def draw_token_attention(
     height, width = image.shape[:2]
     fig = Figure(figsize=(cols * panel_inches, rows * panel_inches * height / width + 0.4), layout="constrained")
     x0, y0, x1, y1 = box_xyxy
-    for ax, attention, name in zip(fig.subplots(rows, cols, squeeze=False).flat, maps, names):
+    axes = fig.subplots(rows, cols, squeeze=False).flat
+    for ax in axes[len(maps) :]:
+        ax.axis("off")
+    for ax, attention, name in zip(axes, maps, names):
         ax.imshow(image)
-        ax.imshow(attention, cmap="inferno", alpha=0.6, vmin=0, vmax=attention.max())
+        heat = ax.imshow(attention, cmap="inferno", alpha=0.6, vmin=0, vmax=attention.max())
+        fig.colorbar(heat, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
         ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="cyan", linewidth=1.5))
         ax.set_title(name, fontsize=8)
-    for ax in fig.axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     save_figure(fig, path)

@@ -51,8 +51,10 @@ def draw_token_box_centres(
             ax.scatter(points[:, 0], points[:, 1], color=colour, s=3, alpha=0.6, linewidths=0)
         ax.set(xlim=(0, 1), ylim=(1, 0), xticks=[], yticks=[], aspect="equal")
         ax.set_title(f"[DET] {token}", fontsize=7, pad=2)
-    handles = [Line2D([], [], marker="o", linestyle="", color=c, label=n) for n, c in zip(SIZE_NAMES, SIZE_COLOURS)]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=7, frameon=False)
+    present = sorted(set(size_categories.tolist()))  # a legend entry only for the sizes drawn
+    handles = [Line2D([], [], marker="o", linestyle="", color=SIZE_COLOURS[s], label=SIZE_NAMES[s]) for s in present]
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.suptitle("Centres of each [DET] token's boxes, by COCO size", fontsize=9)
     save_figure(fig, path)
 
@@ -76,12 +78,18 @@ def draw_class_distribution(
     heat.set_ylabel("[DET] token")
     heat.yaxis.set_major_locator(MaxNLocator(integer=True))
     heat.set_title("Predicted classes of each [DET] token (share of its predictions)", fontsize=9)
-    fig.colorbar(image, ax=heat, fraction=0.03)
+    fig.colorbar(image, ax=heat, fraction=0.03, label="share of the token's predictions")
     positions = np.arange(num_classes)
+    label_size = max(4, 9 - num_classes // 20)
+    # The shared x axis names the classes under the heat map too, not only under the bars.
+    heat.tick_params(axis="x", labelbottom=True)
+    heat.set_xticks(positions)
+    heat.set_xticklabels(class_names, rotation=90, fontsize=label_size)
+    heat.set_xlabel("predicted class")
     bars.bar(positions - 0.2, token_distribution.mean(axis=0), width=0.4, label="all tokens")
     bars.bar(positions + 0.2, gt_counts / max(gt_counts.sum(), 1), width=0.4, label="ground truth")
     bars.set_ylabel("share")
     bars.legend(fontsize=7, ncol=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     bars.set_xticks(positions)
-    bars.set_xticklabels(class_names, rotation=90, fontsize=max(4, 9 - num_classes // 20))
+    bars.set_xticklabels(class_names, rotation=90, fontsize=label_size)
     save_figure(fig, path)
