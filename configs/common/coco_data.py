@@ -36,5 +36,5 @@ dataloader.test = L(build_detection_test_loader)(
     ),
     num_workers=4,
 )
-# The official COCO AP, computed with yolos_d2's vectorised COCOeval (no compiled extension needed).
+# The official COCO AP, computed with faster-coco-eval's COCOeval (in C++, several times faster).
 dataloader.evaluator = L(FastCOCOEvaluator)(dataset_name="${..test.dataset.names}")

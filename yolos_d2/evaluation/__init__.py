@@ -1,4 +1,3 @@
 from .coco_evaluation import FastCOCOEvaluator
-from .fast_cocoeval import FastCOCOeval
 
-__all__ = ["FastCOCOEvaluator", "FastCOCOeval"]
+__all__ = ["FastCOCOEvaluator"]
