@@ -79,9 +79,12 @@ def synthetic_splits(root: str, specs):
     return splits
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> str:
-    """A config file training a 2-block quick-start model on 48 synthetic images (16 for validation)."""
+    """
+    A config file training a 2-block quick-start model on 48 synthetic images (16 for validation);
+    one for the session, as the datasets it registers keep their names in a process.
+    """
     root = tmp_path_factory.mktemp("tiny_shapes")
     splits = synthetic_splits(str(root), {"tiny_train": SyntheticShapesSpec(48, seed=3), "tiny_val": SyntheticShapesSpec(16, seed=4)})
     path = root / "tiny.py"
@@ -217,3 +220,17 @@ def full_disk(monkeypatch):
     from yolos_d2.utils import file_io
 
     monkeypatch.setattr(file_io, "open", lambda path, mode: _FillingFile(open(path, mode), room=500), raising=False)
+
+
+def free_port() -> int:
+    """A TCP port of this host that no process listens on now, for processes to meet at."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def copypaste_ap(log: str) -> List[float]:
+    """The AP numbers of detectron2's last 'copypaste' evaluation lines in a log (4 decimals)."""
+    return [float(x) for x in re.findall(r"copypaste: ([-\d.,nan]+)\n", log)[-1].split(",")]

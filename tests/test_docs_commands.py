@@ -5,7 +5,8 @@ in this process:
 
 - ``.venv/bin/python -m MODULE``: the module exists; ``.venv/bin/python SCRIPT``: the script
   exists; ``.venv/bin/yolos-...``: setup.py declares the console script; ``bash FILE``: the file
-  exists. The interpreter is spelled ``.venv/bin/python``;
+  exists. The interpreter is spelled ``.venv/bin/python``. ``.venv/bin/python -m
+  torch.distributed.run ... SCRIPT ARGS`` (torchrun) is checked as the script's command;
 - yolos_d2's commands parse their arguments with the command's own parser (the program runs
   until its parser returns, and stops there): a flag that does not exist, a value a flag refuses
   or a missing required argument fails;
@@ -68,8 +69,12 @@ NOT_RUN = {
     "yolos_d2.tools.demo": "needs trained weights",
     "yolos_d2.tools.det_token_stats": "needs trained weights",
     "yolos_d2.tools.attention_maps": "needs trained weights",
+    "yolos_d2.tools.analyze": "needs trained weights",
+    "yolos_d2.tools.sweep": "needs trained weights; evaluates the test set once per size and precision: minutes",
+    "yolos_d2.tools.browse_data": "writes drawings into output/ (generating the quick start's dataset on first use)",
     "yolos_d2.tools.convert": "needs released checkpoints",
     "yolos_d2.tools.export": "needs trained weights; an export takes a minute",
+    "yolos_d2.tools.submit": "submits a Slurm job",
     "benchmarks": "minutes per benchmark",
     "tests/parity/record_original.py": "needs a checkout of hustvl/YOLOS",
     "benchmarks/make_figures.py": "writes into docs/images",
@@ -212,6 +217,8 @@ def classify(command: Command, words: List[str]) -> Command:
     if program == INTERPRETER:
         while args and args[0] in ("-u", "-B", "-W", "-X"):
             args = args[2:] if args[0] in ("-W", "-X") else args[1:]
+        if args[:2] == ["-m", TORCHRUN]:
+            return classify(command, [INTERPRETER, *torchrun_script(command, args[2:])])
         if args[:1] == ["-m"] and len(args) > 1:
             command.kind, command.program, command.argv0, command.args = "module", args[1], args[1], args[2:]
             if importlib.util.find_spec(args[1]) is None:
@@ -245,6 +252,21 @@ def classify(command: Command, words: List[str]) -> Command:
             f"unknown program {program!r}: add it to EXTERNAL in {__file__} if it is not yolos_d2's"
         )
     return command
+
+
+TORCHRUN = "torch.distributed.run"
+
+
+def torchrun_script(command: Command, args: List[str]) -> List[str]:
+    """The script that torchrun's arguments ``args`` start, and its arguments (torchrun's own parser reads them)."""
+    from torch.distributed.run import get_args_parser
+
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit:
+        command.problems.append(f"torchrun's parser refuses {' '.join(args)}")
+        return []
+    return [parsed.training_script, *parsed.training_script_args]
 
 
 def is_ours(command: Command) -> bool:
@@ -693,3 +715,11 @@ def test_shell_lines_are_read_as_the_shell_reads_them():
         ["run", "--weights", "a.pth", "b c"],
         ["cp", "x", "y"],
     ]
+
+
+def test_a_torchrun_command_is_checked_as_that_of_its_script():
+    problems = _checked(
+        f"{INTERPRETER} -m torch.distributed.run --nproc-per-node 2 train_net.py --config-file configs/quickstart.py "
+        "--eval-only-now"
+    )
+    assert len(problems) == 1 and "unrecognized arguments: --eval-only-now" in problems[0]

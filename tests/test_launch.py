@@ -1,4 +1,7 @@
-"""The processes that yolos_d2.engine.launch starts end with their launcher, however it ends."""
+"""
+The processes that yolos_d2.engine.launch starts end with their launcher, however it ends, and
+with a process of another machine that fails.
+"""
 import os
 import signal
 import subprocess
@@ -8,6 +11,8 @@ import time
 
 import pytest
 import torch
+
+from conftest import free_port
 
 # Three python processes that import torch, joined by gloo: about 30 s on 2 loaded CPU cores (-m slow).
 pytestmark = [
@@ -72,3 +77,42 @@ def test_killing_the_launcher_ends_its_workers(tmp_path):
         launcher.wait()
         for pid in filter(running, pids):
             os.kill(pid, signal.SIGKILL)
+
+
+# Two machines of one process each; the process of machine 1 fails as it starts its work.
+FAILING_MACHINE = textwrap.dedent(
+    """
+    import sys
+    import torch.distributed as dist
+    from yolos_d2.engine import launch
+
+    def work():
+        if dist.get_rank() == 1:
+            raise RuntimeError("rank 1 fails")
+        dist.barrier()  # waits for rank 1
+        print("rank 0 passed the barrier")
+
+    if __name__ == "__main__":
+        launch(work, 1, num_machines=2, machine_rank=int(sys.argv[1]), dist_url=sys.argv[2])
+    """
+)
+
+
+def test_a_process_failing_on_one_machine_ends_those_of_the_others(tmp_path):
+    """
+    Rank 1 raises once the processes have met; rank 0, on the other machine, waiting for it at an
+    exchange, fails at once (gloo closes the connections of a process that ends) instead of
+    waiting for the group's timeout of 30 minutes, far beyond the 5 minutes allowed here.
+    """
+    script = tmp_path / "machine.py"
+    script.write_text(FAILING_MACHINE)
+    url = f"tcp://127.0.0.1:{free_port()}"
+    output = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    machines = [subprocess.Popen([sys.executable, str(script), str(rank), url], **output) for rank in (0, 1)]
+    try:
+        (stdout_0, _), (_, stderr_1) = (machine.communicate(timeout=300) for machine in machines)
+    finally:
+        for machine in machines:
+            machine.kill()
+    assert "RuntimeError: rank 1 fails" in stderr_1
+    assert machines[0].returncode != 0 and "rank 0 passed the barrier" not in stdout_0

@@ -1,5 +1,9 @@
-"""detectron2's ``launch``, extended to several CPU processes when there is no GPU."""
+"""
+detectron2's ``launch``, extended to several CPU processes when there is no GPU, and the process
+group of processes that torchrun started.
+"""
 import ctypes
+import dataclasses
 import functools
 import logging
 import os
@@ -7,7 +11,7 @@ import signal
 import socket
 import sys
 from datetime import timedelta
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -15,9 +19,21 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as detectron2_launch
 from detectron2.utils import comm
 
-__all__ = ["DEFAULT_TIMEOUT", "launch"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "TORCHRUN_VARIABLES",
+    "TorchrunPlace",
+    "check_machines",
+    "join_torchrun_group",
+    "launch",
+    "torchrun_place",
+]
 
+# How long a process waits for the others, to meet them and at each exchange (detectron2's).
 DEFAULT_TIMEOUT = timedelta(minutes=30)
+
+# The variables torchrun sets in each process it starts, which init_method "env://" reads.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def launch(
@@ -35,7 +51,9 @@ def launch(
     processes run on the CPU and talk through the gloo backend, each with an equal share of the
     CPU threads, so the distributed path can be run on any machine. On Linux, the processes
     started end when the launching process ends, however it ends (see :func:`_end_with_launcher`).
+    A process waits ``timeout`` for the others, to meet them at ``dist_url`` and at each exchange.
     """
+    check_machines(num_machines, machine_rank, dist_url)
     world_size = num_machines * num_gpus_per_machine
     if torch.cuda.is_available() or world_size == 1:
         if world_size > 1:  # detectron2 starts processes; with one, it runs main_func here
@@ -44,8 +62,6 @@ def launch(
             main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args=args, timeout=timeout
         )
     if dist_url == "auto":
-        if num_machines != 1:
-            raise ValueError("--dist-url auto only works on one machine; give the URL of machine 0")
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
     logging.getLogger(__name__).info(f"No CUDA: running {num_gpus_per_machine} CPU processes with the gloo backend")
     mp.start_processes(
@@ -55,6 +71,85 @@ def launch(
         daemon=False,
         start_method="spawn",
     )
+
+
+def check_machines(num_machines: int, machine_rank: int, dist_url: Optional[str]) -> None:
+    """Raise ``ValueError`` if machine ``machine_rank`` of ``num_machines`` cannot meet the others at ``dist_url``."""
+    if not 0 <= machine_rank < num_machines:
+        raise ValueError(
+            f"--machine-rank {machine_rank} with --num-machines {num_machines}: must be from 0 to {num_machines - 1}"
+        )
+    if dist_url == "auto" and num_machines != 1:
+        raise ValueError(
+            "--dist-url auto only works on one machine; give every machine the address of machine 0: tcp://HOST:PORT"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchrunPlace:
+    """The place of this process among those torchrun started: its ranks, of all and of its machine."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    local_world_size: int
+
+    @property
+    def num_machines(self) -> int:
+        return self.world_size // self.local_world_size
+
+    @property
+    def machine_rank(self) -> int:
+        return self.rank // self.local_world_size
+
+
+def torchrun_place(environ: Mapping[str, str] = os.environ) -> Optional[TorchrunPlace]:
+    """
+    This process's place among those torchrun (or a job runner that sets the same variables, such
+    as submitit's ``TorchDistributedEnvironment().export()``) started, read from
+    :data:`TORCHRUN_VARIABLES`; None when none of them is set. Raises ``ValueError`` when some are
+    missing or they do not fit detectron2's layout: as many processes on each machine, ranked
+    machine after machine.
+    """
+    given = [name for name in TORCHRUN_VARIABLES if name in environ]
+    if not given:
+        return None
+    missing = [name for name in TORCHRUN_VARIABLES if name not in environ]
+    if missing:
+        raise ValueError(
+            f"The environment sets {', '.join(given)} but not {', '.join(missing)}: start the processes with "
+            "torchrun (python -m torch.distributed.run), which sets them all, or unset them"
+        )
+    values = " ".join(f"{name}={environ[name]}" for name in TORCHRUN_VARIABLES[:4])
+    try:
+        place = TorchrunPlace(*(int(environ[name]) for name in TORCHRUN_VARIABLES[:4]))
+    except ValueError:
+        raise ValueError(f"torchrun's variables {values}: each must be a whole number") from None
+    if not (
+        0 <= place.rank < place.world_size
+        and 0 <= place.local_rank < place.local_world_size
+        and place.world_size % place.local_world_size == 0
+        and place.rank % place.local_world_size == place.local_rank
+    ):
+        raise ValueError(
+            f"torchrun's variables {values} do not fit together: detectron2 needs as many processes on each "
+            "machine, ranked machine after machine"
+        )
+    return place
+
+
+def join_torchrun_group(place: TorchrunPlace, timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+    """
+    Form the process group of the processes torchrun started, from its variables (init_method
+    ``env://``), as :func:`launch` forms that of the processes it starts: NCCL on CUDA GPUs, this
+    process on GPU ``LOCAL_RANK``, else gloo; and detectron2's group of this machine's processes.
+    Call it in each of those processes instead of :func:`launch`.
+    """
+    backend = "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(place.local_rank)
+        backend = "nccl"
+    _join_group(backend, "env://", place.world_size, place.rank, place.local_world_size, timeout)
 
 
 def _free_port() -> int:
@@ -93,11 +188,27 @@ def _cpu_worker(
 ):
     _end_with_launcher(launcher_pid)
     rank = machine_rank * procs_per_machine + local_rank
-    dist.init_process_group("gloo", init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout)
-    _create_local_process_group(procs_per_machine)
+    _join_group("gloo", dist_url, world_size, rank, procs_per_machine, timeout)
     torch.set_num_threads(max(1, torch.get_num_threads() // procs_per_machine))
-    comm.synchronize()
     main_func(*args)
+
+
+def _join_group(
+    backend: str, init_method: str, world_size: int, rank: int, procs_per_machine: int, timeout: timedelta
+) -> None:
+    """
+    Join, as ``rank``, the group of ``world_size`` processes meeting at ``init_method``, and
+    detectron2's group of this machine's ``procs_per_machine`` processes; return when all have.
+    """
+    try:
+        dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank, timeout=timeout)
+    except dist.DistError as e:
+        raise RuntimeError(
+            f"Process {rank} of {world_size} did not meet the others at {init_method} within {timeout}: did every "
+            f"machine start, with this address? {e}"
+        ) from e
+    _create_local_process_group(procs_per_machine)
+    comm.synchronize()
 
 
 def _create_local_process_group(procs_per_machine: int) -> None:

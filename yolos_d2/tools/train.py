@@ -9,9 +9,13 @@ does::
 (also ``python -m yolos_d2.tools.train`` or ``python train_net.py``). ``--resume`` continues from
 the last checkpoint in ``train.output_dir``, with the intra-op thread count that computed it; one
 run at a time may use that folder (a second one fails at start, naming the first). Without CUDA,
-``--num-gpus N`` runs N CPU processes with the gloo backend. ``--eval-only`` writes the
-evaluator's files (COCO's ``coco_instances_results.json``) into ``<train.output_dir>/inference``
-unless ``dataloader.evaluator.output_dir`` names a folder.
+``--num-gpus N`` runs N CPU processes with the gloo backend. On several machines, each runs the
+command with ``--num-machines``, its ``--machine-rank`` and machine 0's ``--dist-url``; under
+torchrun, which starts the processes itself, the processes form one group from its environment
+(see docs/cluster.md). ``--eval-only`` writes the evaluator's files (COCO's
+``coco_instances_results.json``) into ``<train.output_dir>/inference`` unless
+``dataloader.evaluator.output_dir`` names a folder; with several processes, each evaluates its
+share of the images.
 
 A config file that does not exist, an override of a key that does not exist, sizes the model
 cannot use, values of the wrong type or range, a device that does not exist, a batch that does
@@ -27,9 +31,11 @@ import inspect
 import logging
 import os
 import re
+import sys
 import warnings
+from datetime import timedelta
 from functools import partial
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
@@ -53,12 +59,21 @@ from ..engine import (
     scaled_lr,
 )
 from ..inference import build_inference_model
-from ..engine.resume import ResumePoint, find_resume_point, has_last_checkpoint
+from ..engine.launch import DEFAULT_TIMEOUT, TorchrunPlace, check_machines, join_torchrun_group, torchrun_place
+from ..engine.resume import ResumeError, ResumePoint, find_resume_point, has_last_checkpoint
 from ..engine.run_lock import OutputDirError, RunLock
 from ..engine.threads import resolve_num_threads, set_num_threads
 from . import cli
 
 logger = logging.getLogger("yolos_d2")
+
+# The flags that say which processes run where, dest -> flag: torchrun's own options replace them.
+LAUNCH_FLAGS = {
+    "num_gpus": "--num-gpus",
+    "num_machines": "--num-machines",
+    "machine_rank": "--machine-rank",
+    "dist_url": "--dist-url",
+}
 
 # A terminal colour: detectron2 highlights the config file it logs (with pygments).
 _ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
@@ -221,8 +236,24 @@ def do_train(args, cfg):
     trainer.register_hooks(build_hooks(cfg, model, checkpointer))
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if args.resume:
+        check_same_start(start_iter)
     trainer.train(start_iter, cfg.train.max_iter)
     return trainer
+
+
+def check_same_start(start_iter: int) -> None:
+    """
+    Raise ``ResumeError`` unless every process starts at ``start_iter``: with ``--resume``, each
+    loads the last checkpoint of ``train.output_dir`` on its machine, which must be the same.
+    """
+    starts = comm.all_gather(start_iter)
+    if len(set(starts)) > 1:
+        raise ResumeError(
+            f"--resume: the processes would start at iterations {starts} (by rank), from the last checkpoints of "
+            "train.output_dir on their machines, which differ: share the folder between the machines, or copy "
+            "last_checkpoint and the checkpoint it names to each"
+        )
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -244,6 +275,14 @@ def argument_parser() -> argparse.ArgumentParser:
         default=default_argument_parser().get_default("dist_url"),
         help="initialization URL for pytorch distributed backend; 'auto' picks a free port on one machine",
     )
+    parser.add_argument(
+        "--dist-timeout",
+        type=cli.positive_number,
+        default=DEFAULT_TIMEOUT.total_seconds() / 60,
+        metavar="MINUTES",
+        help="how long a process waits for the others, to meet them and at each exchange, before it fails "
+        f"(default {DEFAULT_TIMEOUT.total_seconds() / 60:g})",
+    )
     return parser
 
 
@@ -257,6 +296,7 @@ def load_checked_config(args: argparse.Namespace):
     register_schedule_resolvers()
     cfg = prepare_config(args.config_file, args.opts, args.weights, args.device)
     check_launch(cfg, args.num_gpus, args.num_machines, training=not args.eval_only)
+    check_machines(args.num_machines, args.machine_rank, args.dist_url)
     if args.eval_only and not cfg.train.init_checkpoint:
         raise ConfigError("--eval-only needs the weights to evaluate: --weights FILE (or train.init_checkpoint=FILE)")
     if not (continues_a_run(args) and has_last_checkpoint(cfg.train.output_dir)):  # else it loads that checkpoint
@@ -302,35 +342,128 @@ def worker_main(args: argparse.Namespace):
     return do_train(args, cfg)
 
 
-def main(argv=None) -> int:
+def launch_flags_given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
+    """The flags of :data:`LAUNCH_FLAGS` that the command line ``argv`` gives, whatever their values."""
+    not_given = object()
+    namespace = argparse.Namespace(**dict.fromkeys(LAUNCH_FLAGS, not_given))
+    parser.parse_known_args([a for a in argv if not cli.OVERRIDE.match(a)], namespace)
+    return [flag for dest, flag in LAUNCH_FLAGS.items() if getattr(namespace, dest) is not not_given]
+
+
+def place_under_torchrun(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str]
+) -> Optional[TorchrunPlace]:
+    """
+    Where torchrun runs this process (see :func:`torchrun_place`), None when torchrun did not
+    start it. Under torchrun, the launch arguments of ``args`` are set to that place: its
+    processes per machine, its machines, this machine's rank and the init_method ``env://``.
+    torchrun's options say which processes run where, so a launch flag given on the command line
+    too is a usage error, as are torchrun's variables when some are missing.
+    """
+    try:
+        place = torchrun_place()
+    except ValueError as e:
+        parser.error(str(e))
+    if place is None:
+        return None
+    given = launch_flags_given(parser, argv)
+    if given:
+        parser.error(
+            f"{' '.join(given)} under torchrun: torchrun's options (--nproc-per-node, --nnodes) say which processes "
+            f"run where; give this command none of {', '.join(LAUNCH_FLAGS.values())}"
+        )
+    args.num_gpus, args.num_machines = place.local_world_size, place.num_machines
+    args.machine_rank, args.dist_url = place.machine_rank, "env://"
+    return place
+
+
+def output_dir_lock(output_dir: str, machine_rank: int, under_torchrun: bool) -> contextlib.AbstractContextManager:
+    """
+    The lock of ``output_dir`` (a :class:`RunLock`) for all the processes of a run, held by one
+    process, the one whose processes write the shared files (checkpoints, metrics, config.yaml):
+
+    - processes started by this command (:func:`launch`): this process on machine 0, for the
+      processes it starts. On another machine, none: its processes cannot tell the lock of their
+      machine 0, in a folder the machines share, from that of another run before they meet;
+    - under torchrun, which starts each process itself: global rank 0, once the group is formed,
+      which tells the others whether it got the lock, so that a refused run ends in every process
+      with the same message (:class:`OutputDirError`).
+    """
+    if under_torchrun:
+        return _locked_by_rank_0(output_dir)
+    return RunLock(output_dir) if machine_rank == 0 else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _locked_by_rank_0(output_dir: str):
+    """The lock of ``output_dir``, held by global rank 0 while the ``with`` block runs; see :func:`output_dir_lock`."""
+    lock, refusal = RunLock(output_dir), None
+    if comm.is_main_process():
+        try:
+            lock.acquire()
+        except OutputDirError as e:
+            refusal = str(e)
+    refusal = comm.all_gather(refusal)[0]
+    if refusal is not None:
+        raise OutputDirError(refusal)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_run(args: argparse.Namespace):
+    """
+    The config of ``args`` checked as :func:`main` checks it before any process starts
+    (:func:`load_checked_config`), and the datasets the run reads: their files exist and their
+    classes are the model's. Raises ``ValueError`` (``ConfigError``, ``DatasetError``).
+    """
+    cfg = load_checked_config(args)
+    read = [cfg.dataloader.test] if args.eval_only else [cfg.dataloader.train, cfg.dataloader.test]
+    for names in (loader.dataset.names for loader in read):
+        check_datasets(names, cfg.model.detector.num_classes)
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """
+    The command on ``argv`` (default ``sys.argv[1:]``): check everything, take the output
+    folder's lock, then launch :func:`worker_main` in ``--num-gpus`` processes, or under torchrun
+    run it in this process, one of the group torchrun started; 0 when it ends.
+    """
     parser = argument_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = cli.parse_args(parser, argv)
+    place = place_under_torchrun(parser, args, argv)
+    timeout = timedelta(minutes=args.dist_timeout)
     with contextlib.ExitStack() as stack:
         # A mistake in the config, weights that do not exist, dataset files that do not exist or
         # whose classes are not the model's, a folder another run uses or a checkpoint --resume
-        # cannot continue from end the command here, before any process starts
-        # or anything is written. The launching process holds the folder's lock for all the
-        # processes it starts (machine 0's, when several machines share the folder).
+        # cannot continue from end the command here, before anything is written and before any
+        # process starts (under torchrun, where each process checks, before they meet; but the
+        # lock, which rank 0 takes once they have met: see output_dir_lock).
         try:
-            cfg = load_checked_config(args)
-            if not args.eval_only:
-                check_datasets(cfg.dataloader.train.dataset.names, cfg.model.detector.num_classes)
-            check_datasets(cfg.dataloader.test.dataset.names, cfg.model.detector.num_classes)
-            if args.machine_rank == 0:
-                stack.enter_context(RunLock(cfg.train.output_dir))
+            cfg = check_run(args)
+            if place is not None:
+                join_torchrun_group(place, timeout)
+            stack.enter_context(output_dir_lock(cfg.train.output_dir, args.machine_rank, place is not None))
             resume_point = find_resume_point(cfg.train.output_dir, ema_enabled(cfg)) if continues_a_run(args) else None
         except (ValueError, OutputDirError) as e:  # ConfigError, DatasetError, ResumeError, an unreadable checkpoint
             parser.error(str(e))
         # Chosen here, before the workers start and keep the CPUs busy; each worker sets them.
         args.num_threads = resolve_threads(cfg, args.num_gpus, resume_point)
-        launch(
-            worker_main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
+        if place is not None:
+            worker_main(args)
+        else:
+            launch(
+                worker_main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args,),
+                timeout=timeout,
+            )
     return 0
 
 
