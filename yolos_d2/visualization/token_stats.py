@@ -72,13 +72,13 @@ def draw_class_distribution(
         class_names: (C,) the names of the classes.
     """
     num_tokens, num_classes = token_distribution.shape
-    fig = Figure(figsize=(min(4.0 + 0.16 * num_classes, 16.0), 3.5 + 0.06 * num_tokens), layout="constrained")
+    fig = Figure(figsize=(min(5.0 + 0.16 * num_classes, 16.0), 4.0 + 0.06 * num_tokens), layout="constrained")
     heat, bars = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     image = heat.imshow(token_distribution, aspect="auto", cmap="Blues", vmin=0, interpolation="nearest")
     heat.set_ylabel("[DET] token")
     heat.yaxis.set_major_locator(MaxNLocator(integer=True))
     heat.set_title("Predicted classes of each [DET] token (share of its predictions)", fontsize=9)
-    fig.colorbar(image, ax=heat, fraction=0.03, label="share of the token's predictions")
+    fig.colorbar(image, ax=heat, fraction=0.03, label="share")
     positions = np.arange(num_classes)
     label_size = max(4, 9 - num_classes // 20)
     # The shared x axis names the classes under the heat map too, not only under the bars.
