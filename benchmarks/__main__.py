@@ -12,6 +12,7 @@ measured in one process::
     python -m benchmarks precision --config-file CONFIG --weights WEIGHTS
     python -m benchmarks data-loading [--images 200] [--configs CONFIG ...]
     python -m benchmarks threads [--config-file configs/quickstart.py] [--competitors 1]
+    python -m benchmarks coco-scale [--images 118287] [--eval-images 5000]
 
 ``python -m benchmarks NAME --help`` describes each.
 """
@@ -35,6 +36,7 @@ BENCHMARKS = {
     "data-loading": ("data_loading", "images per second one data-loader worker maps, training and test mappers"),
     "threads": ("threads", "training steps beside competing processes: torch's default threads, 1 and auto"),
     "precision": ("precision", "AP of a trained model in float32, int8 (PyTorch and onnxruntime) and bfloat16"),
+    "coco-scale": ("coco_scale", "a COCO train2017-sized json: loading, image-file check; 5,000 images' evaluation"),
 }
 
 

@@ -1,6 +1,8 @@
 """Bad data: each case fails with a message naming it before training, or is skipped and logged."""
 import json
 import logging
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 from yolos_d2.data import build_train_loader, register_coco_dataset
-from yolos_d2.data.validation import clip_boxes_to_images
+from yolos_d2.data.validation import FILE_CHECK_THREADS, check_image_files, clip_boxes_to_images
 
 CATEGORIES = [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]
 RED = (230, 30, 30)
@@ -70,6 +72,44 @@ def test_missing_images_are_counted_and_the_first_listed(tmp_path):
     assert message.startswith("7 of the 8 images of dataset 'missing_images' do not exist: ")
     assert str(tmp_path / "2.png") in message and str(tmp_path / "6.png") in message
     assert str(tmp_path / "7.png") not in message and message.endswith(", ...")
+
+
+def test_every_missing_image_is_found_in_the_datasets_order(tmp_path):
+    """Files looked up by several threads, in tasks of a few hundred: the missing are listed in order."""
+    records = [{"file_name": str(tmp_path / f"{i}.png")} for i in range(1000)]
+    missing = [3, 256, 257, 600, 998, 999]
+    for i in sorted(set(range(1000)) - set(missing)):
+        (tmp_path / f"{i}.png").touch()
+    with pytest.raises(FileNotFoundError) as info:
+        check_image_files(records, "many")
+    shown = ", ".join(str(tmp_path / f"{i}.png") for i in missing[:5])
+    assert str(info.value) == f"6 of the 1000 images of dataset 'many' do not exist: {shown}, ..."
+
+
+def test_image_files_are_looked_up_by_many_threads_at_once(monkeypatch):
+    """Each look-up waits on the storage, so that one at a time the files of a large dataset take minutes."""
+    waiting = threading.Barrier(FILE_CHECK_THREADS, timeout=60)
+    seen = threading.local()
+
+    def is_file(path):
+        if not getattr(seen, "thread", False):  # each thread's first look-up waits for all the threads' first
+            seen.thread = True
+            waiting.wait()
+        return True
+
+    monkeypatch.setattr(os.path, "isfile", is_file)
+    check_image_files([{"file_name": f"{i}.jpg"} for i in range(1000 * FILE_CHECK_THREADS)], "concurrent")
+    assert not waiting.broken
+
+
+def test_ignored_annotations_are_named(tmp_path):
+    annotations = [annotation(1, [1, 1, 5, 5]), {**annotation(2, [1, 1, 5, 5]), "ignore": 1}]
+    with pytest.raises(ValueError) as info:
+        load("ignored", write_coco(tmp_path, annotations), tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path / 'annotations.json'}: 1 annotation whose ignore is not 0 (detectron2 loads no ignored "
+        "annotations): annotations[1] (id 2, image_id 1) has ignore 1"
+    )
 
 
 def test_boxes_without_area_are_dropped_and_boxes_past_the_image_clipped(tmp_path, caplog):

@@ -1,4 +1,5 @@
-"""The synthetic quick-start dataset and dataset registration."""
+"""The synthetic quick-start dataset, dataset registration, loading and the training loader's copy of it."""
+import gc
 import json
 import logging
 import os
@@ -6,17 +7,20 @@ import os
 import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import load_coco_json
+from detectron2.structures import BoxMode
 from PIL import Image
 
 from yolos_d2.data import (
     SYNTHETIC_SHAPES_CLASSES,
     DatasetError,
+    build_train_loader,
     check_datasets,
     check_num_classes,
     register_coco_dataset,
     register_voc_dataset,
 )
-from yolos_d2.data import synthetic_shapes
+from yolos_d2.data import synthetic_shapes, validation
 from yolos_d2.data.synthetic_shapes import (
     SYNTHETIC_SHAPES_SPLITS,
     SyntheticShapesSpec,
@@ -169,3 +173,89 @@ def test_missing_builtin_coco_names_the_default_folder(tmp_path, monkeypatch):
         "coco/annotations/instances_train2017.json, coco/train2017/, coco/annotations/instances_val2017.json, "
         "coco/val2017/. "
     ) in message
+
+
+def write_varied_coco(root, string_ids: bool) -> str:
+    """
+    A COCO json (with an empty file for each image under ``root``) of what detectron2's
+    load_coco_json handles in particular: image ids out of order and an image without
+    annotations, categories out of order with gaps in their ids, polygons of which some are
+    too short (and an annotation left with none), RLE masks compressed and not, keypoints, an
+    empty segmentation and keys it does not keep.
+    """
+    ids = {image_id: f"photo-{image_id}" if string_ids else image_id for image_id in (5, 2, 9)}
+    images = [{"id": ids[image_id], "file_name": f"{image_id}.jpg", "width": 64, "height": 48, "license": 3}
+              for image_id in ids]
+    for image in images:
+        (root / image["file_name"]).touch()
+    square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+    annotations = [
+        {"segmentation": [square], "bbox": [10, 10, 20, 20], "category_id": 7},
+        {"segmentation": [[1.0, 2.0, 3.0, 4.0], square, [5.0, 6.0, 7.0]], "bbox": [10, 10, 20, 20], "category_id": 2},
+        {"segmentation": [[1.0, 2.0, 3.0, 4.0]], "bbox": [1, 2, 2, 2], "category_id": 2},  # left out
+        {"segmentation": {"counts": [100, 20, 2952], "size": [48, 64]}, "bbox": [2, 4, 1, 20], "iscrowd": 1,
+         "category_id": 7},
+        {"segmentation": {"counts": "Xc03", "size": [48, 64]}, "bbox": [0, 0, 5, 5], "iscrowd": 1, "category_id": 2},
+        {"keypoints": [12, 14, 2, 0, 0, 0, 20, 22, 1], "num_keypoints": 2, "bbox": [10, 12, 12, 12],
+         "category_id": 7},
+        {"segmentation": [], "bbox": [3.5, 4.25, 10, 8], "category_id": 7, "attributes": {"occluded": True}},
+    ]
+    image_of = [5, 5, 2, 5, 2, 2, 5]
+    for number, (anno, image_id) in enumerate(zip(annotations, image_of), start=1):
+        anno.update(id=f"a{number}" if string_ids else 100 + number, image_id=ids[image_id], area=12.5)
+        anno.setdefault("iscrowd", 0)
+    categories = [{"id": 7, "name": "kite", "supercategory": "toy"}, {"id": 2, "name": "ball"}]
+    path = root / "varied.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return str(path)
+
+
+@pytest.mark.parametrize("dataset", ["synthetic shapes", "varied", "varied, string ids"])
+def test_loading_gives_detectron2s_dataset_dicts_and_metadata_reading_the_file_once(
+    tmp_path, monkeypatch, caplog, dataset
+):
+    if dataset == "synthetic shapes":
+        json_file = generate_synthetic_shapes(SPEC, str(tmp_path))
+        image_root = os.path.join(os.path.dirname(json_file), "images")
+    else:
+        json_file, image_root = write_varied_coco(tmp_path, string_ids="string" in dataset), str(tmp_path)
+    expected = load_coco_json(json_file, image_root, f"{dataset} by detectron2", extra_annotation_keys=["id"])
+    caplog.clear()
+    parsed = []
+    json_load = json.load
+    monkeypatch.setattr(json, "load", lambda *args, **kwargs: parsed.append(args) or json_load(*args, **kwargs))
+    with caplog.at_level(logging.WARNING, logger="yolos_d2"):
+        loaded = validation.load_checked_coco_json(json_file, image_root, dataset)
+    assert len(parsed) == 1
+    assert repr(loaded) == repr(expected)  # equal, with the keys in the same order
+    for key in ("thing_classes", "thing_dataset_id_to_contiguous_id"):
+        assert MetadataCatalog.get(dataset).get(key) == MetadataCatalog.get(f"{dataset} by detectron2").get(key)
+    if dataset != "synthetic shapes":
+        assert MetadataCatalog.get(dataset).thing_classes == ["ball", "kite"]
+        dropped = "a3" if "string" in dataset else 103
+        assert caplog.messages == [
+            (f"Dataset {dataset!r}: dropped 1 annotation whose segmentation has no polygon of 3 or more points: "
+             f"ids {dropped}")
+        ]
+
+
+class Marker:
+    """A value of the test's dataset dicts, found among the live objects by its type."""
+
+
+@pytest.mark.parametrize("sequence", [list, tuple])
+def test_the_training_loader_holds_its_dataset_dicts_serialised(tmp_path, sequence):
+    """No dict of the dataset stays a Python object: data-loader workers would copy it on reading it."""
+    box = {"bbox": [1, 1, 5, 5], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": 0}
+    records = sequence(
+        {"file_name": str(tmp_path / f"{i}.png"), "height": 8, "width": 8, "image_id": i, "annotations": [box],
+         "marker": Marker()}
+        for i in range(4)
+    )
+    loader = build_train_loader(records, mapper=dict, total_batch_size=2)
+    del records
+    gc.collect()
+    assert not [item for item in gc.get_objects() if type(item) is Marker]
+    batch = next(iter(loader))
+    assert len(batch) == 2 and {record["image_id"] for record in batch} <= {0, 1, 2, 3}
+    assert all(isinstance(record["marker"], Marker) for record in batch)

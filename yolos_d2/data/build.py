@@ -9,7 +9,7 @@ import torch
 from detectron2.data import build_detection_train_loader
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
-from torch.utils.data import IterableDataset, Sampler, get_worker_info
+from torch.utils.data import Dataset, IterableDataset, Sampler, get_worker_info
 
 from .validation import check_trainable_boxes
 
@@ -87,13 +87,17 @@ class _MappedTrainingStream(IterableDataset):
     ):
         """
         Args:
-            dataset: dataset dicts, indexed by the sampler's indices.
+            dataset: dataset dicts, indexed by the sampler's indices. A sequence of dicts (not a
+                torch ``Dataset``) is serialised into one byte array (detectron2's
+                ``DatasetFromList``), which data-loader workers share: Python objects would be
+                copied into each worker as it touches them (reference counts), so that its
+                memory grew with the dataset over a run.
             sampler: this rank's stream of dataset indices.
             mapper: turns a dataset dict into the model's input dict.
             batch_size: samples per batch of this rank.
             seed: seed of the augmentations (the sampler's own seed orders the images).
         """
-        self._dataset = DatasetFromList(dataset, copy=False) if isinstance(dataset, list) else dataset
+        self._dataset = dataset if isinstance(dataset, Dataset) else DatasetFromList(dataset, copy=False)
         self._sampler = sampler
         self._mapper = mapper
         self._batch_size = batch_size

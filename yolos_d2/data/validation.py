@@ -8,14 +8,18 @@ A COCO-format json file (:func:`load_checked_coco_json`) must be valid JSON: an 
 Every image needs ``id``, ``file_name`` (a non-empty string) and a ``width`` and ``height`` in
 whole pixels; every annotation an ``id``, the ``image_id`` of one of the images, a
 ``category_id`` among the categories and a ``bbox`` of four finite numbers, and if present an
-``iscrowd`` of 0 or 1 (false or true) and an ``area`` that is a finite number >= 0; every
-category an ``id`` and a ``name``. Ids are integers or strings, of one kind within a list, and
-unique within it.
+``iscrowd`` of 0 or 1 (false or true), an ``area`` that is a finite number >= 0 and an ``ignore``
+of 0 (detectron2 loads no ignored annotations); every category an ``id`` and a ``name``. Ids are
+integers or strings, of one kind within a list, and unique within it. Values are checked as
+``json.load`` gives them. The file is read once: the checked content is turned into dataset
+dicts as detectron2's ``load_coco_json`` turns the file (:func:`coco_dataset_dicts`).
 
 The dataset dicts of any format (also Pascal VOC, see :mod:`yolos_d2.data.voc`) are then checked
 with :func:`check_dataset_dicts`:
 
-- image files that do not exist: an error with their count and the first few paths;
+- image files that do not exist: an error with their count and the first few paths. Every file
+  is checked, by :data:`FILE_CHECK_THREADS` threads at once, so that storage that answers each
+  look-up slowly (a network file system) is waited on in parallel;
 - boxes without width or height, or wholly outside their image: dropped; boxes that extend past
   their image: clipped to it; both logged with their count and first annotation ids;
 - one log line counts the images, the boxes to train on and the crowd annotations, which
@@ -31,13 +35,17 @@ import logging
 import math
 import os
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Any, Callable, Dict, List, Sequence
+from operator import itemgetter
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from detectron2.data.datasets import load_coco_json
+import pycocotools.mask as mask_util
+from detectron2.data import MetadataCatalog
 from detectron2.structures import BoxMode
 
 __all__ = [
+    "FILE_CHECK_THREADS",
     "DatasetError",
     "check_coco_json",
     "check_dataset_dicts",
@@ -45,6 +53,7 @@ __all__ = [
     "check_trainable_boxes",
     "clip_boxes_to_images",
     "coco_class_names",
+    "coco_dataset_dicts",
     "load_checked_coco_json",
     "read_coco_json",
 ]
@@ -55,19 +64,28 @@ logger = logging.getLogger(__name__)
 _SHOWN = 5
 # How many characters of a JSON value a message shows.
 _SHOWN_CHARACTERS = 60
+# Threads that look image files up at once: a look-up waits on the storage (a network file
+# system takes about a millisecond), not on the CPU.
+FILE_CHECK_THREADS = 32
+# Image files each thread looks up per task.
+_FILES_PER_TASK = 256
 
 
 class DatasetError(ValueError):
     """A dataset that cannot be used as it is; the message names the file, the item and what is wrong."""
 
 
+_NUMBER_TYPES = frozenset((int, float))
+_ID_TYPES = frozenset((int, str))
+
+
 def _is_number(value) -> bool:
     """Whether ``value`` is a finite int or float (not a bool, a string or None)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return type(value) in _NUMBER_TYPES and math.isfinite(value)
 
 
 def _is_id(value) -> bool:
-    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+    return type(value) in _ID_TYPES
 
 
 def _is_text(value) -> bool:
@@ -79,7 +97,12 @@ def _is_side(value) -> bool:
 
 
 def _is_box(value) -> bool:
-    return isinstance(value, list) and len(value) == 4 and all(map(_is_number, value))
+    return (
+        isinstance(value, list)
+        and len(value) == 4
+        and _NUMBER_TYPES.issuperset(map(type, value))
+        and all(map(math.isfinite, value))
+    )
 
 
 def _is_crowd_flag(value) -> bool:
@@ -110,6 +133,7 @@ _VALUES = {
         "bbox": (_is_box, "four finite numbers [x, y, width, height]"),
         "iscrowd": (_is_crowd_flag, "0 or 1 (or false or true)"),
         "area": (_is_area, "a finite number >= 0"),
+        "ignore": (lambda value: value == 0, "0 (detectron2 loads no ignored annotations)"),
     },
     "categories": {"id": _ID, "name": _TEXT},
 }
@@ -121,14 +145,93 @@ _COCO_FORMAT = "a COCO-format json is an object with 'images', 'annotations' and
 
 def load_checked_coco_json(json_file: str, image_root: str, dataset_name: str) -> List[Dict]:
     """
-    detectron2's ``load_coco_json`` (which also sets the dataset's ``thing_classes``), with the
-    checks of this module. Annotations keep their ``id`` from the json file.
+    What detectron2's ``load_coco_json`` returns and sets (the dataset's ``thing_classes``), with
+    the checks of this module, reading the file once. Annotations keep their ``id`` from the json
+    file.
     """
-    check_coco_json(read_coco_json(json_file), json_file, image_root)
-    # detectron2 takes only the file's path, so it parses the file once more.
-    dataset_dicts = load_coco_json(json_file, image_root, dataset_name, extra_annotation_keys=["id"])
+    coco = read_coco_json(json_file)
+    check_coco_json(coco, json_file, image_root)
+    dataset_dicts = coco_dataset_dicts(coco, image_root, dataset_name)
     check_dataset_dicts(dataset_dicts, dataset_name)
     return dataset_dicts
+
+
+def coco_dataset_dicts(coco: Dict, image_root: str, dataset_name: str) -> List[Dict]:
+    """
+    The dataset dicts of ``coco``, the content of a COCO-format json checked by
+    :func:`check_coco_json`, equal to those of detectron2's ``load_coco_json(json_file,
+    image_root, dataset_name, extra_annotation_keys=["id"])``: one per image in the order of
+    their ids, its annotations in the file's order, with contiguous category ids (0 to the number
+    of categories - 1, in the order of their ids), ``bbox_mode`` XYWH_ABS, keypoints moved by
+    half a pixel, polygons of fewer than 3 points left out and annotations left without one
+    dropped (logged). Sets the dataset's ``thing_classes`` and
+    ``thing_dataset_id_to_contiguous_id`` as it does. The annotations' keypoint lists are changed
+    in place, as detectron2 changes them.
+    """
+    categories = sorted(coco["categories"], key=itemgetter("id"))
+    contiguous_id = {category["id"]: index for index, category in enumerate(categories)}
+    metadata = MetadataCatalog.get(dataset_name)
+    metadata.thing_classes = [category["name"] for category in categories]
+    metadata.thing_dataset_id_to_contiguous_id = contiguous_id
+    annotations_of = {image["id"]: [] for image in coco["images"]}
+    for anno in coco.get("annotations", []):
+        annotations_of[anno["image_id"]].append(anno)
+    dataset_dicts, without_polygons = [], []
+    for image in sorted(coco["images"], key=itemgetter("id")):
+        instances = []
+        for anno in annotations_of[image["id"]]:
+            instance = _instance(anno, contiguous_id)
+            if instance is None:
+                without_polygons.append(anno["id"])
+            else:
+                instances.append(instance)
+        dataset_dicts.append(
+            {
+                "file_name": os.path.join(image_root, image["file_name"]),
+                "height": image["height"],
+                "width": image["width"],
+                "image_id": image["id"],
+                "annotations": instances,
+            }
+        )
+    if without_polygons:
+        logger.warning(
+            f"Dataset {dataset_name!r}: dropped {_count(len(without_polygons), 'annotation')} whose segmentation "
+            f"has no polygon of 3 or more points: ids {_first(without_polygons)}"
+        )
+    return dataset_dicts
+
+
+# The keys of a COCO annotation that detectron2's load_coco_json keeps as they are, in its order.
+_KEPT_ANNOTATION_KEYS = ("iscrowd", "bbox", "keypoints", "category_id", "id")
+
+
+def _instance(anno: Dict, contiguous_id: Dict) -> Optional[Dict]:
+    """
+    The COCO annotation ``anno`` as detectron2's ``load_coco_json`` loads it (see
+    :func:`coco_dataset_dicts`), or None for a segmentation of polygons none of which has 3
+    points, which it leaves out.
+    """
+    instance = {key: anno[key] for key in _KEPT_ANNOTATION_KEYS if key in anno}
+    segmentation = anno.get("segmentation")
+    if segmentation:
+        if not isinstance(segmentation, dict):
+            segmentation = [polygon for polygon in segmentation if len(polygon) % 2 == 0 and len(polygon) >= 6]
+            if not segmentation:
+                return None
+        elif isinstance(segmentation["counts"], list):  # uncompressed RLE
+            segmentation = mask_util.frPyObjects(segmentation, *segmentation["size"])
+        instance["segmentation"] = segmentation
+    keypoints = anno.get("keypoints")
+    if keypoints:
+        # (x, y, visibility) triples: COCO's integer pixel indices moved to pixel centres.
+        for index in range(len(keypoints)):
+            if index % 3 != 2:
+                keypoints[index] += 0.5
+        instance["keypoints"] = keypoints
+    instance["bbox_mode"] = BoxMode.XYWH_ABS
+    instance["category_id"] = contiguous_id[instance["category_id"]]
+    return instance
 
 
 def coco_class_names(json_file: str, image_root: str) -> List[str]:
@@ -207,7 +310,7 @@ def _check_objects(json_file: str, key: str, items: List) -> None:
     lacking = [
         f"{_where(key, index, item)} has no {', '.join(repr(k) for k in required if k not in item)}"
         for index, item in enumerate(items)
-        if not set(required).issubset(item)
+        if not item.keys() >= set(required)
     ]
     _raise_if_any(json_file, noun, f"without one of the required keys {', '.join(map(repr, required))}", lacking)
     for field, (valid, expected) in _VALUES[key].items():
@@ -339,13 +442,24 @@ def _is_crowd(anno: Dict) -> bool:
 
 
 def check_image_files(dataset_dicts: List[Dict], dataset_name: str) -> None:
-    """Raise ``FileNotFoundError`` with the count and the first paths of images that do not exist."""
-    missing = [d["file_name"] for d in dataset_dicts if not os.path.isfile(d["file_name"])]
+    """
+    Raise ``FileNotFoundError`` with the count and the first paths of images that do not exist.
+    Every file is looked up, by :data:`FILE_CHECK_THREADS` threads at once.
+    """
+    file_names = [record["file_name"] for record in dataset_dicts]
+    tasks = [file_names[start : start + _FILES_PER_TASK] for start in range(0, len(file_names), _FILES_PER_TASK)]
+    with ThreadPoolExecutor(max(1, min(FILE_CHECK_THREADS, len(tasks)))) as pool:
+        missing = [path for paths in pool.map(_not_files, tasks) for path in paths]
     if missing:
         raise FileNotFoundError(
             f"{len(missing)} of the {len(dataset_dicts)} images of dataset {dataset_name!r} do not exist: "
             + _first(missing)
         )
+
+
+def _not_files(paths: List[str]) -> List[str]:
+    """Those of ``paths`` that are not files, in their order."""
+    return [path for path in paths if not os.path.isfile(path)]
 
 
 def clip_boxes_to_images(dataset_dicts: List[Dict], dataset_name: str) -> None:
@@ -365,6 +479,9 @@ def clip_boxes_to_images(dataset_dicts: List[Dict], dataset_name: str) -> None:
             xywh = anno["bbox_mode"] == BoxMode.XYWH_ABS
             x1, y1, a, b = (float(v) for v in anno["bbox"])
             box = [x1, y1, x1 + a, y1 + b] if xywh else [x1, y1, a, b]
+            if 0 <= box[0] < box[2] <= record["width"] and 0 <= box[1] < box[3] <= record["height"]:
+                kept.append(anno)  # inside its image, with an area
+                continue
             inside = [max(box[0], 0.0), max(box[1], 0.0), min(box[2], record["width"]), min(box[3], record["height"])]
             if not (inside[2] > inside[0] and inside[3] > inside[1]):
                 dropped.append(anno.get("id"))
