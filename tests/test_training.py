@@ -51,7 +51,7 @@ def test_train_evaluate_and_eval_only(tiny_config, tmp_path):
     with open(os.path.join(out, "log.txt")) as f:
         log_file = f.read()
     assert "Contents of args.config_file=" in log_file and "\x1b" not in log_file
-    assert log_file.index("Loaded 48 images") < log_file.index("Starting training from iteration 0")
+    assert log_file.index("Dataset 'tiny_train': 48 images") < log_file.index("Starting training from iteration 0")
     with open(os.path.join(out, "config.yaml")) as f:
         assert "  num_threads: 1\n" in f.read()
     assert torch.load(os.path.join(out, "model_final.pth"), weights_only=True)["trainer"]["num_threads"] == 1
