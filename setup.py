@@ -25,6 +25,10 @@ setup(
             "yolos-det-token-stats = yolos_d2.tools.det_token_stats:console_main",
             "yolos-attention-maps = yolos_d2.tools.attention_maps:console_main",
             "yolos-model-info = yolos_d2.tools.model_info:console_main",
+            "yolos-analyze = yolos_d2.tools.analyze:console_main",
+            "yolos-sweep = yolos_d2.tools.sweep:console_main",
+            "yolos-browse-data = yolos_d2.tools.browse_data:console_main",
+            "yolos-submit = yolos_d2.tools.submit:console_main",
         ]
     },
     extras_require={

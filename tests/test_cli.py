@@ -12,12 +12,16 @@ from benchmarks import evaluation as evaluation_benchmark
 from yolos_d2.tools import cli
 
 CONSOLE_SCRIPTS = {
+    "yolos-analyze": "yolos_d2.tools.analyze",
     "yolos-attention-maps": "yolos_d2.tools.attention_maps",
+    "yolos-browse-data": "yolos_d2.tools.browse_data",
     "yolos-convert": "yolos_d2.tools.convert",
     "yolos-demo": "yolos_d2.tools.demo",
     "yolos-det-token-stats": "yolos_d2.tools.det_token_stats",
     "yolos-export": "yolos_d2.tools.export",
     "yolos-model-info": "yolos_d2.tools.model_info",
+    "yolos-submit": "yolos_d2.tools.submit",
+    "yolos-sweep": "yolos_d2.tools.sweep",
     "yolos-train": "yolos_d2.tools.train",
 }
 
@@ -88,7 +92,7 @@ def test_benchmark_runs_the_subcommand_with_its_arguments(monkeypatch):
     monkeypatch.setattr(evaluation_benchmark, "run", run)
     assert benchmark.main(["evaluation", "--images", "6", "--categories", "3", "--dets", "10", "--repeats", "1"]) == 0
     assert calls == [(6, 3, 7.0, 10, 1, 0)]  # images, categories, ground truths and detections per image, repeats, seed
-    assert [row.name for row in results[0].rows] == ["pycocotools COCOeval", "FastCOCOeval"]
+    assert [row.name for row in results[0].rows] == ["pycocotools COCOeval", "faster-coco-eval COCOeval_faster"]
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["evaluation", "--imagez", "6"])
     assert exit_info.value.code == 2

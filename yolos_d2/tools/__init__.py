@@ -9,6 +9,10 @@ console script installed with the package:
 - ``det_token_stats`` (``yolos-det-token-stats``): what each ``[DET]`` token predicts over a dataset;
 - ``attention_maps`` (``yolos-attention-maps``): where chosen ``[DET]`` tokens attend in an image;
 - ``model_info`` (``yolos-model-info``): size and FLOPs of the configs' models;
+- ``sweep`` (``yolos-sweep``): AP and milliseconds per image of a trained model at several input sizes and precisions;
+- ``browse_data`` (``yolos-browse-data``): a dataset's images with their ground-truth boxes, raw or augmented;
+- ``analyze`` (``yolos-analyze``): where a model fails: per-class AP, precision-recall curves, error kinds, an HTML page;
+- ``submit`` (``yolos-submit``): training or evaluation as a Slurm job that requeues itself.
 
 A tool parses its arguments, reads and writes its files and leaves the work to yolos_d2's
 packages (e.g. the predictions and their analyses to :mod:`yolos_d2.inference`, the figures to
