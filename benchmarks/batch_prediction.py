@@ -44,6 +44,13 @@ __all__ = ["masked_padded_forward", "random_predictor", "run", "main"]
 DEFAULT_SIZES = [(480, 640), (640, 480), (427, 640), (480, 640), (640, 427), (375, 500), (640, 640), (480, 640)]
 
 
+def add_random_model_config_argument(parser: argparse.ArgumentParser) -> None:
+    """``--config-file`` (default configs/yolos_ti.py) and overrides of the model built with random weights."""
+    config_help = "a LazyConfig whose model is built with random weights (default configs/yolos_ti.py)"
+    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False, device=False)
+    parser.set_defaults(config_file="configs/yolos_ti.py")
+
+
 def random_predictor(cfg: DictConfig, **kwargs) -> YOLOSPredictor:
     """A :class:`YOLOSPredictor` (``kwargs``) on the CPU for the config ``cfg`` and random weights (seed 0)."""
     torch.manual_seed(0)
@@ -226,9 +233,7 @@ def main(argv=None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    config_help = "a LazyConfig whose model is built with random weights (default configs/yolos_ti.py)"
-    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False, device=False)
-    parser.set_defaults(config_file="configs/yolos_ti.py")
+    add_random_model_config_argument(parser)
     parser.add_argument(
         "--sizes",
         nargs="+",

@@ -28,7 +28,7 @@ from yolos_d2.inference import YOLOSPredictor
 from yolos_d2.tools import cli
 from yolos_d2.export.onnx import PIPELINE_INPUT_NAME
 from yolos_d2.export import export_pipeline_onnx
-from .batch_prediction import random_predictor
+from .batch_prediction import add_random_model_config_argument, random_predictor
 from yolos_d2.utils.table import format_table
 from .timing import Timing, add_repeats_argument, time_interleaved, timings
 
@@ -123,9 +123,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks onnx-pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    config_help = "a LazyConfig whose model is built with random weights (default configs/yolos_ti.py)"
-    cli.add_config_arguments(parser, required=False, config_help=config_help, weights=False, device=False)
-    parser.set_defaults(config_file="configs/yolos_ti.py")
+    add_random_model_config_argument(parser)
     parser.add_argument(
         "--sizes",
         nargs="+",

@@ -92,12 +92,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="draw the images and boxes after the config's training mapper (dataloader.train.mapper)",
     )
-    parser.add_argument(
-        "--scale",
-        type=cli.positive_number,
-        default=1.0,
-        help=f"drawing size relative to the image (3: 3x larger); at most {MAX_DRAWING_PIXELS} pixels a drawing",
-    )
+    cli.add_scale_argument(parser, MAX_DRAWING_PIXELS)
     args = cli.parse_args(parser, argv)
 
     dataset_override = [f"dataloader.train.dataset.names={args.dataset}"] if args.dataset else []
@@ -126,11 +121,7 @@ def main(argv=None) -> int:
             logger.warning(f"Skipped {dataset_dict['file_name']}: {e}")
             skipped.append(dataset_dict["file_name"])
     summary = f"Wrote {len(outputs) - len(skipped)} of {len(outputs)} images of {names} to {args.output}"
-    if skipped:
-        logger.warning(f"{summary}; skipped {len(skipped)}: {', '.join(skipped)}")
-        return 1
-    logger.info(summary)
-    return 0
+    return cli.finish(logger, summary, skipped)
 
 
 console_main = cli.console_script(main)

@@ -15,6 +15,7 @@ and build models with weights by :func:`yolos_d2.inference.build_inference_model
 import argparse
 import contextlib
 import importlib
+import logging
 import math
 import re
 import sys
@@ -24,14 +25,16 @@ from ..inference.precision import PRECISIONS
 from ..inference.predictor import DEFAULT_MAX_SIZE
 
 __all__ = [
-    "OVERRIDE",
     "DEFAULT_BATCH_SIZE",
     "MAX_IMAGE_SIDE",
+    "OVERRIDE",
     "add_batch_size_argument",
     "add_config_arguments",
     "add_max_size_argument",
     "add_precision_argument",
+    "add_scale_argument",
     "console_script",
+    "finish",
     "fraction",
     "image_size",
     "non_negative_int",
@@ -91,6 +94,28 @@ def add_max_size_argument(parser: argparse.ArgumentParser) -> None:
         help="scale images whose longer side is still longer than this after the config's test-time resize "
         f"down to it: 0 (no limit) or at least the model's patch size (default {DEFAULT_MAX_SIZE})",
     )
+
+
+def add_scale_argument(parser: argparse.ArgumentParser, max_pixels: int) -> None:
+    """``--scale``: the size of a tool's drawings relative to their image, at most ``max_pixels`` pixels each."""
+    parser.add_argument(
+        "--scale",
+        type=positive_number,
+        default=1.0,
+        help=f"drawing size relative to the image (3: 3x larger); at most {max_pixels} pixels a drawing",
+    )
+
+
+def finish(logger: logging.Logger, summary: str, skipped: Sequence[str]) -> int:
+    """
+    Log a tool's closing ``summary`` ("Wrote N of M ..."), naming the ``skipped`` inputs, and
+    return its exit status: 1 when some were skipped, else 0.
+    """
+    if skipped:
+        logger.warning(f"{summary}; skipped {len(skipped)}: {', '.join(skipped)}")
+        return 1
+    logger.info(summary)
+    return 0
 
 
 def add_batch_size_argument(parser: argparse.ArgumentParser) -> None:

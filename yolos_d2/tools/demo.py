@@ -268,12 +268,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--confidence-threshold", type=cli.fraction, default=0.5, help="draw predictions scoring at least it (0 to 1)"
     )
-    parser.add_argument(
-        "--scale",
-        type=cli.positive_number,
-        default=1.0,
-        help=f"drawing size relative to the input (3: 3x larger); at most {MAX_DRAWING_PIXELS} pixels a drawing",
-    )
+    cli.add_scale_argument(parser, MAX_DRAWING_PIXELS)
     cli.add_batch_size_argument(parser)
     cli.add_max_size_argument(parser)
     cli.add_precision_argument(parser)
@@ -308,11 +303,7 @@ def main(argv=None) -> int:
             progress.update(len(batch))
     written = len(paths) - len(skipped)
     summary = f"Wrote {written} of {len(paths)} inputs to {args.output}"
-    if skipped:
-        logger.warning(f"{summary}; skipped {len(skipped)}: {', '.join(skipped)}")
-        return 1
-    logger.info(summary)
-    return 0
+    return cli.finish(logger, summary, skipped)
 
 
 console_main = cli.console_script(main)
