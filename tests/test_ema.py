@@ -161,3 +161,26 @@ def test_ema_keys_need_the_switch_on():
         load_config(config_path("yolos_ti"), ["train.ema.decay=0.99"])
     cfg = load_config(config_path("yolos_ti"), ["train.ema.decay=0.99", "train.ema.enabled=True"])
     assert cfg.train.ema.decay == 0.99
+
+
+def test_update_matches_a_lerp_per_tensor_bit_for_bit():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.BatchNorm1d(7), torch.nn.Linear(7, 2).double())
+    ema = WeightEMA(model, decay=0.9, warmup_iters=3)
+    ema.reset()
+    expected = {k: v.clone() for k, v in ema.weights.items()}
+    for update in (1, 2):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        model[1].num_batches_tracked += 1
+        ema.update()
+        decay = 0.9 * (1 - math.exp(-update / 3))
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                expected[name].lerp_(value, 1 - decay)
+            else:
+                expected[name].copy_(value)
+    for name, average in ema.weights.items():
+        assert torch.equal(average, expected[name]), name
+    assert ema.weights["1.num_batches_tracked"].item() == 2

@@ -363,7 +363,8 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
     Raise :class:`ConfigError` if ``cfg`` (checked by :func:`check_config`) cannot run in
     ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``yolos-train``'s
     ``--num-gpus`` and ``--num-machines``): a training batch that does not divide among the
-    processes, more processes than GPUs on a CUDA device.
+    processes, several processes on one numbered device (e.g. ``cuda:1``), more processes than
+    GPUs on a CUDA device.
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ConfigError(f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines}: each must be at least 1")
@@ -375,6 +376,11 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
             f"(--num-gpus {num_gpus_per_machine} x --num-machines {num_machines}): use a multiple of {processes}"
         )
     device = _value(cfg, "train.device")
+    if device is not None and torch.device(device).index is not None and num_gpus_per_machine > 1:
+        raise ConfigError(
+            f"--num-gpus {num_gpus_per_machine} with train.device={device!r}: every process would run on that "
+            f"one device; use train.device='{torch.device(device).type}' (each process takes its own)"
+        )
     if device is not None and torch.device(device).type == "cuda" and num_gpus_per_machine > torch.cuda.device_count():
         raise ConfigError(
             f"--num-gpus {num_gpus_per_machine} with train.device={device!r}: this machine has "

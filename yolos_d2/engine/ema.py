@@ -68,13 +68,16 @@ class WeightEMA:
         if self.weights is None:
             self.reset()
         self.num_updates += 1
-        decay = self.decay_at(self.num_updates)
+        averages, values = [], []
         for name, value in self.model.state_dict().items():
             average = self.weights[name]
             if average.is_floating_point():
-                average.lerp_(value.detach(), 1 - decay)
+                averages.append(average)
+                values.append(value.detach())
             else:
                 average.copy_(value)
+        # One call over all the tensors: a ViT has hundreds, each a kernel launch of its own on a GPU.
+        torch._foreach_lerp_(averages, values, 1 - self.decay_at(self.num_updates))
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:

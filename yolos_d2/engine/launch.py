@@ -1,5 +1,5 @@
 """
-detectron2's ``launch``, extended to several CPU processes when there is no GPU, and the process
+detectron2's ``launch``, extended to several CPU processes for training on the CPU, and the process
 group of processes that torchrun started.
 """
 import ctypes
@@ -44,18 +44,20 @@ def launch(
     dist_url: Optional[str] = None,
     args: tuple = (),
     timeout: timedelta = DEFAULT_TIMEOUT,
+    device: Optional[str] = None,
 ):
     """
     Run ``main_func(*args)`` in ``num_gpus_per_machine`` processes per machine, like
-    ``detectron2.engine.launch`` (which it calls when CUDA is available). Without CUDA, the
-    processes run on the CPU and talk through the gloo backend, each with an equal share of the
-    CPU threads, so the distributed path can be run on any machine. On Linux, the processes
-    started end when the launching process ends, however it ends (see :func:`_end_with_launcher`).
-    A process waits ``timeout`` for the others, to meet them at ``dist_url`` and at each exchange.
+    ``detectron2.engine.launch`` (which it calls when the processes run on ``device`` "cuda",
+    the default where CUDA is available). On ``device`` "cpu" (the default without CUDA), the
+    processes talk through the gloo backend, each with an equal share of the CPU threads, so the
+    distributed path can be run on any machine. On Linux, the processes started end when the
+    launching process ends, however it ends (see :func:`_end_with_launcher`). A process waits
+    ``timeout`` for the others, to meet them at ``dist_url`` and at each exchange.
     """
     check_machines(num_machines, machine_rank, dist_url)
     world_size = num_machines * num_gpus_per_machine
-    if torch.cuda.is_available() or world_size == 1:
+    if runs_on_cuda(device) or world_size == 1:
         if world_size > 1:  # detectron2 starts processes; with one, it runs main_func here
             main_func = functools.partial(_run_bound_to_launcher, os.getpid(), main_func)
         return detectron2_launch(
@@ -63,7 +65,7 @@ def launch(
         )
     if dist_url == "auto":
         dist_url = f"tcp://127.0.0.1:{_free_port()}"
-    logging.getLogger(__name__).info(f"No CUDA: running {num_gpus_per_machine} CPU processes with the gloo backend")
+    logging.getLogger(__name__).info(f"Running {num_gpus_per_machine} CPU processes with the gloo backend")
     mp.start_processes(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
@@ -138,15 +140,24 @@ def torchrun_place(environ: Mapping[str, str] = os.environ) -> Optional[Torchrun
     return place
 
 
-def join_torchrun_group(place: TorchrunPlace, timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+def runs_on_cuda(device: Optional[str]) -> bool:
+    """Whether processes training on ``device`` ("cpu", "cuda"; None: "cuda" where available) use CUDA GPUs."""
+    if device is None:
+        return torch.cuda.is_available()
+    return torch.device(device).type == "cuda"
+
+
+def join_torchrun_group(
+    place: TorchrunPlace, timeout: timedelta = DEFAULT_TIMEOUT, device: Optional[str] = None
+) -> None:
     """
     Form the process group of the processes torchrun started, from its variables (init_method
-    ``env://``), as :func:`launch` forms that of the processes it starts: NCCL on CUDA GPUs, this
-    process on GPU ``LOCAL_RANK``, else gloo; and detectron2's group of this machine's processes.
-    Call it in each of those processes instead of :func:`launch`.
+    ``env://``), as :func:`launch` forms that of the processes it starts: NCCL on ``device``
+    "cuda", this process on GPU ``LOCAL_RANK``, else gloo; and detectron2's group of this
+    machine's processes. Call it in each of those processes instead of :func:`launch`.
     """
     backend = "gloo"
-    if torch.cuda.is_available():
+    if runs_on_cuda(device):
         torch.cuda.set_device(place.local_rank)
         backend = "nccl"
     _join_group(backend, "env://", place.world_size, place.rank, place.local_world_size, timeout)

@@ -48,12 +48,12 @@ def cpu_has_native_bf16() -> bool:
 @functools.lru_cache(maxsize=None)
 def bf16_is_fast(device: str) -> bool:
     """
-    Whether bfloat16 is worth running on ``device``: a CUDA device that supports it, or a CPU
-    with native bfloat16 instructions on which a bfloat16 matrix product, timed against a float32
-    one, is at least as fast.
+    Whether bfloat16 is worth running on ``device``: a CUDA device that computes it natively (not
+    one that emulates it, as a V100 or a T4 does), or a CPU with native bfloat16 instructions on
+    which a bfloat16 matrix product, timed against a float32 one, is at least as fast.
     """
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if not cpu_has_native_bf16():
         return False
     a = torch.randn(512, 512)

@@ -21,15 +21,18 @@ def token_detections(
     Args:
         logits: (K, C + 1) class logits; the last class is "no object".
         boxes: (K, 4) cx, cy, w, h normalised by the (unpadded) input image size.
+        (both of any floating dtype: the outputs are computed in float32)
         image_size: (height, width) in pixels of the image the boxes are returned in (symbolic
             while exporting).
         clip: clamp the boxes to the image, as detectron2's ``Boxes.clip``.
 
     Returns:
-        scores: (K,) the probability of each token's best class;
+        scores: (K,) float32, the probability of each token's best class;
         classes: (K,) int64, that class, in 0..C-1;
-        boxes: (K, 4) absolute XYXY in ``image_size``.
+        boxes: (K, 4) float32, absolute XYXY in ``image_size``.
     """
+    # In float32 whatever the forward's precision: bfloat16 spaces its numbers above 1024 by 8 (pixels).
+    logits, boxes = logits.float(), boxes.float()
     scores, classes = logits.softmax(-1)[:, :-1].max(-1)
     height, width = image_size
     # torch.tensor, not new_tensor, which torch.export specialises to the example's size.

@@ -20,8 +20,9 @@ naming it.
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 
 from ..config import prepare_config
@@ -56,6 +57,31 @@ def select_tokens(scores: torch.Tensor, tokens: Optional[Sequence[int]], top_k: 
     if tokens:
         return list(tokens)
     return scores.topk(min(top_k, len(scores))).indices.tolist()
+
+
+def token_pixel_maps(
+    weights: torch.Tensor,
+    tokens: Sequence[int],
+    image_size: Tuple[int, int],
+    size_divisibility: int,
+    patch_size: int,
+) -> np.ndarray:
+    """
+    Args:
+        weights: (1, heads, K, N) attention weights of the K ``[DET]`` tokens, recorded by
+            :func:`record_attention` with ``num_queries=K``, on any device.
+        tokens: the ``[DET]`` token indices to draw.
+        image_size: (H, W) of the image the model saw, before its padding.
+        size_divisibility, patch_size: the model's padding multiple and patch side in pixels.
+
+    Returns:
+        (len(tokens), heads, H, W) each token's weights per head on the pixels, on the CPU.
+    """
+    grid = padded_patch_grid(image_size, size_divisibility, patch_size)
+    num_det_tokens = weights.shape[2]
+    patch_maps = det_token_patch_attention(weights, grid, num_det_tokens)[0]  # (heads, K, rows, cols)
+    pixel_maps = attention_over_image(patch_maps[:, list(tokens)].transpose(0, 1), patch_size, image_size)
+    return pixel_maps.cpu().numpy()
 
 
 def figure_path(output: str, token: int) -> str:
@@ -97,13 +123,12 @@ def main(argv=None) -> int:
         raise RuntimeError("The last block's attn.qkv was not called in the forward: its attention cannot be recorded")
     tokens = select_tokens(instances.scores, args.tokens, args.top_k)
 
-    height, width = image.shape[:2]
-    grid = padded_patch_grid((height, width), predictor.model.size_divisibility, backbone.patch_size)
-    patch_maps = det_token_patch_attention(recorded[-1], grid, backbone.num_det_tokens)[0]  # (heads, K, rows, cols)
-    pixel_maps = attention_over_image(patch_maps[:, tokens].transpose(0, 1), backbone.patch_size, (height, width))
+    pixel_maps = token_pixel_maps(
+        recorded[-1], tokens, image.shape[:2], predictor.model.size_divisibility, backbone.patch_size
+    )
     class_names = predictor.metadata.get("thing_classes")
     rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
-    for token, head_maps in zip(tokens, pixel_maps.numpy()):
+    for token, head_maps in zip(tokens, pixel_maps):
         class_id, score = int(instances.pred_classes[token]), float(instances.scores[token])
         name = class_names[class_id] if class_names else f"class {class_id}"
         path = figure_path(args.output, token)

@@ -8,8 +8,9 @@ does::
 
 (also ``python -m yolos_d2.tools.train`` or ``python train_net.py``). ``--resume`` continues from
 the last checkpoint in ``train.output_dir``, with the intra-op thread count that computed it; one
-run at a time may use that folder (a second one fails at start, naming the first). Without CUDA,
-``--num-gpus N`` runs N CPU processes with the gloo backend. On several machines, each runs the
+run at a time may use that folder (a second one fails at start, naming the first). With
+``train.device=cpu`` (the default without CUDA), ``--num-gpus N`` runs N CPU processes with the
+gloo backend. On several machines, each runs the
 command with ``--num-machines``, its ``--machine-rank`` and machine 0's ``--dist-url``; under
 torchrun, which starts the processes itself, the processes form one group from its environment
 (see docs/cluster.md). ``--eval-only`` writes the evaluator's files (COCO's
@@ -266,7 +267,9 @@ def argument_parser() -> argparse.ArgumentParser:
     cli.add_config_arguments(parser)
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.output_dir")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the weights (--weights) and end")
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine (CPU processes without CUDA)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (CPU processes with train.device=cpu)"
+    )
     parser.add_argument("--num-machines", type=int, default=1, help="total number of machines")
     parser.add_argument("--machine-rank", type=int, default=0, help="the rank of this machine (unique per machine)")
     parser.add_argument(
@@ -445,7 +448,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             cfg = check_run(args)
             if place is not None:
-                join_torchrun_group(place, timeout)
+                join_torchrun_group(place, timeout, cfg.train.device)
             stack.enter_context(output_dir_lock(cfg.train.output_dir, args.machine_rank, place is not None))
             resume_point = find_resume_point(cfg.train.output_dir, ema_enabled(cfg)) if continues_a_run(args) else None
         except (ValueError, OutputDirError) as e:  # ConfigError, DatasetError, ResumeError, an unreadable checkpoint
@@ -463,6 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 dist_url=args.dist_url,
                 args=(args,),
                 timeout=timeout,
+                device=cfg.train.device,
             )
     return 0
 
