@@ -1,7 +1,6 @@
 """End-to-end training through train_net.py on a tiny synthetic dataset, in subprocesses."""
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_train_net, start_train_net
+from conftest import copypaste_ap, run_train_net, start_train_net
 
 # Whole training runs in subprocesses: about two minutes together on 2 CPU cores (-m slow).
 pytestmark = pytest.mark.slow
@@ -20,11 +19,6 @@ pytestmark = pytest.mark.slow
 def read_metrics(output_dir):
     with open(os.path.join(output_dir, "metrics.json")) as f:
         return [json.loads(line) for line in f]
-
-
-def copypaste_ap(log: str):
-    """The AP numbers of detectron2's last 'copypaste' evaluation lines."""
-    return [float(x) for x in re.findall(r"copypaste: ([-\d.,nan]+)\n", log)[-1].split(",")]
 
 
 def final_weights(output_dir):

@@ -10,6 +10,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from .io import load_weights_file, save_checkpoint_atomic, state_dict_of, write_atomic
+from ..utils.file_io import os_error_in
 from .keys import compact_key_names
 from .vit_families import NEW_KEYS
 from .position_embeddings import (
@@ -153,7 +154,7 @@ class YOLOSCheckpointer(DetectionCheckpointer):
             self.tag_last_checkpoint(basename)
         except (OSError, RuntimeError) as error:
             # torch.save reports a failed write (e.g. ENOSPC) as a RuntimeError of its zip writer.
-            e = _os_error_in(error)
+            e = os_error_in(error)
             if e is None:
                 raise
             kept = (
@@ -346,13 +347,6 @@ def check_checkpoint_finite(checkpoint: Dict, source: str) -> None:
     ema_weights = ema_weights_of(checkpoint)
     if ema_weights is not None:
         check_finite(ema_weights, source, keys=ema_weights.keys(), part=_EMA_PART)
-
-
-def _os_error_in(error: BaseException) -> Optional[OSError]:
-    """``error`` if it is an ``OSError``, else the first one it was raised from or while handling."""
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__ or error.__context__
-    return error
 
 
 def _tensors(count: int) -> str:

@@ -5,7 +5,7 @@ import shutil
 import uuid
 from typing import IO, Any, Callable, Optional, TypeVar
 
-__all__ = ["WriteError", "create_atomic", "write_atomic"]
+__all__ = ["WriteError", "create_atomic", "os_error_in", "write_atomic"]
 
 Result = TypeVar("Result")
 
@@ -77,7 +77,7 @@ def _replace_atomic(path: str, tmp_name: str, create: Callable[[str], Result]) -
         os.replace(tmp, path)
     except BaseException as error:
         _remove(tmp)
-        cause = _os_error_in(error) if isinstance(error, (OSError, RuntimeError)) else None
+        cause = os_error_in(error) if isinstance(error, (OSError, RuntimeError)) else None
         if cause is None:
             raise
         raise WriteError(cause.errno, cause.strerror or str(cause), path) from error
@@ -86,7 +86,7 @@ def _replace_atomic(path: str, tmp_name: str, create: Callable[[str], Result]) -
     return result
 
 
-def _os_error_in(error: BaseException) -> Optional[OSError]:
+def os_error_in(error: BaseException) -> Optional[OSError]:
     """``error`` if it is an ``OSError``, else the first one it was raised from or while handling."""
     while error is not None and not isinstance(error, OSError):
         error = error.__cause__ or error.__context__
