@@ -204,6 +204,9 @@ class _FillingFile:
     def flush(self) -> None:
         self.f.flush()
 
+    def fileno(self) -> int:
+        return self.f.fileno()
+
     def __enter__(self):
         return self
 
@@ -220,6 +223,14 @@ def full_disk(monkeypatch):
     from yolos_d2.utils import file_io
 
     monkeypatch.setattr(file_io, "open", lambda path, mode: _FillingFile(open(path, mode), room=500), raising=False)
+
+
+@pytest.fixture
+def no_room_on_disk(monkeypatch):
+    """As :func:`full_disk`, with no room left: the first byte of a file fails to be written."""
+    from yolos_d2.utils import file_io
+
+    monkeypatch.setattr(file_io, "open", lambda path, mode: _FillingFile(open(path, mode), room=0), raising=False)
 
 
 def free_port() -> int:
