@@ -13,6 +13,7 @@ measured in one process::
     python -m benchmarks data-loading [--images 200] [--configs CONFIG ...]
     python -m benchmarks threads [--config-file configs/quickstart.py] [--competitors 1]
     python -m benchmarks coco-scale [--images 118287] [--eval-images 5000]
+    python -m benchmarks gpu [--device cuda] [--output FILE] [--dry-run]
 
 ``python -m benchmarks NAME --help`` describes each.
 """
@@ -37,6 +38,7 @@ BENCHMARKS = {
     "threads": ("threads", "training steps beside competing processes: torch's default threads, 1 and auto"),
     "precision": ("precision", "AP of a trained model in float32, int8 (PyTorch and onnxruntime) and bfloat16"),
     "coco-scale": ("coco_scale", "a COCO train2017-sized json: loading, image-file check; 5,000 images' evaluation"),
+    "gpu": ("gpu", "the GPU measurements in one table: CUDA vs CPU, inference, training, 2 processes"),
 }
 
 

@@ -27,9 +27,8 @@ where the device computes bfloat16 natively (``yolos_d2.inference.precision.bf16
 import argparse
 import copy
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import torch
 from detectron2.config import instantiate
@@ -47,7 +46,9 @@ from yolos_d2.tools import cli
 from .huggingface import random_huggingface_model
 from .original import original_detector
 from yolos_d2.utils.table import format_table
-from .timing import Timing, add_repeats_argument, device_sync, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, describe_device, device_sync, time_interleaved, timings
+
+T = TypeVar("T")
 
 DEFAULT_CASES = ["configs/yolos_ti.py:512x688:1", "configs/yolos_ti.py:512x688:8", "configs/yolos_s.py:800x1216:1"]
 GEMM_SIZE = 2048
@@ -74,14 +75,16 @@ def case_argument(text: str) -> str:
     return text
 
 
-def build_models(config_file: str, device: str, original_repo: Optional[str] = None) -> Dict[str, torch.nn.Module]:
+def build_models(
+    cfg, device: str, attentions: Sequence[str] = ("eager", "sdpa"), original_repo: Optional[str] = None
+) -> Dict[str, torch.nn.Module]:
     """
-    yolos_d2's detector and transformers' eager and SDPA models holding the same random weights:
-    transformers' (:func:`random_huggingface_model`), converted with ``convert_huggingface`` and
-    loaded into ours. With ``original_repo`` (a checkout of hustvl/YOLOS), also the original
-    implementation's backbone with our heads.
+    yolos_d2's detector of the LazyConfig ``cfg`` and transformers' models with each of
+    ``attentions`` ("eager", "sdpa"), holding the same random weights: transformers'
+    (:func:`random_huggingface_model`), converted with ``convert_huggingface`` and loaded into
+    ours. With ``original_repo`` (a checkout of hustvl/YOLOS), also the original implementation's
+    backbone with our heads.
     """
-    cfg = load_config(config_file)
     peer = random_huggingface_model(cfg.model.detector.backbone)
     ours: YOLOSDetector = instantiate(cfg.model.detector)
     state, _ = convert_huggingface(peer.state_dict(), cfg.model.detector.backbone.num_det_tokens)
@@ -89,7 +92,7 @@ def build_models(config_file: str, device: str, original_repo: Optional[str] = N
     ours.load_state_dict(state)
 
     models = {"yolos_d2": ours}
-    for attention in ("eager", "sdpa"):
+    for attention in attentions:
         models[f"transformers {attention}"] = copy.deepcopy(peer)
         models[f"transformers {attention}"].set_attn_implementation(attention)
     if original_repo is not None:
@@ -104,18 +107,58 @@ def forward_fn(name: str, model: torch.nn.Module, images: torch.Tensor) -> Calla
     return lambda: model(images)
 
 
-def max_output_difference(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor]) -> float:
-    """Largest absolute difference of two detectors' logits and boxes; a 92-class COCO head is mapped to 81."""
+def output_differences(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor]) -> Dict[str, float]:
+    """
+    Largest absolute difference of two detectors' "pred_logits" and of their "pred_boxes"; a
+    92-class COCO head of ``theirs`` is mapped to 81 classes.
+    """
     logits = theirs["pred_logits"]
     if logits.shape[-1] != ours["pred_logits"].shape[-1]:
         logits = logits[..., coco_class_head_rows()]
-    return max(
-        (ours["pred_logits"] - logits).abs().max().item(),
-        (ours["pred_boxes"] - theirs["pred_boxes"]).abs().max().item(),
-    )
+    return {
+        "pred_logits": (ours["pred_logits"] - logits).abs().max().item(),
+        "pred_boxes": (ours["pred_boxes"] - theirs["pred_boxes"]).abs().max().item(),
+    }
+
+
+def max_output_difference(ours: Dict[str, torch.Tensor], theirs: Dict[str, torch.Tensor]) -> float:
+    """The larger of :func:`output_differences`: of the logits and of the boxes."""
+    return max(output_differences(ours, theirs).values())
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def in_precision(fn: Callable[[], T], device: str, dtype: str) -> Callable[[], T]:
+    """``fn`` run under autocast to ``dtype`` ("bf16", "fp16") on ``device``'s type, or as it is for "fp32"."""
+    if dtype == "fp32":
+        return fn
+    device_type = torch.device(device).type
+
+    def autocast_fn() -> T:
+        with torch.autocast(device_type, dtype=AUTOCAST_DTYPES[dtype]):
+            return fn()
+
+    return autocast_fn
+
+
+def compare_and_time(
+    fns: Dict[str, Callable[[], Dict[str, torch.Tensor]]],
+    reference: Dict[str, torch.Tensor],
+    device: str,
+    repeats: int,
+    warmup: int,
+    others: Optional[Dict[str, Callable[[], object]]] = None,
+) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """
+    Without autograd: the largest difference (:func:`max_output_difference`) of each of ``fns``'
+    outputs from ``reference``, then the seconds per call of each of ``fns`` and of ``others``,
+    timed interleaved (:func:`time_interleaved`). Returns (seconds, differences) by name.
+    """
+    with torch.inference_mode():
+        differences = {name: max_output_difference(reference, fn()) for name, fn in fns.items()}
+        times = time_interleaved({**fns, **(others or {})}, repeats=repeats, warmup=warmup, sync=device_sync(device))
+    return times, differences
 
 
 def lower_precision_models(ours: YOLOSDetector, images: torch.Tensor, onnxruntime: bool) -> Dict[str, torch.nn.Module]:
@@ -197,23 +240,18 @@ def run_case(
 ) -> CaseResult:
     """Time every implementation on ``case`` in ``dtype`` (the module description says which)."""
     config_file, (height, width), batch = parse_case(case)
-    models = build_models(config_file, device, original_repo)
+    models = build_models(load_config(config_file), device, original_repo=original_repo)
     images = torch.randn(batch, 3, height, width, device=device)
     ours = models["yolos_d2"]
     with torch.inference_mode():
         reference = ours(images)
     if dtype == "fp32" and device == "cpu":
         models.update(lower_precision_models(ours, images, onnxruntime))
-    fns = {name: forward_fn(name, model, images) for name, model in models.items()}
-    autocast = torch.autocast(device.split(":")[0], dtype=AUTOCAST_DTYPES[dtype]) if dtype != "fp32" else nullcontext()
-    with torch.inference_mode(), autocast:
-        differences = {name: max_output_difference(reference, fn()) for name, fn in fns.items()}
-
+    fns = {name: in_precision(forward_fn(name, model, images), device, dtype) for name, model in models.items()}
     gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
-    fns["gemm"] = lambda: gemm_a @ gemm_a
-    fns["attention"] = attention_fn(ours.backbone, images)
-    with torch.inference_mode(), autocast:
-        times = time_interleaved(fns, repeats=repeats, warmup=warmup, sync=device_sync(device))
+    others = {"gemm": lambda: gemm_a @ gemm_a, "attention": attention_fn(ours.backbone, images)}
+    others = {name: in_precision(fn, device, dtype) for name, fn in others.items()}
+    times, differences = compare_and_time(fns, reference, device, repeats, warmup, others)
     gemm_seconds = times.pop("gemm")
     attention_seconds = times.pop("attention")
     return CaseResult(
@@ -310,8 +348,7 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
 
     dtypes = benchmark_dtypes(args.device)
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "CPU"
-    print(f"device: {device_name}, {torch.get_num_threads()} threads, torch {torch.__version__}; dtypes: {dtypes}")
+    print(f"device: {describe_device(args.device)}, torch {torch.__version__}; dtypes: {dtypes}")
     if "bf16" not in dtypes:
         print("bf16 skipped: this device does not compute bfloat16 natively (no AVX512-BF16 or AMX on a CPU)")
     for result in run(args.cases, args.device, args.repeats, args.warmup, args.original_repo, args.onnxruntime):

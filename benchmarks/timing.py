@@ -1,5 +1,9 @@
-"""Interleaved wall-clock timing shared by the benchmarks, its ``--repeats``, and the row a timed thing gives."""
+"""
+Interleaved wall-clock timing shared by the benchmarks, its ``--repeats``, the row a timed thing
+gives, and the name of the machine timed.
+"""
 import argparse
+import platform
 import statistics
 import time
 from dataclasses import dataclass
@@ -9,7 +13,7 @@ import torch
 
 from yolos_d2.tools import cli
 
-__all__ = ["Timing", "add_repeats_argument", "device_sync", "time_interleaved", "timings"]
+__all__ = ["Timing", "add_repeats_argument", "describe_device", "device_sync", "time_interleaved", "timings"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,36 @@ def timings(
 def device_sync(device: str) -> Callable[[], None]:
     """What :func:`time_interleaved` calls before each clock reading on ``device``: CUDA's synchronize, or nothing."""
     return torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+
+def describe_device(device: str) -> str:
+    """
+    What ``device`` ("cpu", "cuda", "cuda:1") is, for the line above a table: the GPU's name,
+    memory and compute capability, or the CPU's model name and torch's threads.
+    """
+    if device.startswith("cuda"):
+        gpu = torch.cuda.get_device_properties(device)
+        return f"{gpu.name} ({gpu.total_memory / 2**30:.0f} GiB, compute capability {gpu.major}.{gpu.minor})"
+    threads = torch.get_num_threads()
+    return f"{_cpu_description()}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+# The CPU flags that decide which kernels run: vector width, native bfloat16, int8 dot products.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _cpu_description() -> str:
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has, from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return platform.processor() or "CPU"
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    present = [flag for flag in SPEED_FLAGS if flag in flags]
+    return f"{fields.get('model name', platform.processor() or 'CPU')} ({' '.join(present) or 'none of ' + ', '.join(SPEED_FLAGS)})"
 
 
 def time_interleaved(

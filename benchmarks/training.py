@@ -14,7 +14,7 @@ import argparse
 import itertools
 from dataclasses import dataclass
 from functools import partial
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import instantiate
@@ -23,11 +23,12 @@ from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
 from yolos_d2.config import AMP_DTYPES, prepare_config
-from yolos_d2.engine import WeightEMA, YOLOSTrainer
+from yolos_d2.engine import WeightEMA, YOLOSTrainer, unwrap_model
 from yolos_d2.tools import cli
+from yolos_d2.tools.train import wrap_ddp
 from .memory import peak_allocated_bytes
 from yolos_d2.utils.table import format_table
-from .timing import Timing, add_repeats_argument, device_sync, time_interleaved, timings
+from .timing import Timing, add_repeats_argument, describe_device, device_sync, time_interleaved, timings
 
 
 def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_per_image: int = 7) -> List[Dict]:
@@ -45,17 +46,18 @@ def synthetic_batch(batch: int, size: Tuple[int, int], num_classes: int, boxes_p
     return inputs
 
 
-def build_trainer(cfg, batch: int, size: Tuple[int, int]) -> YOLOSTrainer:
+def build_trainer(cfg, batch: int, size: Tuple[int, int], ddp: bool = False) -> YOLOSTrainer:
     """
     A :class:`YOLOSTrainer` of the config's model and optimizer on ``cfg.train.device``, fed
-    ``batch`` synthetic images of ``size`` (H, W) at every step.
+    ``batch`` synthetic images of ``size`` (H, W) at every step; with ``ddp``, the model wrapped
+    in ``DistributedDataParallel`` as training wraps it (call it in each process of a group).
     """
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(cfg.train.device).train()
     cfg.optimizer.params.model = model
     data = synthetic_batch(batch, size, cfg.model.detector.num_classes)
     trainer = YOLOSTrainer(
-        model,
+        wrap_ddp(cfg, model) if ddp else model,
         lambda start_iter, seed: itertools.repeat(data),
         instantiate(cfg.optimizer),
         amp_dtype=cfg.train.amp.dtype,
@@ -102,11 +104,10 @@ def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argpars
 
 
 def describe_step(config_file: str, batch: int, size: Tuple[int, int], cfg: DictConfig) -> str:
-    """The line above a table of training steps: config, batch, size, device (GPU name or threads), autocast."""
+    """The line above a table of training steps: config, batch, size, device (:func:`describe_device`), autocast."""
     device = cfg.train.device
-    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     amp_dtype = AMP_DTYPES.get(cfg.train.amp.dtype)
-    return f"{config_file}, batch {batch} at {size[0]}x{size[1]}, {device} ({where}), amp {amp_dtype}"
+    return f"{config_file}, batch {batch} at {size[0]}x{size[1]}, {device} ({describe_device(device)}), amp {amp_dtype}"
 
 
 @dataclass(frozen=True)
@@ -128,26 +129,48 @@ class TrainingResult:
     ema: Timing
 
 
+# Activation checkpointing of the backbone (its use_act_checkpoint) in the rows of the tables.
+CHECKPOINTING = {"off": False, "on": True}
+
+
+def checkpointing_steps(trainer: YOLOSTrainer) -> Dict[str, Callable[[], None]]:
+    """A training step of ``trainer`` with activation checkpointing "off" and one with it "on"."""
+    backbone = unwrap_model(trainer.model).detector.backbone
+
+    def step(use_act_checkpoint: bool):
+        backbone.use_act_checkpoint = use_act_checkpoint
+        trainer.run_step()
+
+    return {name: partial(step, setting) for name, setting in CHECKPOINTING.items()}
+
+
+def measure_steps(
+    steps: Dict[str, Callable[[], None]],
+    device: str,
+    repeats: int,
+    warmup: int = 1,
+    others: Optional[Dict[str, Callable[[], object]]] = None,
+) -> Tuple[Dict[str, float], Dict[str, int]]:
+    """
+    The seconds per call of each of ``steps`` (training steps) and ``others``, timed interleaved
+    over ``repeats`` rounds after ``warmup``; then the peak bytes of one call of each step
+    (:func:`peak_allocated_bytes`). Returns (seconds, peak bytes) by name.
+    """
+    with EventStorage(0):  # where the steps write their losses
+        times = time_interleaved({**steps, **(others or {})}, repeats=repeats, warmup=warmup, sync=device_sync(device))
+        memory = {name: peak_allocated_bytes(step, device) for name, step in steps.items()}
+    return times, memory
+
+
 def run(cfg: DictConfig, batch: int, size: Tuple[int, int], repeats: int) -> TrainingResult:
     """
     Time steps of the config's model and optimizer on ``batch`` synthetic images of ``size`` (H, W)
     with activation checkpointing off and on, and an EMA update, interleaved over ``repeats``
     rounds; then measure each step's peak memory.
     """
-    device = cfg.train.device
     trainer = build_trainer(cfg, batch, size)
-    backbone = trainer.model.detector.backbone
-
-    def step(use_act_checkpoint: bool):
-        backbone.use_act_checkpoint = use_act_checkpoint
-        trainer.run_step()
-
-    settings = {"off": False, "on": True}
     ema = WeightEMA(trainer.model, decay=0.999)
-    fns = {**{name: partial(step, setting) for name, setting in settings.items()}, "ema": ema.update}
-    with EventStorage(0) as trainer.storage:
-        times = time_interleaved(fns, repeats=repeats, warmup=1, sync=device_sync(device))
-        memory = {name: peak_allocated_bytes(fns[name], device) for name in settings}
+    times, memory = measure_steps(checkpointing_steps(trainer), cfg.train.device, repeats, others={"ema": ema.update})
     ema_seconds = times.pop("ema")
     memory_ratio = {name: peak / memory["off"] for name, peak in memory.items()}
     return TrainingResult(
