@@ -49,3 +49,34 @@ def test_gradients_through_det_only_queries_equal_full_block():
     x.grad = None
     block(x)[:, -4:].square().sum().backward()
     assert torch.allclose(grad_det_only, x.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_tokens", [20, 25])  # either side of 3 * head_dim = 24
+def test_training_attention_gradients_match_reference_with_explicit_and_fused_kernels(num_tokens, monkeypatch):
+    block = _block()
+    x = torch.randn(2, num_tokens, 32)
+    fused_calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a: fused_calls.append(1) or sdpa(*a))
+    x_ours = x.clone().requires_grad_()
+    block(x_ours).square().sum().backward()
+    grads_ours = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    x_ref = x.clone().requires_grad_()
+    _reference(block, x_ref).square().sum().backward()
+    # Short sequences take the explicit products, longer ones the fused kernel.
+    assert bool(fused_calls) == (num_tokens > 24)
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-4, atol=1e-5)
+    for ours, reference in zip(grads_ours, (p.grad for p in block.parameters())):
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
+
+
+def test_explicit_attention_under_bfloat16_autocast_is_within_bfloat16_resolution():
+    block = _block()
+    x = torch.randn(2, 20, 32, requires_grad=True)
+    expected = block(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = block(x)
+    # bfloat16 keeps 8 significant bits: a relative error of 2^-8 per rounding, a few roundings deep.
+    scale = expected.abs().max().item()
+    assert (mixed.float() - expected).abs().max().item() <= 8 * 2**-8 * scale

@@ -4,7 +4,6 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import PatchEmbed
 from torch.utils.checkpoint import checkpoint
 
 from .position_embedding import (
@@ -14,6 +13,7 @@ from .position_embedding import (
     resize_patch_pos_embed,
     sincos_patch_pos_embed,
 )
+from .patch_embedding import PatchEmbedding
 from .transformer import Block
 
 __all__ = ["ViTWithDetTokens"]
@@ -84,9 +84,7 @@ class ViTWithDetTokens(nn.Module):
         self.pe_cache_size = pe_cache_size
         self._pe_cache: "OrderedDict[tuple, tuple]" = OrderedDict()
 
-        self.patch_embed = PatchEmbed(
-            img_size=None, patch_size=patch_size, in_chans=3, embed_dim=embed_dim, strict_img_size=False
-        )
+        self.patch_embed = PatchEmbedding(patch_size, embed_dim)
         num_init_patches = self.init_grid[0] * self.init_grid[1]
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_init_patches, embed_dim))

@@ -2,14 +2,16 @@
 The ViT encoder block of YOLOS, with DeiT/timm parameter names (``norm1``, ``attn.qkv``,
 ``attn.proj``, ``norm2``, ``mlp.fc1``, ``mlp.fc2``).
 
-Two things timm's ``Block`` does not offer make it worth owning:
+What timm's ``Block`` does not offer makes it worth owning:
 
 - the last block only needs the outputs of the ``[DET]`` tokens, so it can compute attention,
   projection and MLP for those queries alone (keys and values still cover every token);
 - without autograd, the residual stream can be updated in place, saving a write and a read of
   every activation per sub-layer (outside autocast, and when the output projections are float
   ``nn.Linear`` layers: quantised ones, e.g. from ``torch.ao.quantization.quantize_dynamic``,
-  take the plain path).
+  take the plain path);
+- training on the CPU on short sequences computes attention as explicit matrix products, which
+  differentiate faster there than the fused kernel.
 """
 from typing import Optional
 
@@ -48,12 +50,27 @@ class Attention(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         if num_queries is not None:
             q = q[:, :, num_tokens - num_queries :]
-        out = F.scaled_dot_product_attention(q, k, v)
+        if torch.is_grad_enabled() and x.device.type == "cpu" and num_tokens <= 3 * self.head_dim:
+            out = _explicit_attention(q, k, v, self.scale)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(1, 2).reshape(batch, q.shape[2], dim)
 
     def forward(self, x: torch.Tensor, num_queries: Optional[int] = None) -> torch.Tensor:
         """(B, N, D) tokens -> (B, Q, D) attention outputs of the last Q (default N) tokens."""
         return self.proj(self.attend(x, num_queries))
+
+
+def _explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    """
+    Attention as two matrix products around a float32 softmax; q: (B, H, Q, d), k, v: (B, H, N, d).
+
+    For training on the CPU on short sequences, where the fused kernel is slower to differentiate
+    (5x in bfloat16 at 70 tokens, docs/performance.md): with N <= 3 d the (B, H, Q, N)
+    probabilities it keeps for the backward pass are no larger than q, k and v together.
+    """
+    probabilities = (q @ k.transpose(-2, -1) * scale).float().softmax(dim=-1)
+    return probabilities.to(v.dtype) @ v
 
 
 class Block(nn.Module):
