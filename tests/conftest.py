@@ -5,6 +5,13 @@ predictor and the docs' fenced blocks. Tests import the helpers from here
 (``from conftest import build_model``) and receive the fixtures by name.
 """
 import os
+
+# The tests run on the CPU, on a GPU host too: the configs' train.device is "cuda" wherever CUDA
+# is available, and the tests expect what the CPU gives (runs repeated bit for bit, processes
+# talking through gloo). Hidden here, before torch is imported and CUDA started, the GPUs are
+# hidden from the train_net.py processes the tests start too, which inherit the environment.
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 import re
 import subprocess
 import sys

@@ -105,6 +105,7 @@ BAD_VALUES = [
     ),
     ("yolos_ti", ["model.pixel_std=[58,0,57]"], "model.pixel_std=[58, 0, 57]: must be three numbers > 0"),
     ("yolos_ti", ["model.clip_boxes=maybe"], "model.clip_boxes='maybe': must be True or False"),
+    ("yolos_ti", ["train.allow_tf32=1"], "train.allow_tf32=1: must be True or False"),
     (
         "yolos_ti",
         ["train.schedule.reference_batch_size=0"],
@@ -157,6 +158,12 @@ def run_train_net_main(argv, monkeypatch):
         *BAD_VALUES,
         ("yolos_ti", ["--num-gpus", "3"], "dataloader.train.total_batch_size=16 is not divisible by the 3 processes"),
         ("yolos_ti", ["--num-gpus", "0"], "--num-gpus 0 --num-machines 1: each must be at least 1"),
+        (
+            "yolos_ti",
+            ["train.device=cpu", "train.allow_tf32=True"],
+            "train.allow_tf32=True with train.device='cpu': TF32 is a mode of NVIDIA GPUs, for train.device=cuda "
+            "only; set train.allow_tf32=False\n",
+        ),
     ],
 )
 def test_train_net_stops_before_writing_anything(tmp_path, monkeypatch, capsys, name, args, message):

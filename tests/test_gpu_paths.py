@@ -1,17 +1,25 @@
 """
 The code paths that run only on a GPU, checked on the CPU: a tensor subclass stands for a tensor
-on a CUDA device, and monkeypatched ``torch.cuda`` functions stand for a GPU host.
+on a CUDA device (one counts the copies of its values to the host, each a synchronisation on a
+GPU), and monkeypatched ``torch.cuda`` functions stand for a GPU host.
 """
 import importlib
+import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from detectron2.engine import hooks
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 
-from conftest import config_path
+from conftest import build_model, config_path
 from yolos_d2.config import ConfigError, check_launch, load_config
+from yolos_d2.engine import YOLOSTrainer
 from yolos_d2.inference.precision import bf16_is_fast
+from yolos_d2.modeling import HungarianMatcher, SetCriterion
 from yolos_d2.modeling.postprocessing import token_detections
+from yolos_d2.tools import cli, train
 from yolos_d2.tools.attention_maps import token_pixel_maps
 
 
@@ -138,3 +146,117 @@ def test_several_processes_on_one_numbered_gpu_are_refused(monkeypatch):
         check_launch(cfg, num_gpus_per_machine=2, num_machines=1, training=False)
     cfg.train.device = "cuda"
     check_launch(cfg, num_gpus_per_machine=2, num_machines=1, training=False)
+
+
+# The tensor methods that copy values to the host: on a GPU, each waits for the device's queued work.
+HOST_READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "__format__"}
+
+
+def host_read_counter():
+    """A :class:`DeviceTensor` type, and the list to which each host read of its tensors appends its name."""
+    reads = []
+
+    class CountedDeviceTensor(DeviceTensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if func.__name__ in HOST_READS:
+                reads.append(func.__name__)
+            return super().__torch_function__(func, types, args, kwargs)
+
+    return CountedDeviceTensor, reads
+
+
+class SquaredWeights(torch.nn.Module):
+    """A model whose loss terms, one per weight, are the squares of its weights, computed as device tensors."""
+
+    def __init__(self, weights, tensor_type):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.tensor(weights))
+        self.tensor_type = tensor_type
+
+    def forward(self, batch):
+        weight = self.weight.as_subclass(self.tensor_type)
+        return {f"loss_{i}": weight[i] ** 2 for i in range(self.weight.numel())}
+
+
+def test_a_training_step_copies_its_loss_terms_to_the_host_at_once():
+    weights = [1.0, 2.0, 3.0]
+    tensor_type, reads = host_read_counter()
+    model = SquaredWeights(weights, tensor_type)
+    batches = lambda start_iter, seed: itertools.repeat([{"image_id": 1}])  # noqa: E731
+    trainer = YOLOSTrainer(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), seed=0)
+    trainer.train(0, 1)
+    assert reads == ["tolist"]
+    logged = {f"loss_{i}": trainer.storage.history(f"loss_{i}").latest() for i in range(len(weights))}
+    assert logged == {f"loss_{i}": w**2 for i, w in enumerate(weights)}
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_the_criterion_reads_the_predictions_twice_whatever_the_batch(batch):
+    """Once to check that they are finite (both outputs together), once for the costs the matcher solves on the CPU."""
+    tensor_type, reads = host_read_counter()
+    generator = torch.Generator().manual_seed(0)
+    outputs = {
+        "pred_logits": torch.randn(batch, 5, 4, generator=generator).as_subclass(tensor_type),
+        "pred_boxes": (torch.rand(batch, 5, 4, generator=generator) * 0.5 + 0.25).as_subclass(tensor_type),
+    }
+    targets = [{"labels": torch.tensor([i % 3]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])} for i in range(batch)]
+    SetCriterion(num_classes=3, matcher=HungarianMatcher())(outputs, targets)
+    assert reads == ["__bool__", "cpu"]
+
+
+class CachedGrids(DatasetEvaluator):
+    """Records how many grids the backbone holds resized position embeddings for, after each batch."""
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+        self.counts = []
+
+    def process(self, inputs, outputs):
+        self.counts.append(len(self.backbone._pe_cache))
+
+
+def test_an_evaluation_during_training_leaves_no_position_embeddings_cached():
+    """
+    detectron2's evaluation hook, as a run's evaluations go: the evaluation caches the embeddings
+    of each grid of its images (two here), and the model, back in training mode, holds none; in
+    eval mode, the cache is kept between calls.
+    """
+    model = build_model("quickstart", ["model.detector.backbone.depth=1"]).train()
+    backbone = model.detector.backbone
+    batches = [[{"image": torch.zeros(3, *size, dtype=torch.uint8)}] for size in [(64, 96), (96, 64)]]
+    cached = CachedGrids(backbone)
+    evaluation = hooks.EvalHook(1, lambda: inference_on_dataset(model, batches, cached))
+    evaluation.trainer = SimpleNamespace(iter=0, max_iter=10)  # evaluates after iteration 0
+    evaluation.after_step()
+    assert cached.counts == [1, 2]
+    assert model.training and len(backbone._pe_cache) == 0
+
+    model.eval()
+    with torch.no_grad():
+        model(batches[0])
+    model.eval()
+    assert len(backbone._pe_cache) == 1
+
+
+@pytest.fixture
+def tf32_off():
+    """torch's TF32 setting of CUDA's matrix products, off during the test and put back after it."""
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_each_process_of_a_run_on_a_gpu_sets_tf32_as_the_config_says(monkeypatch, tmp_path, tf32_off, allowed):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # detectron2's setup describes the GPUs, and the logs' setup is the process's: neither is tested here.
+    monkeypatch.setattr(train, "default_setup", lambda cfg, args: None)
+    monkeypatch.setattr(train, "setup_logger", lambda *args, **kwargs: None)
+    monkeypatch.setattr(train, "do_train", lambda args, cfg: torch.backends.cuda.matmul.allow_tf32)
+    argv = ["--config-file", config_path("quickstart"), f"train.output_dir={tmp_path}"]
+    args = cli.parse_args(train.argument_parser(), [*argv, "train.device=cuda", f"train.allow_tf32={allowed}"])
+    args.num_threads = torch.get_num_threads(), "as the tests run"
+    assert train.worker_main(args) is allowed
+

@@ -364,7 +364,7 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
     ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``yolos-train``'s
     ``--num-gpus`` and ``--num-machines``): a training batch that does not divide among the
     processes, several processes on one numbered device (e.g. ``cuda:1``), more processes than
-    GPUs on a CUDA device.
+    GPUs on a CUDA device, TF32 (``train.allow_tf32``) on a device other than CUDA.
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ConfigError(f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines}: each must be at least 1")
@@ -385,6 +385,11 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
         raise ConfigError(
             f"--num-gpus {num_gpus_per_machine} with train.device={device!r}: this machine has "
             f"{torch.cuda.device_count()} GPUs"
+        )
+    if _value(cfg, "train.allow_tf32") and device is not None and torch.device(device).type != "cuda":
+        raise ConfigError(
+            f"train.allow_tf32=True with train.device={device!r}: TF32 is a mode of NVIDIA GPUs, for "
+            "train.device=cuda only; set train.allow_tf32=False"
         )
 
 
@@ -462,6 +467,7 @@ _VALUE_RULES: tuple[_Rule, ...] = (
         [
             "train.init_checkpoint_strict",
             "train.eval_with_ema",
+            "train.allow_tf32",
             "train.schedule.scale_lr",
             "train.ddp.broadcast_buffers",
             "train.ddp.find_unused_parameters",

@@ -107,7 +107,9 @@ class YOLOSTrainer(TrainerBase):
 
     def _write_metrics(self, loss_dict: Dict[str, torch.Tensor], data_time: float, data: List[Dict]):
         """Log the losses averaged over workers (and the slowest worker's data time); stop on NaN/inf."""
-        metrics = {k: v.detach().float().item() for k, v in loss_dict.items()}
+        # The loss terms in one copy to the host: on a GPU, each copy is a synchronisation.
+        values = torch.stack([v.detach().float() for v in loss_dict.values()]).tolist()
+        metrics = dict(zip(loss_dict, values))
         if not np.isfinite(sum(metrics.values())):
             raise self._non_finite_error(f"Loss became infinite or NaN at iteration {self.iter}: {metrics}", data)
         self._last_losses = self.iter, metrics

@@ -169,8 +169,10 @@ class SetCriterion(nn.Module):
     @staticmethod
     def num_boxes(targets: List[Dict[str, torch.Tensor]]) -> float:
         """The number of target boxes in ``targets``, averaged over the distributed workers; at least 1."""
-        num_boxes = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=targets[0]["labels"].device)
+        num_boxes = float(sum(len(t["labels"]) for t in targets))
         world_size = comm.get_world_size()
-        if world_size > 1:
-            dist.all_reduce(num_boxes)
-        return max(num_boxes.item() / world_size, 1.0)
+        if world_size > 1:  # summed on the targets' device: NCCL exchanges GPU tensors only
+            total = torch.tensor(num_boxes, device=targets[0]["labels"].device)
+            dist.all_reduce(total)
+            num_boxes = total.item()
+        return max(num_boxes / world_size, 1.0)

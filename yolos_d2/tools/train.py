@@ -21,7 +21,8 @@ share of the images.
 A config file that does not exist, an override of a key that does not exist, sizes the model
 cannot use, values of the wrong type or range, a device that does not exist, a batch that does
 not divide among the processes, ``--eval-only`` without weights, weights that do not exist,
-dataset files that do not exist or whose classes are not the model's, and a checkpoint that
+dataset files that do not exist or whose classes are not the model's, TF32
+(``train.allow_tf32=True``) without a CUDA device, and a checkpoint that
 ``--resume`` cannot continue from end the command at start, before any
 process or file is created (the folder's lock aside), with a message naming them (see
 ``yolos_d2.config`` and ``yolos_d2.engine.resume``).
@@ -38,6 +39,7 @@ from datetime import timedelta
 from functools import partial
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from detectron2.config import instantiate
 from detectron2.engine import create_ddp_model, default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -339,10 +341,21 @@ def worker_main(args: argparse.Namespace):
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
     set_num_threads(num_threads, why)
+    set_tf32(cfg.train.get("allow_tf32", False))
     if args.eval_only:
         use_default_evaluation_output(cfg)
         return do_test(cfg, wrap_ddp(cfg, build_inference_model(cfg)))
     return do_train(args, cfg)
+
+
+def set_tf32(allowed: bool) -> None:
+    """
+    With ``allowed`` (``train.allow_tf32``, which :func:`check_launch` allows on a CUDA device
+    only), have this process's float32 matrix products run in TF32; else keep torch's setting.
+    """
+    if allowed:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        logger.info("train.allow_tf32: float32 matrix products run in TF32")
 
 
 def launch_flags_given(parser: argparse.ArgumentParser, argv: Sequence[str]) -> List[str]:
