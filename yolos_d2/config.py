@@ -26,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .modeling.criterion import DEFAULT_LOSS_WEIGHTS
 from .modeling.position_embedding import embedding_grid
+from .utils.hardware import NATIVE_BF16_FLAGS, cpu_has_native_bf16
 
 __all__ = [
     "AMP_DTYPES",
@@ -37,8 +38,10 @@ __all__ = [
     "prepare_config",
 ]
 
-# train.amp.dtype -> the autocast dtype; None is full precision.
+# train.amp.dtype -> the autocast dtype; None is full precision, "auto" bfloat16 where the training
+# device computes it natively, else full precision (yolos_d2.engine.amp.resolve_amp_dtype).
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+AMP_AUTO = "auto"
 
 # Config nodes cheap to build whose constructors check their arguments: built by check_config.
 _BUILT_AT_START = ("dataloader.train.mapper.augmentations", "dataloader.test.mapper.augmentations", "model.criterion")
@@ -364,7 +367,9 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
     ``num_gpus_per_machine`` processes on each of ``num_machines`` machines (``yolos-train``'s
     ``--num-gpus`` and ``--num-machines``): a training batch that does not divide among the
     processes, several processes on one numbered device (e.g. ``cuda:1``), more processes than
-    GPUs on a CUDA device, TF32 (``train.allow_tf32``) on a device other than CUDA.
+    GPUs on a CUDA device, TF32 (``train.allow_tf32``) on a device other than CUDA, training
+    autocast the CPU does not compute natively (``train.amp.dtype`` float16, or bfloat16 without
+    AVX512-BF16 or AMX).
     """
     if num_gpus_per_machine < 1 or num_machines < 1:
         raise ConfigError(f"--num-gpus {num_gpus_per_machine} --num-machines {num_machines}: each must be at least 1")
@@ -390,6 +395,23 @@ def check_launch(cfg: DictConfig, num_gpus_per_machine: int, num_machines: int =
         raise ConfigError(
             f"train.allow_tf32=True with train.device={device!r}: TF32 is a mode of NVIDIA GPUs, for "
             "train.device=cuda only; set train.allow_tf32=False"
+        )
+    if training and device is not None and torch.device(device).type == "cpu":
+        _check_cpu_autocast(_value(cfg, "train.amp.dtype"), device)
+
+
+def _check_cpu_autocast(amp_dtype: Optional[str], device: str) -> None:
+    """Training autocast in ``amp_dtype`` on the CPU ``device``: only bfloat16, and only where native."""
+    if amp_dtype == "float16":
+        raise ConfigError(
+            f"train.amp.dtype='float16' with train.device={device!r}: float16 autocast is for CUDA devices; "
+            f"on the CPU use {AMP_AUTO!r} (bfloat16 where the CPU computes it natively) or null"
+        )
+    if amp_dtype == "bfloat16" and not cpu_has_native_bf16():
+        raise ConfigError(
+            f"train.amp.dtype='bfloat16' with train.device={device!r}: this CPU has no "
+            f"{' or '.join(NATIVE_BF16_FLAGS)}, so bfloat16 would be emulated, slower than float32; "
+            f"use null or {AMP_AUTO!r} (float32 on this CPU)"
         )
 
 
@@ -460,8 +482,8 @@ _VALUE_RULES: tuple[_Rule, ...] = (
     ("train.ema.warmup_iters", lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0: no warm-up)"),
     (
         "train.amp.dtype",
-        lambda v: v is None or v in AMP_DTYPES,
-        f"one of {', '.join(map(repr, [None, *AMP_DTYPES]))}",
+        lambda v: v is None or v == AMP_AUTO or v in AMP_DTYPES,
+        f"one of {', '.join(map(repr, [None, AMP_AUTO, *AMP_DTYPES]))} (None is written null in an override)",
     ),
     *_rules(
         [

@@ -10,7 +10,9 @@ train = dict(
     # (logging them); by default that is an error naming them.
     init_checkpoint_strict=True,
     max_iter=0,
-    # Autocast dtype: None (full precision), "float16" or "bfloat16".
+    # Autocast dtype: None (full precision), "float16" (CUDA), "bfloat16", or "auto": bfloat16 where
+    # train.device computes it natively (a CPU with AVX512-BF16 or AMX, a GPU from Ampere on), else
+    # full precision. A CPU that would emulate the dtype asked for is refused at start.
     amp=dict(dtype=None),
     # The original's --clip_max_norm; 0 disables clipping.
     clip_grad_norm=0.1,

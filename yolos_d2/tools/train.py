@@ -62,6 +62,7 @@ from ..engine import (
     scaled_lr,
 )
 from ..inference import build_inference_model
+from ..engine.amp import resolve_amp_dtype
 from ..engine.launch import DEFAULT_TIMEOUT, TorchrunPlace, check_machines, join_torchrun_group, torchrun_place
 from ..engine.resume import ResumeError, ResumePoint, find_resume_point, has_last_checkpoint
 from ..engine.run_lock import OutputDirError, RunLock
@@ -336,11 +337,14 @@ def worker_main(args: argparse.Namespace):
     cfg = load_checked_config(args)
     # main() resolves the threads before launching; a caller of worker_main alone resolves them here.
     num_threads, why = getattr(args, "num_threads", None) or resolve_threads(cfg, comm.get_local_size())
-    cfg.train.num_threads = num_threads  # recorded in config.yaml
+    cfg.train.num_threads = num_threads  # recorded in config.yaml, as the autocast dtype
+    cfg.train.amp.dtype, amp_why = resolve_amp_dtype(cfg.train.amp.dtype, cfg.train.device)
     logging.getLogger("detectron2").addFilter(_PLAIN_TEXT)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="yolos_d2")
     set_num_threads(num_threads, why)
+    if not args.eval_only:
+        logger.info(amp_why)
     set_tf32(cfg.train.get("allow_tf32", False))
     if args.eval_only:
         use_default_evaluation_output(cfg)
