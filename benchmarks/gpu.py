@@ -65,18 +65,20 @@ from .inference import (
     parse_case,
 )
 from .timing import describe_device
-from .training import CHECKPOINTING, build_trainer, checkpointing_steps, measure_steps
+from .training import (
+    AMP_SETTINGS,
+    CHECKPOINTING,
+    build_trainer,
+    measure_steps,
+    precision_steps,
+    precision_trainers,
+    step_name,
+)
 
 __all__ = ["DRY_RUN", "FULL", "Plan", "Row", "main", "report", "run"]
 
 # The precisions of the table, in the order of its rows; "fp32" is the reference of the others.
 DTYPES = ("fp32", "fp16", "bf16")
-# The config override that trains in each precision.
-AMP_OVERRIDES = {
-    "fp32": "train.amp.dtype=null",
-    "fp16": "train.amp.dtype=float16",
-    "bf16": "train.amp.dtype=bfloat16",
-}
 TRANSFORMERS = "transformers sdpa"
 
 # The measures of the rows, each with the format of its values.
@@ -317,11 +319,8 @@ def training_rows(plan: Plan, device: str) -> Iterator[Row]:
     dtypes = run_precisions(device)
     for case in plan.training:
         config_file, size, batch = parse_case(case)
-        steps = {}
-        for dtype in dtypes:
-            cfg = prepare_config(config_file, [*plan.overrides, AMP_OVERRIDES[dtype]], device=device)
-            trainer_steps = checkpointing_steps(build_trainer(cfg, batch, size))
-            steps.update({step_name(dtype, checkpointing): step for checkpointing, step in trainer_steps.items()})
+        cfg = prepare_config(config_file, plan.overrides, device=device)
+        steps = precision_steps(precision_trainers(cfg, dtypes, batch, size))
         times, memory = measure_steps(steps, device, plan.repeats, plan.warmup)
         del steps
         empty_cache(device)
@@ -348,11 +347,6 @@ def training_rows(plan: Plan, device: str) -> Iterator[Row]:
                 vs_reference=ratio(memory[name], memory[off]),
                 reference=reference,
             )
-
-
-def step_name(dtype: str, checkpointing: str) -> str:
-    """The name of a training step in ``dtype`` with activation checkpointing "off" or "on"."""
-    return f"{dtype}, checkpointing {checkpointing}"
 
 
 def two_process_skip(device: str) -> Optional[str]:
@@ -430,7 +424,8 @@ def two_process_worker(case: str, plan: Plan, device: str, result_path: str) -> 
     the seconds, peak bytes and gradient count to ``result_path`` as JSON.
     """
     config_file, size, batch = parse_case(case)
-    cfg = prepare_config(config_file, [*plan.overrides, AMP_OVERRIDES["fp32"]], device=device)
+    cfg = prepare_config(config_file, plan.overrides, device=device)
+    cfg.train.amp.dtype = AMP_SETTINGS["fp32"]
     single, ddp = build_trainer(cfg, batch, size), build_trainer(cfg, batch, size, ddp=True)
     gradients = sum(p.numel() for p in single.model.parameters() if p.requires_grad)
     buffer = torch.zeros(gradients, device=cfg.train.device)

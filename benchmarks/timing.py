@@ -3,6 +3,7 @@ Interleaved wall-clock timing shared by the benchmarks, its ``--repeats``, the r
 gives, and the name of the machine timed.
 """
 import argparse
+import contextlib
 import platform
 import statistics
 import time
@@ -12,6 +13,7 @@ from typing import Callable, Dict, List, Mapping, Type, TypeVar
 import torch
 
 from yolos_d2.tools import cli
+from yolos_d2.utils.hardware import cpu_flags
 
 __all__ = ["Timing", "add_repeats_argument", "describe_device", "device_sync", "time_interleaved", "timings"]
 
@@ -67,17 +69,12 @@ SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx
 
 
 def _cpu_description() -> str:
-    """The CPU's model name and which of :data:`SPEED_FLAGS` it has, from /proc/cpuinfo (Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return platform.processor() or "CPU"
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    present = [flag for flag in SPEED_FLAGS if flag in flags]
-    return f"{fields.get('model name', platform.processor() or 'CPU')} ({' '.join(present) or 'none of ' + ', '.join(SPEED_FLAGS)})"
+    """The CPU's model name and which of :data:`SPEED_FLAGS` it has."""
+    model = platform.processor() or "CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    present = [flag for flag in SPEED_FLAGS if flag in cpu_flags()]
+    return f"{model} ({' '.join(present) or 'none of ' + ', '.join(SPEED_FLAGS)})"
 
 
 def time_interleaved(

@@ -1,16 +1,21 @@
 """
 Speed and peak memory of one training step (forward, matching, losses, backward, gradient
-clipping, AdamW) of :class:`YOLOSTrainer`, with and without activation checkpointing::
+clipping, AdamW) of :class:`YOLOSTrainer`, in each precision the device runs, with and without
+activation checkpointing::
 
     python -m benchmarks training [--config-file configs/yolos_ti.py] [--batch 2] [--size 512x688]
 
-Steps per second are timed interleaved in one process (the same model switches
+The precisions are float32, bfloat16 autocast (``train.amp.dtype=bfloat16``) where the device
+computes it natively, and float16 autocast on CUDA; one trainer each, from the same initial
+weights. Steps per second are timed interleaved in one process (each model switches
 ``use_act_checkpoint`` between steps), and with them the update of an EMA of the weights
-(``train.ema.enabled``, :class:`~yolos_d2.engine.WeightEMA`), which runs after each step. Peak memory is that of the tensors a step allocates and holds
-at once (activations, gradients, temporaries; not the model and optimizer state that exist before
-it), from ``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's allocations on CPU.
+(``train.ema.enabled``, :class:`~yolos_d2.engine.WeightEMA`), which runs after each step. Peak
+memory is that of the tensors a step allocates and holds at once (activations, gradients,
+temporaries; not the model and optimizer state that exist before it), from
+``torch.cuda.max_memory_allocated`` on CUDA and by following ATen's allocations on CPU.
 """
 import argparse
+import copy
 import itertools
 from dataclasses import dataclass
 from functools import partial
@@ -22,12 +27,14 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 from omegaconf import DictConfig
 
-from yolos_d2.config import AMP_DTYPES, prepare_config
+from yolos_d2.config import prepare_config
+from yolos_d2.engine.amp import resolve_amp_dtype
 from yolos_d2.engine import WeightEMA, YOLOSTrainer, unwrap_model
 from yolos_d2.tools import cli
 from yolos_d2.tools.train import wrap_ddp
 from .memory import peak_allocated_bytes
 from yolos_d2.utils.table import format_table
+from .inference import benchmark_dtypes
 from .timing import Timing, add_repeats_argument, describe_device, device_sync, time_interleaved, timings
 
 
@@ -60,7 +67,7 @@ def build_trainer(cfg, batch: int, size: Tuple[int, int], ddp: bool = False) -> 
         wrap_ddp(cfg, model) if ddp else model,
         lambda start_iter, seed: itertools.repeat(data),
         instantiate(cfg.optimizer),
-        amp_dtype=cfg.train.amp.dtype,
+        amp_dtype=resolve_amp_dtype(cfg.train.amp.dtype, cfg.train.device)[0],
         clip_grad_norm=cfg.train.clip_grad_norm,
         seed=0,
     )
@@ -106,7 +113,7 @@ def parse_step_arguments(parser: argparse.ArgumentParser, argv) -> Tuple[argpars
 def describe_step(config_file: str, batch: int, size: Tuple[int, int], cfg: DictConfig) -> str:
     """The line above a table of training steps: config, batch, size, device (:func:`describe_device`), autocast."""
     device = cfg.train.device
-    amp_dtype = AMP_DTYPES.get(cfg.train.amp.dtype)
+    amp_dtype = resolve_amp_dtype(cfg.train.amp.dtype, device)[0]
     return f"{config_file}, batch {batch} at {size[0]}x{size[1]}, {device} ({describe_device(device)}), amp {amp_dtype}"
 
 
@@ -162,20 +169,50 @@ def measure_steps(
     return times, memory
 
 
+# train.amp.dtype of each precision of the tables.
+AMP_SETTINGS = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}
+
+
+def step_name(dtype: str, checkpointing: str) -> str:
+    """The name of a training step in ``dtype`` with activation checkpointing "off" or "on"."""
+    return f"{dtype}, checkpointing {checkpointing}"
+
+
+def precision_trainers(cfg: DictConfig, dtypes: List[str], batch: int, size: Tuple[int, int]) -> Dict[str, YOLOSTrainer]:
+    """A trainer of :func:`build_trainer` for each of ``dtypes`` (keys of :data:`AMP_SETTINGS`), from the same weights."""
+    trainers = {}
+    for dtype in dtypes:
+        dtype_cfg = copy.deepcopy(cfg)
+        dtype_cfg.train.amp.dtype = AMP_SETTINGS[dtype]
+        trainers[dtype] = build_trainer(dtype_cfg, batch, size)
+    return trainers
+
+
+def precision_steps(trainers: Dict[str, YOLOSTrainer]) -> Dict[str, Callable[[], None]]:
+    """A step of each of ``trainers`` (by precision) without and with checkpointing, named by :func:`step_name`."""
+    return {
+        step_name(dtype, checkpointing): step
+        for dtype, trainer in trainers.items()
+        for checkpointing, step in checkpointing_steps(trainer).items()
+    }
+
+
 def run(cfg: DictConfig, batch: int, size: Tuple[int, int], repeats: int) -> TrainingResult:
     """
     Time steps of the config's model and optimizer on ``batch`` synthetic images of ``size`` (H, W)
-    with activation checkpointing off and on, and an EMA update, interleaved over ``repeats``
-    rounds; then measure each step's peak memory.
+    in each precision the device runs (:func:`benchmark_dtypes`), with activation checkpointing
+    off and on, and an EMA update, interleaved over ``repeats`` rounds; then measure each step's
+    peak memory. Ratios are against float32 without checkpointing.
     """
-    trainer = build_trainer(cfg, batch, size)
-    ema = WeightEMA(trainer.model, decay=0.999)
-    times, memory = measure_steps(checkpointing_steps(trainer), cfg.train.device, repeats, others={"ema": ema.update})
+    trainers = precision_trainers(cfg, benchmark_dtypes(cfg.train.device), batch, size)
+    ema = WeightEMA(trainers["fp32"].model, decay=0.999)
+    times, memory = measure_steps(precision_steps(trainers), cfg.train.device, repeats, others={"ema": ema.update})
     ema_seconds = times.pop("ema")
-    memory_ratio = {name: peak / memory["off"] for name, peak in memory.items()}
+    reference = step_name("fp32", "off")
+    memory_ratio = {name: peak / memory[reference] for name, peak in memory.items()}
     return TrainingResult(
-        steps=timings(times, "off", StepTiming, peak_bytes=memory, memory_ratio=memory_ratio),
-        ema=Timing("ema", ema_seconds, ema_seconds / times["off"]),
+        steps=timings(times, reference, StepTiming, peak_bytes=memory, memory_ratio=memory_ratio),
+        ema=Timing("ema", ema_seconds, ema_seconds / times[reference]),
     )
 
 
@@ -185,9 +222,12 @@ def main(argv=None) -> None:
     )
     add_step_arguments(parser, repeats=5)
     args, cfg = parse_step_arguments(parser, argv)
+    if any(override.lstrip("+").split("=")[0] == "train.amp.dtype" for override in args.opts):
+        parser.error("train.amp.dtype: the benchmark times every precision the device runs, each in a row")
     result = run(cfg, args.batch, args.size, args.repeats)
 
-    print(describe_step(args.config_file, args.batch, args.size, cfg))
+    device = cfg.train.device
+    print(f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {device} ({describe_device(device)})")
     rows = [
         [
             step.name,
@@ -199,6 +239,6 @@ def main(argv=None) -> None:
         ]
         for step in result.steps
     ]
-    header = ["activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
+    header = ["precision, activation checkpointing", "s/step", "steps/s", "time ratio", "peak MiB", "memory ratio"]
     print(format_table(header, rows))
     print(f"EMA of the weights: {result.ema.seconds * 1e3:.1f} ms per update, {result.ema.ratio:.3f} of a step")
