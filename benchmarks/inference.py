@@ -22,13 +22,16 @@ to ONNX and run by onnxruntime in float32 and in int8 (its dynamic quantisation,
 int8 paths quantise the matrix products with weights only: attention (queries times keys, and
 its weights times values) stays float32, and the line under the table gives its share of
 yolos_d2's float32 time, which bounds what int8 can gain. bfloat16 rows (autocast) are added
-where the device computes bfloat16 natively (``yolos_d2.inference.precision.bf16_is_fast``).
+where the device computes bfloat16 natively (``yolos_d2.inference.precision.bf16_is_fast``), with
+a row of yolos_d2 whose attention stays float32: the lower-precision matrix products alone,
+against the fused attention kernel's bfloat16 path.
 """
 import argparse
 import copy
 import os
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from unittest import mock
 
 import torch
 from detectron2.config import instantiate
@@ -142,6 +145,27 @@ def in_precision(fn: Callable[[], T], device: str, dtype: str) -> Callable[[], T
     return autocast_fn
 
 
+# The row of yolos_d2 under autocast with its attention kept in float32: matrix products alone in
+# the lower precision, against the fused attention kernel's own bfloat16/float16 path.
+FP32_ATTENTION = "yolos_d2, attention in fp32"
+
+
+def with_fp32_attention(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` with ``scaled_dot_product_attention`` computed in float32 whatever its inputs' dtype."""
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def fp32_sdpa(q, k, v, *args, **kwargs):
+        # Outside autocast, which would cast the inputs back to its lower precision.
+        with torch.autocast(q.device.type, enabled=False):
+            return sdpa(q.float(), k.float(), v.float(), *args, **kwargs).to(q.dtype)
+
+    def patched_fn() -> T:
+        with mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", fp32_sdpa):
+            return fn()
+
+    return patched_fn
+
+
 def compare_and_time(
     fns: Dict[str, Callable[[], Dict[str, torch.Tensor]]],
     reference: Dict[str, torch.Tensor],
@@ -247,7 +271,10 @@ def run_case(
         reference = ours(images)
     if dtype == "fp32" and device == "cpu":
         models.update(lower_precision_models(ours, images, onnxruntime))
-    fns = {name: in_precision(forward_fn(name, model, images), device, dtype) for name, model in models.items()}
+    fns = {name: forward_fn(name, model, images) for name, model in models.items()}
+    if dtype != "fp32":
+        fns[FP32_ATTENTION] = with_fp32_attention(fns["yolos_d2"])
+    fns = {name: in_precision(fn, device, dtype) for name, fn in fns.items()}
     gemm_a = torch.randn(GEMM_SIZE, GEMM_SIZE, device=device)
     others = {"gemm": lambda: gemm_a @ gemm_a, "attention": attention_fn(ours.backbone, images)}
     others = {name: in_precision(fn, device, dtype) for name, fn in others.items()}
