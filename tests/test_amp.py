@@ -2,7 +2,10 @@
 import pytest
 import torch
 import yaml
+from detectron2.config import instantiate
+from detectron2.utils.events import EventStorage
 
+from benchmarks.training import synthetic_batch
 from conftest import config_path, run_train_net
 from yolos_d2.config import ConfigError, check_launch, load_config
 from yolos_d2.engine import amp
@@ -74,3 +77,30 @@ def test_a_run_records_the_dtype_auto_resolved_to(tiny_config, tmp_path):
     assert amp.resolve_amp_dtype("auto", "cpu")[1] in output
     with open(tmp_path / "config.yaml") as f:
         assert yaml.safe_load(f)["train"]["amp"]["dtype"] == expected
+
+
+@pytest.mark.skipif(not hardware.cpu_has_native_bf16(), reason="bfloat16 training runs on CPUs with AVX512-BF16 or AMX only")
+def test_a_bfloat16_training_step_is_within_bfloat16_resolution_of_float32():
+    cfg = load_config(config_path("quickstart"), ["model.detector.backbone.depth=2", "train.device=cpu"])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    batch = synthetic_batch(4, (128, 128), cfg.model.detector.num_classes)
+
+    def losses_and_gradient(autocast: bool):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same drop paths
+        with EventStorage(0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            losses = model(batch)
+        sum(losses.values()).backward()
+        gradient = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        return {k: v.item() for k, v in losses.items()}, gradient
+
+    fp32_losses, fp32_gradient = losses_and_gradient(False)
+    bf16_losses, bf16_gradient = losses_and_gradient(True)
+    # bfloat16 keeps 8 significant bits. Each loss, a mean over many terms of float32 arithmetic on
+    # bfloat16 products, stays within one bfloat16 rounding (2^-8, relatively) of float32's; the
+    # gradient, whose smallest entries bfloat16 products round most, keeps its direction.
+    for name, value in fp32_losses.items():
+        assert bf16_losses[name] == pytest.approx(value, rel=2**-8), name
+    cosine = torch.nn.functional.cosine_similarity(bf16_gradient, fp32_gradient, dim=0).item()
+    assert cosine > 1 - 2**-5
