@@ -56,7 +56,12 @@ class YOLOSDetector(nn.Module):
             - "pred_boxes": (B, K, 4) boxes as cx, cy, w, h normalised to [0, 1] by the image size.
         """
         tokens = self.backbone(images)
-        return {
-            "pred_logits": self.class_embed(tokens),
-            "pred_boxes": self.bbox_embed(tokens).sigmoid(),
-        }
+        # The heads run in float32 under autocast too, so that the matching, the losses and the
+        # post-processing read float32 predictions: a bfloat16 box coordinate is only about
+        # 2^-9 of the image precise (docs/training.md, "Training in bfloat16").
+        with torch.autocast(tokens.device.type, enabled=False):
+            tokens = tokens.float()
+            return {
+                "pred_logits": self.class_embed(tokens),
+                "pred_boxes": self.bbox_embed(tokens).sigmoid(),
+            }
