@@ -297,11 +297,15 @@ def test_precision_benchmark_evaluates_each_precision(tmp_path, capsys):
     overrides = ["model.detector.backbone.depth=1", f"dataloader.test.dataset.names={name}"]
     cfg = prepare_config(config_path("quickstart"), overrides)
     torch.manual_seed(0)
-    result = precision.run(cfg, build_inference_model(cfg, require_weights=False))
+    result = precision.run(cfg, build_inference_model(cfg, require_weights=False), batch_sizes=[1, 8], repeats=1)
     rows = {row.name: row for row in result.rows}
     # bfloat16 where bf16_is_fast (AVX512-BF16 or AMX CPUs), not elsewhere.
-    assert list(rows) == ["fp32", "int8, PyTorch", "int8, onnxruntime"] + (["bf16"] if bf16_is_fast("cpu") else [])
+    expected = ["fp32", "fp32, onnxruntime", "int8, PyTorch", "int8, onnxruntime"]
+    assert list(rows) == expected + (["bf16"] if bf16_is_fast("cpu") else [])
     assert (rows["fp32"].ap_change, rows["fp32"].ap50_change, rows["fp32"].score_difference) == (0, 0, 0)
+    assert rows["fp32, onnxruntime"].score_difference < 1e-4
+    assert rows["fp32"].time_ratios == {1: 1, 8: 1}  # batch 8 of the 6 images: cycled
+    assert all(min(row.forward_seconds.values()) > 0 and row.time_ratios.keys() == {1, 8} for row in rows.values())
     for name in ("int8, PyTorch", "int8, onnxruntime"):
         assert 0 < rows[name].score_difference < INT8_TOLERANCE
     if "bf16" in rows:

@@ -7,12 +7,13 @@ path, for exported files.
 import contextlib
 import functools
 import logging
-import platform
 import time
 from typing import Callable, ContextManager
 
 import torch
 from torch import nn
+
+from ..utils.hardware import NATIVE_BF16_FLAGS, cpu_has_native_bf16
 
 __all__ = [
     "PRECISIONS",
@@ -20,29 +21,12 @@ __all__ = [
     "apply_precision",
     "bf16_is_fast",
     "check_precision",
-    "cpu_has_native_bf16",
     "quantize_linear_int8",
 ]
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8")
-
-# CPU flags (Linux /proc/cpuinfo) of instructions that compute bfloat16 products natively.
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-@functools.lru_cache(maxsize=None)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU has AVX512-BF16 or AMX-BF16 (read from /proc/cpuinfo; False elsewhere)."""
-    if platform.system() != "Linux":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,7 +78,8 @@ def check_precision(precision: str, device: str) -> None:
 def quantize_linear_int8(module: nn.Module) -> nn.Module:
     """
     ``module`` with its ``nn.Linear`` layers replaced, in place, by PyTorch's dynamically quantised
-    ones (int8 weights, one scale per tensor; each input quantised to uint8 as it comes).
+    ones (int8 weights, one scale per tensor; each input quantised to uint8 as it comes), packed
+    for the kernels of ``torch.backends.quantized.engine``: fbgemm's under its default, "x86".
     """
     return torch.ao.quantization.quantize_dynamic(module, {nn.Linear}, dtype=torch.qint8, inplace=True)
 
@@ -106,8 +91,8 @@ def apply_precision(model: nn.Module, precision: str, device: str) -> InferenceP
 
     - "fp32": unchanged;
     - "int8": its detector's ``nn.Linear`` layers quantised (:func:`quantize_linear_int8`), CPU
-      only. On a 2-core AVX2 CPU this is faster than onnxruntime's int8 at batch 1 and slower
-      at batch 8 (docs/deployment.md); attention stays float32 in both;
+      only. Which of this and onnxruntime's int8 is faster depends on the CPU, the model and the
+      batch (docs/deployment.md); attention stays float32 in both;
     - "bf16": forwards run under bfloat16 autocast where :func:`bf16_is_fast` says the device
       computes it natively; elsewhere a warning says so and the model runs in fp32.
 
@@ -121,7 +106,10 @@ def apply_precision(model: nn.Module, precision: str, device: str) -> InferenceP
     device_type = torch.device(device).type
     if precision == "int8":
         quantize_linear_int8(model)
-        logger.info("Running in int8: the Linear layers' weights quantised to int8, their inputs per batch")
+        logger.info(
+            "Running in int8: the Linear layers' weights quantised to int8, their inputs per batch "
+            f"(quantized engine {torch.backends.quantized.engine})"
+        )
         return InferencePrecision("int8")
     if precision == "bf16":
         if not bf16_is_fast(device):
