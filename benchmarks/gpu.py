@@ -325,28 +325,51 @@ def training_rows(plan: Plan, device: str) -> Iterator[Row]:
         del steps
         empty_cache(device)
         for dtype, checkpointing in itertools.product(dtypes, CHECKPOINTING):
-            name, fp32, off = step_name(dtype, checkpointing), step_name("fp32", checkpointing), step_name(dtype, "off")
+            name, off = step_name(dtype, checkpointing), step_name(dtype, "off")
             label, reference = case_label(case), f"checkpointing off, {dtype}"
-            yield Row(
-                section,
-                label,
-                name,
-                STEPS_PER_SECOND,
-                1 / times[name],
-                vs_fp32=times[fp32] / times[name],
-                vs_reference=times[off] / times[name],
-                reference=reference,
+            yield from step_rows(
+                section, label, name, times, memory, off, reference, fp32=step_name("fp32", checkpointing)
             )
-            yield Row(
-                section,
-                label,
-                name,
-                PEAK_MIB,
-                memory[name] / 2**20,
-                vs_fp32=ratio(memory[name], memory[fp32]),
-                vs_reference=ratio(memory[name], memory[off]),
-                reference=reference,
-            )
+
+
+def step_rows(
+    section: str,
+    case: str,
+    name: str,
+    times: Dict[str, float],
+    memory: Dict[str, int],
+    reference_name: str,
+    reference: str,
+    fp32: Optional[str] = None,
+) -> List[Row]:
+    """
+    The steps/s and peak-memory rows of the step ``name`` (seconds per step in ``times``, peak
+    bytes in ``memory``), against the step ``reference_name`` (described as ``reference``) and,
+    given its name, the same step in float32.
+    """
+    seconds, peak = times[name], memory[name]
+    return [
+        Row(
+            section,
+            case,
+            name,
+            STEPS_PER_SECOND,
+            1 / seconds,
+            vs_fp32=times[fp32] / seconds if fp32 else None,
+            vs_reference=times[reference_name] / seconds,
+            reference=reference,
+        ),
+        Row(
+            section,
+            case,
+            name,
+            PEAK_MIB,
+            peak / 2**20,
+            vs_fp32=ratio(peak, memory[fp32]) if fp32 else None,
+            vs_reference=ratio(peak, memory[reference_name]),
+            reference=reference,
+        ),
+    ]
 
 
 def two_process_skip(device: str) -> Optional[str]:
@@ -374,24 +397,7 @@ def two_process_rows(plan: Plan, device: str) -> Iterator[Row]:
     times, memory = result["seconds"], result["peak_bytes"]
     label = f"{case_label(case)} per process, fp32, {BACKENDS[device_type]}"
     for name in (ONE_PROCESS, TWO_PROCESSES):
-        yield Row(
-            section,
-            label,
-            name,
-            STEPS_PER_SECOND,
-            1 / times[name],
-            vs_reference=times[ONE_PROCESS] / times[name],
-            reference=ONE_PROCESS,
-        )
-        yield Row(
-            section,
-            label,
-            name,
-            PEAK_MIB,
-            memory[name] / 2**20,
-            vs_reference=ratio(memory[name], memory[ONE_PROCESS]),
-            reference=ONE_PROCESS,
-        )
+        yield from step_rows(section, label, name, times, memory, ONE_PROCESS, ONE_PROCESS)
     yield Row(
         section,
         label,

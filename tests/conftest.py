@@ -86,6 +86,24 @@ def synthetic_splits(root: str, specs):
     return splits
 
 
+def random_quickstart_model(root: str, dataset_name: str, num_images: int, depth: int):
+    """
+    A quick-start model of ``depth`` blocks with random weights (seeded) whose test set is
+    ``num_images`` synthetic images generated under ``root`` and registered as ``dataset_name``:
+    (its checked config, the model in eval mode).
+    """
+    from yolos_d2.config import prepare_config
+    from yolos_d2.data import register_coco_dataset
+    from yolos_d2.inference import build_inference_model
+
+    splits = synthetic_splits(root, {"val": SyntheticShapesSpec(num_images, seed=5)})
+    name = register_coco_dataset(dataset_name, *splits["val"])
+    overrides = [f"model.detector.backbone.depth={depth}", f"dataloader.test.dataset.names={name}"]
+    cfg = prepare_config(config_path("quickstart"), overrides)
+    torch.manual_seed(0)
+    return cfg, build_inference_model(cfg, require_weights=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> str:
     """

@@ -3,18 +3,13 @@ The padded-evaluation benchmark: the original's evaluation pairs, as its Distrib
 DataLoader form them, and the images padded in them.
 """
 import pytest
-import torch
 from detectron2.config import instantiate
 from detectron2.data import DatasetCatalog
 from torch.utils.data import BatchSampler, DistributedSampler
 
 from benchmarks import padded_evaluation
 from benchmarks.padded_evaluation import original_eval_pairs
-from conftest import config_path, synthetic_splits
-from yolos_d2.config import prepare_config
-from yolos_d2.data import register_coco_dataset
-from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
-from yolos_d2.inference import build_inference_model
+from conftest import random_quickstart_model
 
 
 @pytest.mark.parametrize("num_images, processes", [(20, 8), (300, 8), (5000, 8), (7, 3), (16, 8)])
@@ -29,12 +24,8 @@ def test_pairs_are_the_original_samplers(num_images, processes):
 
 
 def test_images_of_one_size_never_pad_and_cropped_ones_pad_in_pairs(tmp_path):
-    splits = synthetic_splits(str(tmp_path), {"val": SyntheticShapesSpec(6, seed=5)})
-    name = register_coco_dataset("padded_evaluation_val", *splits["val"])
-    overrides = ["model.detector.backbone.depth=1", f"dataloader.test.dataset.names={name}"]
-    cfg = prepare_config(config_path("quickstart"), overrides)
-    torch.manual_seed(0)
-    model = build_inference_model(cfg, require_weights=False)
+    cfg, model = random_quickstart_model(str(tmp_path), "padded_evaluation_val", num_images=6, depth=1)
+    name = cfg.dataloader.test.dataset.names
 
     same_size = padded_evaluation.run(cfg, model, processes=2)
     assert (same_size.dataset, same_size.images) == (name, 6)

@@ -11,18 +11,13 @@ from conftest import (
     PREDICTOR_SIZES,
     SMALL_PREDICTOR,
     build_model,
-    config_path,
     favour_class_0,
     make_predictor,
     random_images,
-    synthetic_splits,
+    random_quickstart_model,
 )
 from yolos_d2.checkpoint import save_checkpoint_atomic
-from yolos_d2.config import prepare_config
-from yolos_d2.data import register_coco_dataset
-from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.evaluation.analysis import average_precisions, coco_precision, read_detections, read_ground_truth
-from yolos_d2.inference import build_inference_model
 from yolos_d2.inference import precision as precision_module
 from yolos_d2.export.onnx import OnnxRuntimeDetector
 from yolos_d2.inference.precision import apply_precision, check_precision, quantize_linear_int8
@@ -91,12 +86,7 @@ def _ap_against(reference, detections, num_classes: int) -> float:
 
 
 def test_onnxruntime_int8_keeps_the_ap_of_the_float32_detections(tmp_path):
-    splits = synthetic_splits(str(tmp_path), {"val": SyntheticShapesSpec(8, seed=5)})
-    name = register_coco_dataset("int8_ap_val", *splits["val"])
-    overrides = ["model.detector.backbone.depth=2", f"dataloader.test.dataset.names={name}"]
-    cfg = prepare_config(config_path("quickstart"), overrides)
-    torch.manual_seed(0)
-    model = build_inference_model(cfg, require_weights=False)
+    cfg, model = random_quickstart_model(str(tmp_path), "int8_ap_val", num_images=8, depth=2)
     # Class 0 clearly ahead of the others, and boxes spread over the image (the box head's last
     # layer tripled), so that an error of the int8 boxes shows in COCO's IoUs up to 0.95.
     favour_class_0(model)
