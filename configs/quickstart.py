@@ -58,6 +58,9 @@ train.update(
     # About ten minutes on 2 CPU cores with the data generation and the evaluation; other
     # recipes tried in that time are in docs/training.md, "The quick-start recipe".
     max_iter=3600,
+    # bfloat16 where the CPU computes it natively (AVX512-BF16 or AMX): twice as fast a step, AP
+    # within 1 of float32 over 3 seeds (docs/training.md, "The quick-start recipe"); float32 elsewhere.
+    amp=dict(dtype="auto"),
     seed=0,
     eval_period="${.max_iter}",
     checkpointer=dict(period="${..max_iter}", max_to_keep=2),
