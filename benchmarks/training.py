@@ -178,8 +178,10 @@ def step_name(dtype: str, checkpointing: str) -> str:
     return f"{dtype}, checkpointing {checkpointing}"
 
 
-def precision_trainers(cfg: DictConfig, dtypes: List[str], batch: int, size: Tuple[int, int]) -> Dict[str, YOLOSTrainer]:
-    """A trainer of :func:`build_trainer` for each of ``dtypes`` (keys of :data:`AMP_SETTINGS`), from the same weights."""
+def precision_trainers(
+    cfg: DictConfig, dtypes: List[str], batch: int, size: Tuple[int, int]
+) -> Dict[str, YOLOSTrainer]:
+    """A :func:`build_trainer` trainer for each of ``dtypes`` (keys of :data:`AMP_SETTINGS`), from the same weights."""
     trainers = {}
     for dtype in dtypes:
         dtype_cfg = copy.deepcopy(cfg)
@@ -227,7 +229,8 @@ def main(argv=None) -> None:
     result = run(cfg, args.batch, args.size, args.repeats)
 
     device = cfg.train.device
-    print(f"{args.config_file}, batch {args.batch} at {args.size[0]}x{args.size[1]}, {device} ({describe_device(device)})")
+    height, width = args.size
+    print(f"{args.config_file}, batch {args.batch} at {height}x{width}, {device} ({describe_device(device)})")
     rows = [
         [
             step.name,

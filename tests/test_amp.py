@@ -29,7 +29,11 @@ def cpu_with(monkeypatch):
 @pytest.mark.parametrize(
     "flags, dtype, message",
     [
-        (AMX, "bfloat16", "Training in bfloat16 autocast (train.amp.dtype=auto: this CPU has amx_bf16 and avx512_bf16)"),
+        (
+            AMX,
+            "bfloat16",
+            "Training in bfloat16 autocast (train.amp.dtype=auto: this CPU has amx_bf16 and avx512_bf16)",
+        ),
         (AVX2_ONLY, None, "Training in float32 (train.amp.dtype=auto: this CPU has no avx512_bf16 or amx_bf16)"),
     ],
 )
@@ -47,14 +51,19 @@ def test_a_dtype_named_is_kept(cpu_with, setting):
 
 def test_auto_on_a_gpu_that_emulates_bfloat16_trains_in_float32(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert amp.resolve_amp_dtype("auto", "cuda:0") == (None, "Training in float32 (train.amp.dtype=auto: cuda:0 emulates bfloat16)")
+    message = "Training in float32 (train.amp.dtype=auto: cuda:0 emulates bfloat16)"
+    assert amp.resolve_amp_dtype("auto", "cuda:0") == (None, message)
 
 
 @pytest.mark.parametrize(
     "flags, dtype, message",
     [
         (AMX, "float16", "train.amp.dtype='float16' with train.device='cpu': float16 autocast is for CUDA devices"),
-        (AVX2_ONLY, "bfloat16", "train.amp.dtype='bfloat16' with train.device='cpu': this CPU has no avx512_bf16 or amx_bf16"),
+        (
+            AVX2_ONLY,
+            "bfloat16",
+            "train.amp.dtype='bfloat16' with train.device='cpu': this CPU has no avx512_bf16 or amx_bf16",
+        ),
     ],
 )
 def test_training_autocast_the_cpu_would_emulate_is_refused_at_start(cpu_with, flags, dtype, message):
@@ -79,7 +88,7 @@ def test_a_run_records_the_dtype_auto_resolved_to(tiny_config, tmp_path):
         assert yaml.safe_load(f)["train"]["amp"]["dtype"] == expected
 
 
-@pytest.mark.skipif(not hardware.cpu_has_native_bf16(), reason="bfloat16 training runs on CPUs with AVX512-BF16 or AMX only")
+@pytest.mark.skipif(not hardware.cpu_has_native_bf16(), reason="bfloat16 training needs AVX512-BF16 or AMX")
 def test_a_bfloat16_training_step_is_within_bfloat16_resolution_of_float32():
     cfg = load_config(config_path("quickstart"), ["model.detector.backbone.depth=2", "train.device=cpu"])
     torch.manual_seed(0)

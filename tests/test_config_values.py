@@ -44,7 +44,11 @@ BAD_VALUES = [
     ),
     ("yolos_ti", ["optimizer.weight_decay=-0.1"], "optimizer.weight_decay=-0.1: must be a number >= 0"),
     ("yolos_ti", ["train.clip_grad_norm=-1"], "train.clip_grad_norm=-1: must be a number >= 0"),
-    ("yolos_ti", ["train.amp.dtype=float8"], "train.amp.dtype='float8': must be one of None, 'float16', 'bfloat16'"),
+    (
+        "yolos_ti",
+        ["train.amp.dtype=float8"],
+        "train.amp.dtype='float8': must be one of None, 'auto', 'float16', 'bfloat16' (None is written null in an override)",
+    ),
     (
         "quickstart",
         ["train.max_iter=50"],
