@@ -28,7 +28,7 @@ __all__ = ["BENCHMARKS", "main"]
 # Subcommand -> (module of benchmarks whose main(argv) runs it, what it measures).
 BENCHMARKS = {
     "inference": ("inference", "detector speed against transformers' YOLOS, FLOP rate against a GEMM"),
-    "training": ("training", "training step speed and peak memory, with and without activation checkpointing"),
+    "training": ("training", "training step speed and peak memory per precision, with/without activation checkpointing"),
     "evaluation": ("evaluation", "COCO evaluation speed against pycocotools, and their AP"),
     "padded-evaluation": ("padded_evaluation", "AP one image at a time against the original's padded pairs"),
     "nonfinite-check": ("nonfinite_check", "the share of a training step the non-finite prediction check takes"),
@@ -36,7 +36,7 @@ BENCHMARKS = {
     "onnx-pipeline": ("onnx_pipeline", "the whole-pipeline ONNX file against the predictor: agreement and time"),
     "data-loading": ("data_loading", "images per second one data-loader worker maps, training and test mappers"),
     "threads": ("threads", "training steps beside competing processes: torch's default threads, 1 and auto"),
-    "precision": ("precision", "AP of a trained model in float32, int8 (PyTorch and onnxruntime) and bfloat16"),
+    "precision": ("precision", "AP and forward time of a trained model: float32, int8 (PyTorch, onnxruntime), bfloat16"),
     "coco-scale": ("coco_scale", "a COCO train2017-sized json: loading, image-file check; 5,000 images' evaluation"),
     "gpu": ("gpu", "the GPU measurements in one table: CUDA vs CPU, inference, training, 2 processes"),
 }
