@@ -104,6 +104,22 @@ def random_quickstart_model(root: str, dataset_name: str, num_images: int, depth
     return cfg, build_inference_model(cfg, require_weights=False)
 
 
+def write_quickstart_variant(path, body: str, parts=("model", "dataloader", "train")) -> str:
+    """
+    Write a config file at ``path`` that loads configs/quickstart.py, takes its ``parts`` and then
+    runs ``body``, config statements that may use ``L``, ``detr_test_augmentations`` and
+    ``register_coco_dataset``; returns the path.
+    """
+    header = (
+        "from detectron2.config import LazyCall as L, LazyConfig\n"
+        "from yolos_d2.data import detr_test_augmentations, register_coco_dataset\n\n"
+        f"_base = LazyConfig.load({config_path('quickstart')!r})\n"
+        f"{', '.join(parts)} = {', '.join(f'_base.{part}' for part in parts)}\n"
+    )
+    path.write_text(header + textwrap.dedent(body))
+    return str(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tmp_path_factory) -> str:
     """
@@ -112,28 +128,19 @@ def tiny_config(tmp_path_factory) -> str:
     """
     root = tmp_path_factory.mktemp("tiny_shapes")
     splits = synthetic_splits(str(root), {"tiny_train": SyntheticShapesSpec(48, seed=3), "tiny_val": SyntheticShapesSpec(16, seed=4)})
-    path = root / "tiny.py"
-    path.write_text(
-        textwrap.dedent(
-            f"""
-            from detectron2.config import LazyConfig
-            from yolos_d2.data import register_coco_dataset
-
-            _base = LazyConfig.load({config_path("quickstart")!r})
-            model, dataloader, optimizer, lr_multiplier, train = (
-                _base[k] for k in ("model", "dataloader", "optimizer", "lr_multiplier", "train")
-            )
-            dataloader.train.dataset.names = register_coco_dataset("tiny_train", *{splits["tiny_train"]!r})
-            dataloader.test.dataset.names = register_coco_dataset("tiny_val", *{splits["tiny_val"]!r})
-            dataloader.train.total_batch_size = 4
-            model.detector.backbone.depth = 2
-            lr_multiplier.warmup_iters = 0
-            train.update(max_iter=40, eval_period=40, log_period=5, checkpointer=dict(period=20, max_to_keep=5))
-            train.prediction_images.num_images = 2
-            """
-        )
+    return write_quickstart_variant(
+        root / "tiny.py",
+        f"""
+        dataloader.train.dataset.names = register_coco_dataset("tiny_train", *{splits["tiny_train"]!r})
+        dataloader.test.dataset.names = register_coco_dataset("tiny_val", *{splits["tiny_val"]!r})
+        dataloader.train.total_batch_size = 4
+        model.detector.backbone.depth = 2
+        lr_multiplier.warmup_iters = 0
+        train.update(max_iter=40, eval_period=40, log_period=5, checkpointer=dict(period=20, max_to_keep=5))
+        train.prediction_images.num_images = 2
+        """,
+        parts=("model", "dataloader", "optimizer", "lr_multiplier", "train"),
     )
-    return str(path)
 
 
 # transformers' YOLOS key -> the original YOLOS code's, for random weights saved in the original layout.

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import textwrap
 import types
 from html.parser import HTMLParser
 
@@ -24,7 +23,7 @@ from detectron2.evaluation import PascalVOCDetectionEvaluator
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import REPO, synthetic_splits
+from conftest import synthetic_splits, write_quickstart_variant
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.evaluation import analysis
@@ -217,23 +216,16 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("analysis")
     splits = synthetic_splits(str(root), {"analysis_tiny": SyntheticShapesSpec(6, seed=21, image_size=48)})
     json_file, image_dir = splits["analysis_tiny"]
-    config = root / "tiny.py"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            from detectron2.config import LazyConfig
-            from yolos_d2.data import register_coco_dataset
-
-            _base = LazyConfig.load({os.path.join(REPO, "configs", "quickstart.py")!r})
-            model, dataloader, train = _base.model, _base.dataloader, _base.train
-            model.detector.backbone.update(depth=1, num_det_tokens=4)
-            dataloader.test.dataset.names = register_coco_dataset("analysis_tiny", {json_file!r}, {image_dir!r})
-            train.device = "cpu"
-            """
-        )
+    config = write_quickstart_variant(
+        root / "tiny.py",
+        f"""
+        model.detector.backbone.update(depth=1, num_det_tokens=4)
+        dataloader.test.dataset.names = register_coco_dataset("analysis_tiny", {json_file!r}, {image_dir!r})
+        train.device = "cpu"
+        """,
     )
     torch.manual_seed(0)
-    YOLOSCheckpointer(instantiate(LazyConfig.load(str(config)).model), str(root)).save("tiny")
+    YOLOSCheckpointer(instantiate(LazyConfig.load(config).model), str(root)).save("tiny")
     with open(json_file) as f:
         coco = json.load(f)
     rng = np.random.default_rng(0)
@@ -246,7 +238,7 @@ def tiny(tmp_path_factory):
     results_file = root / "coco_instances_results.json"
     results_file.write_text(json.dumps(results))
     return types.SimpleNamespace(
-        config=str(config), weights=str(root / "tiny.pth"), results=str(results_file), coco=coco, image_dir=image_dir
+        config=config, weights=str(root / "tiny.pth"), results=str(results_file), coco=coco, image_dir=image_dir
     )
 
 

@@ -1,13 +1,12 @@
 """The speed/accuracy sweep: each size evaluated as --eval-only does, a row per size and precision, checks at start."""
 import re
-import textwrap
 import types
 
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-from conftest import config_path, copypaste_ap, run_train_net, synthetic_splits
+from conftest import config_path, copypaste_ap, run_train_net, synthetic_splits, write_quickstart_variant
 from yolos_d2.checkpoint import save_checkpoint_atomic
 from yolos_d2.config import prepare_config
 from yolos_d2.data import DETRResizeShortestEdge
@@ -36,27 +35,20 @@ def tiny(tmp_path_factory):
             "sweep_small": SyntheticShapesSpec(3, seed=22, image_size=IMAGE_SIZE),
         },
     )
-    config = root / "tiny.py"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            from detectron2.config import LazyCall as L, LazyConfig
-            from yolos_d2.data import detr_test_augmentations, register_coco_dataset
-
-            _base = LazyConfig.load({config_path("quickstart")!r})
-            model, dataloader, train = _base.model, _base.dataloader, _base.train
-            model.detector.backbone.depth = 1
-            dataloader.test.dataset.names = register_coco_dataset("sweep_tiny", *{splits["sweep_tiny"]!r})
-            dataloader.test.mapper.augmentations = L(detr_test_augmentations)(eval_size={EVAL_SIZE})
-            register_coco_dataset("sweep_small", *{splits["sweep_small"]!r})
-            train.device = "cpu"
-            """
-        )
+    config = write_quickstart_variant(
+        root / "tiny.py",
+        f"""
+        model.detector.backbone.depth = 1
+        dataloader.test.dataset.names = register_coco_dataset("sweep_tiny", *{splits["sweep_tiny"]!r})
+        dataloader.test.mapper.augmentations = L(detr_test_augmentations)(eval_size={EVAL_SIZE})
+        register_coco_dataset("sweep_small", *{splits["sweep_small"]!r})
+        train.device = "cpu"
+        """,
     )
     torch.manual_seed(2)
     weights = str(root / "model.pth")
-    save_checkpoint_atomic({"model": instantiate(LazyConfig.load(str(config)).model).state_dict()}, weights)
-    return types.SimpleNamespace(config=str(config), weights=weights, root=root)
+    save_checkpoint_atomic({"model": instantiate(LazyConfig.load(config).model).state_dict()}, weights)
+    return types.SimpleNamespace(config=config, weights=weights, root=root)
 
 
 def native_precisions_here():

@@ -13,7 +13,7 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 from PIL import Image
 
-from conftest import REPO, synthetic_splits
+from conftest import synthetic_splits, write_quickstart_variant
 from yolos_d2.checkpoint import YOLOSCheckpointer
 from yolos_d2.data.synthetic_shapes import SyntheticShapesSpec
 from yolos_d2.inference.token_stats import class_distribution, gt_class_counts, size_categories
@@ -38,22 +38,15 @@ def tiny(tmp_path_factory):
             "tools_tiny_other": SyntheticShapesSpec(4, seed=12, image_size=IMAGE_SIZE),
         },
     )
-    config = root / "tiny.py"
-    config.write_text(
-        textwrap.dedent(
-            f"""
-            from detectron2.config import LazyCall as L, LazyConfig
-            from yolos_d2.data import detr_test_augmentations, register_coco_dataset
-
-            _base = LazyConfig.load({os.path.join(REPO, "configs", "quickstart.py")!r})
-            model, dataloader, train = _base.model, _base.dataloader, _base.train
-            model.detector.backbone.update(depth=1, num_det_tokens={NUM_DET_TOKENS})
-            dataloader.test.dataset.names = register_coco_dataset("tools_tiny", *{splits["tools_tiny"]!r})
-            dataloader.test.mapper.augmentations = L(detr_test_augmentations)(eval_size={EVAL_SIZE})
-            register_coco_dataset("tools_tiny_other", *{splits["tools_tiny_other"]!r})
-            train.device = "cpu"
-            """
-        )
+    config = write_quickstart_variant(
+        root / "tiny.py",
+        f"""
+        model.detector.backbone.update(depth=1, num_det_tokens={NUM_DET_TOKENS})
+        dataloader.test.dataset.names = register_coco_dataset("tools_tiny", *{splits["tools_tiny"]!r})
+        dataloader.test.mapper.augmentations = L(detr_test_augmentations)(eval_size={EVAL_SIZE})
+        register_coco_dataset("tools_tiny_other", *{splits["tools_tiny_other"]!r})
+        train.device = "cpu"
+        """,
     )
     # Without a test-time resize, as configs/quickstart.py.
     unresized = root / "tiny_unresized.py"
@@ -62,21 +55,21 @@ def tiny(tmp_path_factory):
             f"""
             from detectron2.config import LazyConfig
 
-            _base = LazyConfig.load({str(config)!r})
+            _base = LazyConfig.load({config!r})
             model, dataloader, train = _base.model, _base.dataloader, _base.train
             dataloader.test.mapper.augmentations = []
             """
         )
     )
     torch.manual_seed(0)
-    YOLOSCheckpointer(instantiate(LazyConfig.load(str(config)).model), str(root)).save("tiny")
+    YOLOSCheckpointer(instantiate(LazyConfig.load(config).model), str(root)).save("tiny")
     image_dir = splits["tools_tiny"][1]
     with open(splits["tools_tiny"][0]) as f:
         images = [os.path.join(image_dir, image["file_name"]) for image in json.load(f)["images"]]
     with open(splits["tools_tiny_other"][0]) as f:
         other_coco = json.load(f)
     return types.SimpleNamespace(
-        config=str(config),
+        config=config,
         unresized_config=str(unresized),
         weights=f"train.init_checkpoint={root / 'tiny.pth'}",
         image_dir=image_dir,
