@@ -22,6 +22,7 @@ from yolos_d2.inference import precision as precision_module
 from yolos_d2.export.onnx import OnnxRuntimeDetector
 from yolos_d2.inference.precision import apply_precision, check_precision, quantize_linear_int8
 from yolos_d2.modeling.transformer import Block
+from yolos_d2.utils import hardware
 
 # A 2-block YOLOS-Ti, 12 [DET] tokens, on a 64x96 input.
 SMALL_TI = ["model.detector.backbone.depth=2", "model.detector.backbone.num_det_tokens=12"]
@@ -105,7 +106,7 @@ def test_onnxruntime_int8_keeps_the_ap_of_the_float32_detections(tmp_path):
 
 
 def test_bf16_on_a_cpu_without_native_bf16_warns_and_runs_float32(monkeypatch, caplog):
-    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
     precision_module.bf16_is_fast.cache_clear()
     try:
         with caplog.at_level(logging.WARNING):

@@ -13,7 +13,7 @@ from typing import Callable, ContextManager
 import torch
 from torch import nn
 
-from ..utils.hardware import NATIVE_BF16_FLAGS, cpu_has_native_bf16
+from ..utils.hardware import NATIVE_BF16_FLAGS, bf16_is_native
 
 __all__ = [
     "PRECISIONS",
@@ -36,10 +36,10 @@ def bf16_is_fast(device: str) -> bool:
     one that emulates it, as a V100 or a T4 does), or a CPU with native bfloat16 instructions on
     which a bfloat16 matrix product, timed against a float32 one, is at least as fast.
     """
-    if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if not cpu_has_native_bf16():
+    if not bf16_is_native(device):
         return False
+    if torch.device(device).type != "cpu":
+        return True
     a = torch.randn(512, 512)
     b = a.bfloat16()
     return _fastest_of(lambda: b @ b) <= _fastest_of(lambda: a @ a)

@@ -337,7 +337,8 @@ def worker_main(args: argparse.Namespace):
     cfg = load_checked_config(args)
     # main() resolves the threads before launching; a caller of worker_main alone resolves them here.
     num_threads, why = getattr(args, "num_threads", None) or resolve_threads(cfg, comm.get_local_size())
-    cfg.train.num_threads = num_threads  # recorded in config.yaml, as the autocast dtype
+    # Both recorded in config.yaml as chosen.
+    cfg.train.num_threads = num_threads
     cfg.train.amp.dtype, amp_why = resolve_amp_dtype(cfg.train.amp.dtype, cfg.train.device)
     logging.getLogger("detectron2").addFilter(_PLAIN_TEXT)
     default_setup(cfg, args)
